@@ -1,0 +1,1 @@
+"""Fitting (exact, MAP, SVI, NUTS), ArviZ conversion and model comparison."""

@@ -1,0 +1,1 @@
+"""Pyro generative models whose posterior means are the attention mechanisms."""

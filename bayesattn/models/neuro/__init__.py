@@ -1,0 +1,1 @@
+"""Neuroscience-style models of attention (DESIGN.md section 5)."""

@@ -1,0 +1,1 @@
+"""torch.nn layers on :mod:`bayesattn.functional`, and Bayesian layers as PyroModules."""
