@@ -1,0 +1,108 @@
+"""The protocol every bayesattn Pyro model follows, so :func:`bayesattn.inference.fit` can fit it.
+
+A model is an object with
+
+* ``model(**data)``: the Pyro program (also ``__call__``). ``data`` is a dict of tensors; the
+  entry named :attr:`BayesianModel.obs_name` is the observation (``None`` = simulate it).
+* :attr:`obs_name`: the observed sample site (its batch dims index observations ``N``).
+* :meth:`log_likelihood`: pointwise ``log p(y_n | theta)`` for each posterior draw, with any
+  discrete latent marginalised; this is what LOO/WAIC need (DESIGN.md section 1).
+* optionally :meth:`exact_posterior`: draws from a closed-form posterior (``method="exact"``).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+
+__all__ = ["BayesianModel", "hyperparameter"]
+
+
+def hyperparameter(name: str, value, *, dtype=torch.float64):
+    """Sample ``name`` from ``value`` if it is a distribution, else return it as a tensor.
+
+    Every hyperparameter of a model (bandwidth, scale, noise, ...) is either a fixed positive
+    number or a Pyro distribution used as its prior. Call inside a Pyro model.
+    """
+    if isinstance(value, dist.Distribution):
+        return pyro.sample(name, value)
+    return torch.as_tensor(value, dtype=dtype)
+
+
+def check_hyperparameter(name: str, value, *, allow_tensor: bool = True):
+    """Validate a hyperparameter: a positive finite number/tensor or a Pyro distribution.
+
+    Raises:
+        TypeError: ``value`` is neither a number, a tensor nor a distribution.
+        ValueError: a fixed value that is not positive and finite.
+    """
+    if isinstance(value, dist.Distribution):
+        return value
+    if isinstance(value, torch.Tensor) and allow_tensor:
+        if not bool(torch.isfinite(value).all() & (value > 0).all()):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a positive number or a pyro distribution (its prior), "
+            f"got {type(value).__name__}"
+        )
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return float(value)
+
+
+class BayesianModel:
+    """Base class: a Pyro model with pointwise log-likelihoods (see the module docstring)."""
+
+    #: name of the observed sample site (and of its entry in ``data``)
+    obs_name: str = "y"
+    #: plates the model nests (for enumeration); 1 for a plate over observations
+    max_plate_nesting: int = 1
+
+    def model(self, **data):  # pragma: no cover - abstract
+        """The Pyro program. Subclasses implement it."""
+        raise NotImplementedError
+
+    def __call__(self, **data):
+        return self.model(**data)
+
+    def latent_names(self) -> list[str]:
+        """Names of the continuous latent sites (the posterior group)."""
+        return []
+
+    def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
+        """Pointwise log-likelihood ``(D, N)`` of the observation for each of ``D`` draws.
+
+        The default replays the model conditioned on each draw and reads the observed site's
+        ``log_prob``; models with discrete latents override it to marginalise them.
+        """
+        num = _num_draws(draws)
+        out = []
+        for d in range(num):
+            one = {k: v[d] for k, v in draws.items()}
+            trace = poutine.trace(poutine.condition(self.model, data=one)).get_trace(**data)
+            site = trace.nodes[self.obs_name]
+            out.append(site["fn"].log_prob(site["value"]).reshape(-1))
+        return torch.stack(out)
+
+    def exact_posterior(self, data: dict, num_samples: int, generator: torch.Generator):
+        """Draws ``{name: (num_samples, ...)}`` from a closed-form posterior.
+
+        Raises:
+            NotImplementedError: the model has no closed-form posterior.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form posterior")
+
+
+def _num_draws(draws: dict) -> int:
+    if not draws:  # every hyperparameter fixed: one 'draw' of nothing
+        return 1
+    sizes = {v.shape[0] for v in draws.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"draws must share their first (draw) dim, got sizes {sorted(sizes)}")
+    return sizes.pop()
