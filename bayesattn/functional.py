@@ -62,9 +62,33 @@ def _log_normalise(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``(..., L, S)``: a ``(..., L, E)``, b ``(..., S, E)``."""
+    """Squared Euclidean distances ``(..., L, S)``: a ``(..., L, E)``, b ``(..., S, E)``.
+
+    Both are first centred on the mean of ``b`` (distances are translation invariant), so the
+    expansion ``|a|^2 + |b|^2 - 2 a.b`` does not cancel catastrophically when the points share
+    a large offset (float32).
+    """
+    a, b = _centre(a, b)
     d2 = (a * a).sum(-1, keepdim=True) + (b * b).sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-1, -2)
     return d2.clamp_min(0.0)
+
+
+def _centre(a: torch.Tensor, b: torch.Tensor):
+    """Subtract the mean of the rows of ``b`` from ``a`` and ``b``."""
+    centre = b.mean(-2, keepdim=True)
+    return a - centre, b - centre
+
+
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(x)`` for ``x >= 0`` with gradient 0 (not NaN) where ``x == 0``."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
+
+
+def _broadcast_batch(a: torch.Tensor, b: torch.Tensor):
+    """Expand two ``(..., n, m)`` tensors to their common batch dims (no copy)."""
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return a.expand(*batch, *a.shape[-2:]), b.expand(*batch, *b.shape[-2:])
 
 
 def _cholesky(matrix: torch.Tensor, what: str) -> torch.Tensor:
@@ -154,6 +178,8 @@ def softmax_attention(
 def _sdpa(query, key, value, bias, scale):
     """SDPA with broadcast batch dims (SDPA itself wants them equal)."""
     batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    if bias is not None and bias.dim() > 2:  # a mask/log-prior may carry extra batch dims
+        batch = torch.broadcast_shapes(batch, bias.shape[:-2])
     q = query.expand(*batch, *query.shape[-2:])
     k = key.expand(*batch, *key.shape[-2:])
     v = value.expand(*batch, *value.shape[-2:])
@@ -175,13 +201,13 @@ def _kernel_logits(kernel, query, key, bandwidth):
     if kernel == "von_mises_fisher":
         cos = F.normalize(query, dim=-1) @ F.normalize(key, dim=-1).transpose(-1, -2)
         return cos / bandwidth, None
-    qs, ks = query / bandwidth, key / bandwidth
+    qs, ks = _centre(query / bandwidth, key / bandwidth)
     if kernel == "gaussian":
         # -|q-k|^2/2 up to the per-query constant -|q|^2/2, which the normalisation removes.
         return qs @ ks.transpose(-1, -2) - 0.5 * (ks * ks).sum(-1).unsqueeze(-2), None
     r2 = _sq_dist(qs, ks)
     if kernel == "laplace":
-        return -r2.sqrt(), r2
+        return -_safe_sqrt(r2), r2
     if kernel == "cauchy":
         return -torch.log1p(r2), r2
     if kernel == "epanechnikov":
@@ -302,7 +328,7 @@ def kernel_attention(
     if kernel == "von_mises_fisher":
         q, k = F.normalize(query, dim=-1), F.normalize(key, dim=-1)
         return _sdpa(q, k, value, bias, 1.0 / bandwidth)
-    qs, ks = query / bandwidth, key / bandwidth
+    qs, ks = _centre(query / bandwidth, key / bandwidth)
     key_bias = (-0.5 * (ks * ks).sum(-1)).unsqueeze(-2)  # (..., 1, S)
     bias = key_bias if bias is None else key_bias + bias
     return _sdpa(qs, ks, value, bias, 1.0)
@@ -397,7 +423,7 @@ def softmax_least_squares_attention(query, key, value, *, scale=None, ridge=1.0)
     a_qk = softmax_log_weights(query, key, scale=scale).exp()
     a_kk = softmax_log_weights(key, key, scale=scale).exp()
     system = a_kk + ridge * torch.eye(a_kk.shape[-1], dtype=a_kk.dtype, device=a_kk.device)
-    rhs = value.expand(*system.shape[:-2], *value.shape[-2:])
+    system, rhs = _broadcast_batch(system, value)
     solved, info = torch.linalg.solve_ex(system, rhs)
     if bool((info != 0).any()):
         raise ValueError("softmax(K K^T) + ridge I is singular; increase ridge")
@@ -426,7 +452,7 @@ def gp_kernel(a, b, *, kernel="rbf", lengthscale=1.0) -> torch.Tensor:
     r2 = _sq_dist(a / lengthscale, b / lengthscale)
     if kernel == "rbf":
         return torch.exp(-0.5 * r2)
-    r = r2.sqrt()
+    r = _safe_sqrt(r2)
     if kernel == "matern12":
         return torch.exp(-r)
     if kernel == "matern32":
@@ -469,7 +495,8 @@ def gp_attention(
     k_kk = k_kk + ridge * torch.eye(k_kk.shape[-1], dtype=k_kk.dtype, device=k_kk.device)
     chol = _cholesky(k_kk, "k(K, K) + ridge I")
     k_qk = gp_kernel(query, key, kernel=kernel, lengthscale=lengthscale)
-    mean = k_qk @ torch.cholesky_solve(value.expand(*chol.shape[:-2], *value.shape[-2:]), chol)
+    chol_b, value_b = _broadcast_batch(chol, value)
+    mean = k_qk @ torch.cholesky_solve(value_b, chol_b)
     if not return_variance:
         return mean
     half = torch.linalg.solve_triangular(chol, k_qk.transpose(-1, -2), upper=False)

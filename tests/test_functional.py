@@ -433,14 +433,8 @@ def _broadcast_case(case: str, g):
     return (q, k, v), tuple(t.expand(B, H, *t.shape[-2:]).contiguous() for t in (q, k, v))
 
 
-_VALUE_BATCH_BUG = (
-    "value with batch dims that key lacks: value.expand(key batch) raises RuntimeError"
-)
 BROADCAST_PARAMS = [
-    pytest.param(name, case, marks=pytest.mark.xfail(strict=True, reason=_VALUE_BATCH_BUG))
-    if case == "key_shared_over_heads"
-    and (name == "softmax_least_squares" or name.startswith("gp_"))
-    else pytest.param(name, case)
+    pytest.param(name, case)
     for name in MECHANISMS
     for case in ("key_shared_over_heads", "key_value_shared", "query_shared")
 ]
@@ -564,14 +558,8 @@ def test_compact_kernel_fallback_ties_share_weight_equally(kernel):
     close(w, [[1 / 3, 1 / 3, 0.0, 1 / 3]], 1e-15)
 
 
-MASK_BATCH_BUG = (
-    "mask (2, 4, 6) with q (4, 2), k (6, 2): check_mask accepts it, then the SDPA path raises "
-    "RuntimeError 'output with shape [4, 6] doesn't match the broadcast shape [2, 4, 6]'"
-)
 MASK_BATCH_PARAMS = [
-    pytest.param(name, rw, marks=pytest.mark.xfail(strict=True, reason=MASK_BATCH_BUG))
-    if not rw and name in ("softmax", "gaussian", "von_mises_fisher")
-    else pytest.param(name, rw)
+    pytest.param(name, rw)
     for name in MASKABLE
     for rw in (False, True)
 ]
@@ -648,13 +636,6 @@ def test_float32_huge_scores_stay_finite_and_match_float64(name, magnitude, retu
         assert ((ref_w.amax(-1) > 1 - 1e-9) | (ref_w.sum(-1) == 0)).all()
 
 
-FLOAT32_SHIFT_BUG = (
-    "distances via |q|^2 + |k|^2 - 2 q.k (and the Gaussian SDPA bias -|k|^2/2) cancel "
-    "catastrophically in float32 when q, k share an offset of 1e3: error ~0.1 in the output"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=FLOAT32_SHIFT_BUG)
 @pytest.mark.parametrize("return_weights", [False, True], ids=["sdpa", "weights"])
 @pytest.mark.parametrize("kernel", DISTANCE_KERNELS)
 def test_float32_distance_kernels_are_translation_invariant(kernel, return_weights):
@@ -672,21 +653,7 @@ def test_float32_distance_kernels_are_translation_invariant(kernel, return_weigh
 
 
 # ============================================================================ gradients
-GRAD_AT_ZERO_DISTANCE_BUG = (
-    "r = sqrt(r^2) has an infinite derivative at r = 0 (the diagonal of k(K, K), or a query "
-    "equal to a key): backward gives NaN"
-)
-
-
-@pytest.mark.parametrize(
-    "kernel",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=GRAD_AT_ZERO_DISTANCE_BUG))
-        if name != "rbf"
-        else name
-        for name in GP_KERNELS
-    ],
-)
+@pytest.mark.parametrize("kernel", GP_KERNELS)
 def test_gp_attention_gradients_are_finite(kernel):
     g = gen_(23)
     q, k, v = randn(g, 4, 2), randn(g, 6, 2), randn(g, 6, 3)
@@ -701,13 +668,7 @@ def test_gp_attention_gradients_are_finite(kernel):
 
 
 @pytest.mark.parametrize(
-    "kernel",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=GRAD_AT_ZERO_DISTANCE_BUG))
-        if name == "laplace"
-        else name
-        for name in ("gaussian", "laplace", "cauchy", "epanechnikov", "von_mises_fisher")
-    ],
+    "kernel", ["gaussian", "laplace", "cauchy", "epanechnikov", "von_mises_fisher"]
 )
 def test_kernel_attention_gradients_are_finite_when_a_query_equals_a_key(kernel):
     g = gen_(24)
