@@ -1,1 +1,15 @@
 """Pyro generative models whose posterior means are the attention mechanisms."""
+
+from .base import BayesianModel, hyperparameter
+from .regression import GPAttentionModel, LeastSquaresAttentionModel
+from .selection import KernelAttentionModel, KeySelectionModel, SoftmaxAttentionModel
+
+__all__ = [
+    "BayesianModel",
+    "GPAttentionModel",
+    "KernelAttentionModel",
+    "KeySelectionModel",
+    "LeastSquaresAttentionModel",
+    "SoftmaxAttentionModel",
+    "hyperparameter",
+]

@@ -1,0 +1,242 @@
+"""Least-squares and GP attention as Bayesian regression from keys to values (DESIGN.md section 3).
+
+Both models observe the memory itself: ``value_j`` given ``key_j``. Their posterior predictive
+mean at a query is :func:`bayesattn.functional.least_squares_attention` (Garnelo & Czarnecki
+2023, "Intention") and :func:`bayesattn.functional.gp_attention` respectively.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from .. import functional as Fn
+from .._checks import check_choice, check_tensor
+from .base import BayesianModel, check_hyperparameter, hyperparameter
+
+__all__ = ["LeastSquaresAttentionModel", "GPAttentionModel"]
+
+
+def _check_memory(key, value):
+    check_tensor("key", key, min_dim=2)
+    if key.dim() != 2 or key.shape[0] == 0:
+        raise ValueError(f"key must have shape (S, E) with S >= 1, got {tuple(key.shape)}")
+    if value is not None:
+        check_tensor("value", value, min_dim=2)
+        if value.dim() != 2 or value.shape[0] != key.shape[0]:
+            raise ValueError(
+                f"value must have shape (S, Ev) = ({key.shape[0]}, Ev), got {tuple(value.shape)}"
+            )
+
+
+class _RegressionModel(BayesianModel):
+    obs_name = "value"
+
+    def _priors(self) -> dict:
+        raise NotImplementedError
+
+    def latent_names(self) -> list[str]:
+        """Continuous latent sites: hyperparameters given priors (and ``W`` for least squares)."""
+        return [n for n, v in self._priors().items() if isinstance(v, dist.Distribution)]
+
+    def _fixed(self, params, dtype):
+        params = dict(params or {})
+        for name, v in self._priors().items():
+            if name not in params:
+                if isinstance(v, dist.Distribution):
+                    raise ValueError(f"{name} has a prior: pass its value in params")
+                params[name] = torch.as_tensor(v, dtype=dtype)
+        return params
+
+    def _sample_hyperparameters(self, dtype):
+        return {n: hyperparameter(n, v, dtype=dtype) for n, v in self._priors().items()}
+
+
+class LeastSquaresAttentionModel(_RegressionModel):
+    """Bayesian linear regression from keys to values; least-squares attention is its mean.
+
+    ``W[:, c] ~ N(0, prior_scale^2 I)``, ``value_j ~ N(W^T key_j, noise^2 I)``. The posterior of
+    each column of ``W`` is ``N(A^{-1} K^T V, noise^2 A^{-1})`` with
+    ``A = K^T K + ridge I``, ``ridge = noise^2 / prior_scale^2``, and the predictive mean at
+    ``q`` is ``q^T A^{-1} K^T V`` (Garnelo & Czarnecki 2023; Bishop 2006, eqs. 3.53-3.59).
+
+    Data: ``{"key": (S, E), "value": (S, Ev)}``; ``value`` is observed.
+
+    Args:
+        prior_scale: prior standard deviation of ``W`` (value units per key unit), a positive
+            number or a Pyro distribution.
+        noise: observation noise standard deviation (value units), number or distribution.
+
+    Raises:
+        TypeError, ValueError: hyperparameters neither positive numbers nor distributions.
+    """
+
+    def __init__(self, *, prior_scale=1.0, noise=1.0):
+        self.prior_scale = check_hyperparameter("prior_scale", prior_scale)
+        self.noise = check_hyperparameter("noise", noise)
+
+    def _priors(self):
+        return {"prior_scale": self.prior_scale, "noise": self.noise}
+
+    def latent_names(self):
+        """``W`` and the hyperparameters given priors."""
+        return ["W", *super().latent_names()]
+
+    def model(self, key, value=None):
+        """``W ~ N(0, prior_scale^2)``, ``value ~ N(key @ W, noise^2)``; key ``(S, E)``."""
+        _check_memory(key, value)
+        ev = 1 if value is None else value.shape[1]
+        p = self._sample_hyperparameters(key.dtype)
+        W = pyro.sample(
+            "W", dist.Normal(torch.zeros(key.shape[1], ev, dtype=key.dtype), p["prior_scale"])
+            .to_event(2),
+        )
+        with pyro.plate("items", key.shape[0], dim=-1):
+            pyro.sample("value", dist.Normal(key @ W, p["noise"]).to_event(1), obs=value)
+
+    def posterior(self, query, key, value, params=None) -> dict:
+        """Closed-form predictive at ``query (L, E)``: ``mean (L, Ev)``, ``variance (L,)``.
+
+        ``variance`` is ``noise^2 (1 + q^T A^{-1} q)``, the predictive variance of a new value
+        with ``W`` integrated out, from :func:`bayesattn.functional.least_squares_attention`.
+
+        Raises:
+            ValueError: a hyperparameter has a prior and ``params`` does not give it.
+        """
+        _check_memory(key, value)
+        p = self._fixed(params, key.dtype)
+        mean, var = Fn.least_squares_attention(
+            query, key, value, ridge=p["noise"] ** 2 / p["prior_scale"] ** 2,
+            noise=p["noise"] ** 2, return_variance=True,
+        )
+        return {"mean": mean, "variance": var}
+
+    def predict(self, query, params: dict, data: dict):
+        """Predictive ``(mean (L, Ev), variance (L, Ev))`` of a new value given a draw of ``W``."""
+        mean = query @ params["W"]
+        p = self._fixed(params, query.dtype)
+        return mean, (p["noise"] ** 2).expand_as(mean)
+
+    def exact_posterior(self, data, num_samples, generator):
+        """Draws of ``W`` from ``N(A^{-1} K^T V, noise^2 A^{-1})`` (fixed hyperparameters only).
+
+        Raises:
+            NotImplementedError: a hyperparameter has a prior (no closed form then).
+        """
+        if self.latent_names() != ["W"]:
+            raise NotImplementedError("exact needs fixed prior_scale and noise")
+        key, value = data["key"], data["value"]
+        p = self._fixed(None, key.dtype)
+        gram = key.T @ key
+        gram.diagonal().add_(p["noise"] ** 2 / p["prior_scale"] ** 2)
+        chol = torch.linalg.cholesky(gram)
+        mean = torch.cholesky_solve(key.T @ value, chol)
+        eps = torch.randn(num_samples, *mean.shape, dtype=key.dtype, generator=generator)
+        # A = L L^T  =>  L^{-T} eps has covariance A^{-1}
+        noise = torch.linalg.solve_triangular(chol.T, eps, upper=True)
+        return {"W": mean + p["noise"] * noise}
+
+
+class GPAttentionModel(_RegressionModel):
+    """Gaussian-process regression from keys to values; GP attention is its posterior mean.
+
+    ``f ~ GP(0, amplitude^2 k_lengthscale)``, ``value_j = f(key_j) + N(0, noise^2)``, with ``f``
+    integrated out: each value column ``~ N(0, amplitude^2 K + noise^2 I)`` (Rasmussen &
+    Williams 2006, eq. 2.30). The predictive mean at ``q`` is
+    :func:`bayesattn.functional.gp_attention` with ``ridge = noise^2 / amplitude^2``.
+
+    The pointwise log-likelihood is the leave-one-out predictive ``log p(y_i | y_{-i}, theta)``
+    (``-log(2 pi)/2 + log cbar_ii / 2 - g_i^2 / (2 cbar_ii)``, ``g = C^{-1} y``,
+    ``cbar = diag C^{-1}``; Sundararajan & Keerthi 2001; Buerkner, Gabry & Vehtari 2020): the
+    model does not factorise over points, and PSIS-LOO over these terms is the method of
+    Buerkner et al.
+
+    Data: ``{"key": (S, E), "value": (S, Ev)}``.
+
+    Args:
+        kernel: one of :data:`bayesattn.functional.GP_KERNELS`.
+        lengthscale: key units; positive number, ``(E,)`` tensor or distribution.
+        amplitude: standard deviation of ``f`` (value units); number or distribution.
+        noise: observation noise standard deviation (value units); number or distribution.
+
+    Raises:
+        ValueError, TypeError: unknown kernel; bad hyperparameters.
+    """
+
+    def __init__(self, *, kernel="rbf", lengthscale=1.0, amplitude=1.0, noise=0.1):
+        self.kernel = check_choice("kernel", kernel, Fn.GP_KERNELS)
+        self.lengthscale = check_hyperparameter("lengthscale", lengthscale)
+        self.amplitude = check_hyperparameter("amplitude", amplitude)
+        self.noise = check_hyperparameter("noise", noise)
+
+    def _priors(self):
+        return {"lengthscale": self.lengthscale, "amplitude": self.amplitude,
+                "noise": self.noise}
+
+    def _chol(self, key, p):
+        cov = p["amplitude"] ** 2 * Fn.gp_kernel(
+            key, key, kernel=self.kernel, lengthscale=p["lengthscale"]
+        )
+        cov = cov + p["noise"] ** 2 * torch.eye(key.shape[0], dtype=key.dtype)
+        return torch.linalg.cholesky(cov)
+
+    def model(self, key, value=None):
+        """Each value column ``~ MVN(0, amplitude^2 K + noise^2 I)``; key ``(S, E)``."""
+        _check_memory(key, value)
+        p = self._sample_hyperparameters(key.dtype)
+        chol = self._chol(key, p)
+        ev = 1 if value is None else value.shape[1]
+        mvn = dist.MultivariateNormal(torch.zeros(key.shape[0], dtype=key.dtype), scale_tril=chol)
+        pyro.sample("value", mvn.expand([ev]).to_event(1),
+                    obs=None if value is None else value.T)
+
+    def posterior(self, query, key, value, params=None) -> dict:
+        """Closed-form predictive of ``f`` at ``query (L, E)``: ``mean (L, Ev)``,
+        ``variance (L,)`` (latent, without noise; add ``noise^2`` for a new observation).
+
+        Raises:
+            ValueError: a hyperparameter has a prior and ``params`` does not give it.
+        """
+        _check_memory(key, value)
+        p = self._fixed(params, key.dtype)
+        mean, var = Fn.gp_attention(
+            query, key, value, kernel=self.kernel, lengthscale=p["lengthscale"],
+            ridge=p["noise"] ** 2 / p["amplitude"] ** 2, return_variance=True,
+        )
+        return {"mean": mean, "variance": p["amplitude"] ** 2 * var}
+
+    def predict(self, query, params: dict, data: dict):
+        """Predictive ``(mean (L, Ev), variance (L, Ev))`` of a new value given one draw."""
+        post = self.posterior(query, data["key"], data["value"], params)
+        p = self._fixed(params, query.dtype)
+        var = (post["variance"] + p["noise"] ** 2).unsqueeze(-1).expand_as(post["mean"])
+        return post["mean"], var
+
+    def log_likelihood(self, draws, data):
+        """Leave-one-out predictive ``log p(y_i | y_{-i}, theta)``, summed over columns: (D, S)."""
+        key, value = data["key"], data["value"]
+        num = next(iter(draws.values())).shape[0] if draws else 1
+        out = []
+        for d in range(num):
+            p = self._fixed({k: v[d] for k, v in draws.items()}, key.dtype)
+            chol = self._chol(key, p)
+            g = torch.cholesky_solve(value, chol)  # C^{-1} y, (S, Ev)
+            # diag(C^{-1}) from the Cholesky factor: the LOO formula needs these entries.
+            cbar = torch.cholesky_inverse(chol).diagonal().unsqueeze(-1)
+            ll = -0.5 * math.log(2 * math.pi) + 0.5 * cbar.log() - 0.5 * g**2 / cbar
+            out.append(ll.sum(-1))
+        return torch.stack(out)
+
+    def posterior_predictive(self, draws, data, generator):
+        """Replicated values ``(D, S, Ev)`` from ``p(y_rep | y, theta)`` for each draw."""
+        key = data["key"]
+        num = next(iter(draws.values())).shape[0] if draws else 1
+        reps = []
+        for d in range(num):
+            mean, var = self.predict(key, {k: v[d] for k, v in draws.items()}, data)
+            eps = torch.randn(mean.shape, dtype=mean.dtype, generator=generator)
+            reps.append(mean + var.sqrt() * eps)
+        return torch.stack(reps)

@@ -1,0 +1,380 @@
+"""Key-selection models: softmax and kernel attention as Pyro programs (DESIGN.md section 1).
+
+A query ``q_i`` picks one stored key, ``z_i in {1..S}``. Two programs per model:
+
+* :meth:`KeySelectionModel.selection_model` ``(query)``: the generative key-selection model,
+  ``z_i ~ Categorical(pi_i)`` and ``q_i | z_i = j ~`` the kernel centred on ``k_j``. Its exact
+  posterior ``p(z_i = j | q_i)`` is the attention weight (Pyro's enumeration finds it; the
+  tests check it against :mod:`bayesattn.functional`).
+* :meth:`KeySelectionModel.model` ``(query, target=None)``: the regression model. Given the
+  query, ``z_i ~ Categorical(w_i)`` with ``w_i`` that posterior, and
+  ``y_i | z_i = j ~ N(v_j, noise^2 I)``. ``E[y_i | q_i] = sum_j w_ij v_j`` is the attention
+  output, and ``log p(y_i | q_i) = logsumexp_j(log w_ij + log N(y_i; v_j, noise^2))`` is the
+  pointwise log-likelihood. The query is conditioned on (a design variable, as in
+  regression), so hyperparameters are learned from the targets. ``z`` is summed out in
+  closed form (a mixture over keys), exactly.
+
+With ``leave_one_out=True`` (query ``i`` is memory item ``i``) the mask excludes ``j = i``, so a
+data set can be its own memory without the bandwidth collapsing to zero (leave-one-out
+likelihood; the fitted log-density is then a pseudo-likelihood, Silverman 1986 section 3.4.4).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from .. import functional as Fn
+from .._checks import check_choice, check_mask, check_tensor
+from .base import BayesianModel, check_hyperparameter, hyperparameter
+
+__all__ = ["KeySelectionModel", "KernelAttentionModel", "SoftmaxAttentionModel"]
+
+
+class KeySelectionModel(BayesianModel):
+    """Shared machinery of :class:`KernelAttentionModel` and :class:`SoftmaxAttentionModel`.
+
+    Subclasses define :meth:`log_weights` (the closed-form posterior of ``z``) and
+    :meth:`_selection_terms` (prior logits and query log-likelihood per key).
+
+    Args:
+        key: ``(S, E)`` stored keys (the memory).
+        value: ``(S, Ev)`` stored values, or ``None`` (selection model only).
+        noise: value noise ``tau`` (standard deviation, units of the values): a positive
+            number or a Pyro distribution used as its prior.
+        mask: bool ``(L, S)``, True where a query may attend.
+        log_prior: ``(L, S)`` additive log-prior over keys.
+        leave_one_out: exclude ``j = i`` (needs ``L == S``: query i is memory item i).
+
+    Raises:
+        TypeError, ValueError: bad ``key``/``value``/``mask``/``log_prior``; ``noise`` neither
+            positive nor a distribution.
+    """
+
+    obs_name = "target"
+
+    def __init__(self, key, value=None, *, noise=1.0, mask=None, log_prior=None,
+                 leave_one_out=False):
+        check_tensor("key", key, min_dim=2)
+        if key.dim() != 2 or key.shape[0] == 0:
+            raise ValueError(f"key must have shape (S, E) with S >= 1, got {tuple(key.shape)}")
+        if value is not None:
+            check_tensor("value", value, min_dim=2)
+            if value.dim() != 2 or value.shape[0] != key.shape[0]:
+                raise ValueError(
+                    f"value must have shape (S, Ev) = ({key.shape[0]}, Ev), got "
+                    f"{tuple(value.shape)}"
+                )
+        self.key, self.value = key, value
+        self.noise = check_hyperparameter("noise", noise)
+        self.mask, self.log_prior, self.leave_one_out = mask, log_prior, leave_one_out
+
+    # -- pieces shared by both programs
+    def _mask(self, L: int):
+        S = self.key.shape[0]
+        check_mask(self.mask, self.log_prior, (), L, S)
+        mask = self.mask
+        if self.leave_one_out:
+            if L != S:
+                raise ValueError(
+                    f"leave_one_out needs one query per memory item (L == S), got L={L}, S={S}"
+                )
+            loo = ~torch.eye(S, dtype=torch.bool, device=self.key.device)
+            mask = loo if mask is None else mask & loo
+        return mask
+
+    def _check_query(self, query):
+        check_tensor("query", query, min_dim=2)
+        if query.dim() != 2 or query.shape[1] != self.key.shape[1]:
+            raise ValueError(
+                f"query must have shape (L, E) with E = {self.key.shape[1]}, got "
+                f"{tuple(query.shape)}"
+            )
+
+    def _check_target(self, target, L):
+        if self.value is None:
+            raise ValueError("this model was built without value: give value= to the model")
+        if target is None:
+            return
+        check_tensor("target", target, min_dim=2)
+        if tuple(target.shape) != (L, self.value.shape[1]):
+            raise ValueError(
+                f"target must have shape (L, Ev) = ({L}, {self.value.shape[1]}), got "
+                f"{tuple(target.shape)}"
+            )
+
+    def _hyperparameters(self) -> dict:
+        raise NotImplementedError
+
+    def latent_names(self) -> list[str]:
+        """Names of the hyperparameters given priors."""
+        return [n for n, v in self._priors().items() if isinstance(v, dist.Distribution)]
+
+    def _priors(self) -> dict:
+        return {**self._hyperparameters(), "noise": self.noise}
+
+    def _sample_hyperparameters(self) -> dict:
+        return {n: hyperparameter(n, v, dtype=self.key.dtype) for n, v in self._priors().items()}
+
+    # -- the closed-form posterior
+    def log_weights(self, query, params: dict) -> torch.Tensor:
+        """Log attention weights ``log p(z_i = j | q_i)``, ``(L, S)``, with the model's mask."""
+        return self._log_weights(query, params, self._mask(query.shape[0]), self.log_prior)
+
+    def _log_weights(self, query, params, mask, log_prior):
+        raise NotImplementedError
+
+    def predict(self, query, params: dict, data: dict | None = None):
+        """Predictive ``(mean (L, Ev), variance (L, Ev))`` of a target at new queries ``(L, E)``.
+
+        New queries attend to every key (no mask, no log-prior, no leave-one-out); ``params``
+        holds one draw of the hyperparameters.
+        """
+        self._check_query(query)
+        self._check_target(None, query.shape[0])
+        params = self._fixed(params)
+        w = self._log_weights(query, params, None, None).exp()
+        mean = w @ self.value
+        return mean, params["noise"] ** 2 + w @ self.value**2 - mean**2
+
+    def posterior(self, query, params: dict | None = None) -> dict:
+        """Exact posterior given fixed hyperparameters ``params`` (default: the fixed values).
+
+        Returns a dict with ``weights (L, S)``, ``mean (L, Ev)`` (the attention output,
+        ``E[y_i | q_i]``) and ``variance (L, Ev)``: the predictive variance
+        ``noise^2 + sum_j w_ij v_j^2 - (sum_j w_ij v_j)^2`` (DESIGN.md section 1).
+
+        Raises:
+            ValueError: a hyperparameter has a prior and no value is given in ``params``.
+        """
+        params = self._fixed(params)
+        self._check_query(query)
+        self._check_target(None, query.shape[0])
+        w = self.log_weights(query, params).exp()
+        mean = w @ self.value
+        var = params["noise"] ** 2 + w @ self.value**2 - mean**2
+        return {"weights": w, "mean": mean, "variance": var}
+
+    def _fixed(self, params):
+        params = dict(params or {})
+        for name, v in self._priors().items():
+            if name not in params:
+                if isinstance(v, dist.Distribution):
+                    raise ValueError(f"{name} has a prior: pass its value in params")
+                params[name] = torch.as_tensor(v, dtype=self.key.dtype)
+        return params
+
+    # -- the Pyro programs
+    def model(self, query, target=None):
+        """Regression program: ``target_i ~ sum_j w_ij N(v_j, noise^2 I)``.
+
+        The key choice ``z_i ~ Cat(w_i)`` is marginalised in closed form (a mixture over keys),
+        which is exact and much faster under NUTS than enumerating it.
+
+        Args:
+            query: ``(L, E)``.
+            target: ``(L, Ev)`` observed targets, or None to simulate them.
+        """
+        self._check_query(query)
+        self._check_target(target, query.shape[0])
+        params = self._sample_hyperparameters()
+        log_w = self.log_weights(query, params)
+        if bool(torch.isneginf(log_w).all(-1).any()):
+            raise ValueError("a query has no key it may attend to (mask/log_prior exclude all)")
+        pyro.deterministic("attention_output", log_w.exp() @ self.value)
+        L, S = log_w.shape
+        values = self.value.expand(L, S, self.value.shape[1])
+        with pyro.plate("queries", L, dim=-1):
+            pyro.sample(
+                "target",
+                dist.MixtureSameFamily(
+                    dist.Categorical(logits=log_w), dist.Normal(values, params["noise"]).to_event(1)
+                ),
+                obs=target,
+            )
+
+    def selection_model(self, query):
+        """Generative key-selection program: ``z_i ~ Cat(pi_i)``, ``q_i | z_i`` ~ kernel at ``k_z``.
+
+        The exact posterior of ``z`` (Pyro's ``TraceEnum_ELBO().compute_marginals``) equals
+        :meth:`log_weights`. A hyperparameter with a prior needs a normalisable kernel.
+
+        Args:
+            query: ``(L, E)``, observed.
+        """
+        self._check_query(query)
+        params = self._sample_hyperparameters()
+        prior_logits, query_loglik = self._selection_terms(query, params)
+        mask = self._mask(query.shape[0])
+        if mask is not None:
+            prior_logits = prior_logits.masked_fill(~mask, -math.inf)
+        with pyro.plate("queries", query.shape[0], dim=-1):
+            z = pyro.sample(
+                "z", dist.Categorical(logits=prior_logits), infer={"enumerate": "parallel"}
+            )
+            query_loglik(z)
+
+    def log_likelihood(self, draws: dict, data: dict) -> torch.Tensor:
+        """``log p(target_i | query_i, theta)`` with ``z`` marginalised, ``(D, L)``."""
+        query, target = data["query"], data["target"]
+        num = next(iter(draws.values())).shape[0] if draws else 1
+        out = []
+        for d in range(num):
+            params = self._fixed({k: v[d] for k, v in draws.items()})
+            log_w = self.log_weights(query, params)
+            # log N(y_i; v_j, noise^2 I) for every pair (i, j): (L, S)
+            comp = dist.Normal(self.value.unsqueeze(0), params["noise"]).log_prob(
+                target.unsqueeze(1)
+            ).sum(-1)
+            out.append(torch.logsumexp(log_w + comp, dim=-1))
+        return torch.stack(out)
+
+    def _selection_terms(self, query, params):
+        raise NotImplementedError
+
+
+def _kernel_log_normaliser(kernel: str, bandwidth, E: int):
+    """``log Z`` with ``int K(|(q - k) / h|) dq = Z`` in E dims, or None if not normalisable.
+
+    Gaussian ``(2 pi)^(E/2)``; Laplace ``2 pi^(E/2) Gamma(E) / Gamma(E/2)`` (the surface area
+    of the unit sphere times ``Gamma(E)``); Epanechnikov ``V_E 2 / (E + 2)``; boxcar ``V_E``
+    (``V_E = pi^(E/2) / Gamma(E/2 + 1)``, the unit-ball volume); Cauchy ``pi`` for E = 1 only;
+    each times ``prod(h)``.
+    """
+    bw = torch.as_tensor(bandwidth)
+    log_h = torch.log(bw).sum() if bw.dim() else E * torch.log(bw)
+    half = E / 2.0
+    log_ball = half * math.log(math.pi) - math.lgamma(half + 1)
+    const = {
+        "gaussian": half * math.log(2 * math.pi),
+        "laplace": math.log(2) + half * math.log(math.pi) + math.lgamma(E) - math.lgamma(half),
+        "epanechnikov": log_ball + math.log(2.0 / (E + 2)),
+        "boxcar": log_ball,
+        "cauchy": math.log(math.pi) if E == 1 else None,
+    }.get(kernel)
+    return None if const is None else const + log_h
+
+
+class KernelAttentionModel(KeySelectionModel):
+    """Nadaraya-Watson (kernel) attention as a key-selection model (DESIGN.md section 1).
+
+    Weights ``w_ij`` proportional to ``K(q_i, k_j) pi_ij``: the posterior of ``z_i`` when
+    ``q_i | z_i = j`` has a density proportional to the kernel around ``k_j``; the posterior
+    mean :func:`bayesattn.functional.kernel_attention` is the fast path.
+
+    Args:
+        key: ``(S, E)``.
+        value: ``(S, Ev)`` or None.
+        kernel: one of :data:`bayesattn.functional.KERNELS`.
+        bandwidth: positive number, ``(E,)`` tensor, or a Pyro distribution (prior), in the
+            units of the keys.
+        noise: value noise standard deviation (units of the values), number or distribution.
+        mask, log_prior, leave_one_out: see :class:`KeySelectionModel`.
+
+    Raises:
+        ValueError: unknown ``kernel``; bad hyperparameters (see :class:`KeySelectionModel`).
+    """
+
+    def __init__(self, key, value=None, *, kernel="gaussian", bandwidth=1.0, noise=1.0,
+                 mask=None, log_prior=None, leave_one_out=False):
+        super().__init__(key, value, noise=noise, mask=mask, log_prior=log_prior,
+                         leave_one_out=leave_one_out)
+        self.kernel = check_choice("kernel", kernel, Fn.KERNELS)
+        self.bandwidth = check_hyperparameter("bandwidth", bandwidth)
+
+    def _hyperparameters(self):
+        return {"bandwidth": self.bandwidth}
+
+    def _log_weights(self, query, params, mask, log_prior):
+        return Fn.kernel_log_weights(
+            query, self.key, kernel=self.kernel, bandwidth=params["bandwidth"], mask=mask,
+            log_prior=log_prior,
+        )
+
+    def _selection_terms(self, query, params):
+        bw = params["bandwidth"]
+        E = query.shape[1]
+        log_z = _kernel_log_normaliser(self.kernel, bw, E)
+        if log_z is None:
+            if isinstance(self.bandwidth, dist.Distribution):
+                raise ValueError(
+                    f"the {self.kernel} kernel has no normalisable density in E={E} dims: "
+                    "selection_model needs a fixed bandwidth"
+                )
+            log_z = torch.zeros((), dtype=query.dtype)  # constant in z: cancels
+        prior = torch.zeros(query.shape[0], self.key.shape[0], dtype=query.dtype)
+        if self.log_prior is not None:
+            prior = prior + self.log_prior
+
+        def query_loglik(z):
+            if self.kernel == "gaussian":
+                pyro.sample("query", dist.Normal(self.key[z], bw).to_event(1), obs=query)
+                return
+            k = self.key[z]  # (S?, L, E) under enumeration
+            if self.kernel == "von_mises_fisher":
+                cos = torch.nn.functional.cosine_similarity(query, k, dim=-1)
+                pyro.factor("query", cos / bw - log_z)
+                return
+            r2 = (((query - k) / bw) ** 2).sum(-1)
+            log_k = {
+                "laplace": lambda: -r2.sqrt(),
+                "cauchy": lambda: -torch.log1p(r2),
+                "epanechnikov": lambda: torch.where(
+                    r2 < 1, torch.log1p(-r2.clamp_max(1.0)), -math.inf
+                ),
+                "boxcar": lambda: torch.where(r2 <= 1, 0.0, -math.inf).to(r2.dtype),
+            }[self.kernel]()
+            pyro.factor("query", log_k - log_z)
+
+        return prior, query_loglik
+
+
+class SoftmaxAttentionModel(KeySelectionModel):
+    """Scaled dot-product softmax attention as a key-selection model (DESIGN.md section 1).
+
+    ``q_i | z_i = j ~ N(k_j, I / scale)`` with prior
+    ``log p(z_i = j) = log_prior_ij + scale |k_j|^2 / 2 + const`` (the key-norm prior) gives
+    ``p(z_i = j | q_i) = softmax_j(scale q_i . k_j + log_prior_ij)``: the weights of
+    :func:`bayesattn.functional.softmax_attention` (Vaswani et al. 2017, eq. 1).
+
+    Args:
+        key: ``(S, E)``.
+        value: ``(S, Ev)`` or None.
+        scale: inverse variance ``1 / sigma^2`` (units: 1 / key units squared): a positive
+            number (default ``1/sqrt(E)``) or a Pyro distribution (prior).
+        noise, mask, log_prior, leave_one_out: see :class:`KeySelectionModel`.
+
+    Raises:
+        ValueError, TypeError: bad hyperparameters (see :class:`KeySelectionModel`).
+    """
+
+    def __init__(self, key, value=None, *, scale=None, noise=1.0, mask=None, log_prior=None,
+                 leave_one_out=False):
+        super().__init__(key, value, noise=noise, mask=mask, log_prior=log_prior,
+                         leave_one_out=leave_one_out)
+        scale = 1.0 / math.sqrt(key.shape[1]) if scale is None else scale
+        self.scale = check_hyperparameter("scale", scale)
+
+    def _hyperparameters(self):
+        return {"scale": self.scale}
+
+    def _log_weights(self, query, params, mask, log_prior):
+        return Fn.softmax_log_weights(
+            query, self.key, scale=params["scale"], mask=mask, log_prior=log_prior
+        )
+
+    def _selection_terms(self, query, params):
+        scale = params["scale"]
+        prior = (0.5 * scale * (self.key**2).sum(-1)).expand(query.shape[0], -1)
+        if self.log_prior is not None:
+            prior = prior + self.log_prior
+
+        def query_loglik(z):
+            pyro.sample(
+                "query", dist.Normal(self.key[z], scale.rsqrt()).to_event(1), obs=query
+            )
+
+        return prior, query_loglik
