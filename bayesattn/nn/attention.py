@@ -1,0 +1,740 @@
+"""Multi-head attention with a choice of attention mechanism, on :mod:`bayesattn.functional`.
+
+:class:`MultiheadAttention` has the constructor and forward signature of
+:class:`torch.nn.MultiheadAttention`; with ``attention="softmax"`` it is a drop-in (same
+parameter names, same ``state_dict``, same outputs and weights). Other kinds replace the
+per-head scaled dot-product attention (Vaswani et al. 2017, eq. 1) by another posterior mean
+(DESIGN.md sections 1, 3 and 4):
+
+==================  =====================================================================
+``softmax``         :func:`bayesattn.functional.softmax_attention`, scale ``1/sqrt(d)``
+``kernel``          :func:`bayesattn.functional.kernel_attention` (Nadaraya-Watson) with a
+                    learnable bandwidth (one scalar per layer)
+``least_squares``   :func:`bayesattn.functional.least_squares_attention` ("Intention",
+                    Garnelo & Czarnecki 2023) with a learnable ridge
+``linear``          :func:`bayesattn.functional.linear_attention` with ``elu + 1`` features,
+                    normalised (Katharopoulos et al. 2020)
+``bn``              Attention-BN (Nguyen et al. 2023): queries and keys standardised with the
+                    per-feature mean and variance of the keys, then softmax attention
+``sh``              Attention-SH (Nguyen et al. 2023): keys/values mean-pooled along the
+                    sequence by a per-head ratio, then softmax attention
+``bn_sh``           both
+==================  =====================================================================
+
+Shapes follow :class:`torch.nn.MultiheadAttention`: ``L`` target (query) length, ``S`` source
+(key) length, ``N`` batch, ``E`` embedding dim, ``H`` heads, ``d = E / H``. Masks follow its
+conventions (``key_padding_mask`` and boolean ``attn_mask`` are True where a key is *not*
+allowed; float masks are added to the logits). Every kind honours padding: a padded key
+never influences any output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import functional as BF
+from .._checks import check_choice
+
+__all__ = [
+    "ATTENTION_KINDS",
+    "MultiheadAttention",
+    "AttentionBN",
+    "AttentionSH",
+    "AttentionBNSH",
+    "batch_normalized_query",
+    "scaled_heads_pool",
+]
+
+#: Attention kinds accepted by :class:`MultiheadAttention`.
+ATTENTION_KINDS = ("softmax", "kernel", "least_squares", "linear", "bn", "sh", "bn_sh")
+#: Kinds whose weights are a posterior over keys (convex, may take an additive log-prior).
+_SELECTION_KINDS = ("softmax", "kernel", "bn")
+
+
+# ----------------------------------------------------------------------------- masks
+def merge_masks(
+    attn_mask: torch.Tensor | None,
+    key_padding_mask: torch.Tensor | None,
+    *,
+    is_causal: bool,
+    batch: int,
+    num_heads: int,
+    L: int,
+    S: int,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Turn PyTorch-style masks into ``(allowed, log_prior)`` of shape ``(N|1, H|1, L, S)``.
+
+    ``allowed`` is bool, True where a query may attend (the convention of
+    :mod:`bayesattn.functional`); ``log_prior`` collects float masks (additive). Either may be
+    None.
+
+    Args:
+        attn_mask: ``(L, S)`` or ``(N * H, L, S)``; bool (True = not allowed) or float (added).
+        key_padding_mask: ``(N, S)``; bool (True = padded) or float (added).
+        is_causal: without ``attn_mask``, build the causal mask ``j <= i``.
+        batch, num_heads, L, S: the sizes the masks must match.
+        dtype: dtype of the float ``log_prior``.
+
+    Raises:
+        TypeError: a mask that is neither bool nor floating point.
+        ValueError: a mask of the wrong shape; ``is_causal`` with ``L != S``.
+    """
+    allowed = None
+    log_prior = None
+
+    def add(m: torch.Tensor, name: str):
+        nonlocal allowed, log_prior
+        if m.dtype == torch.bool:
+            allowed = ~m if allowed is None else allowed & ~m
+        elif m.is_floating_point():
+            m = m.to(dtype)
+            log_prior = m if log_prior is None else log_prior + m
+        else:
+            raise TypeError(f"{name} must be a bool or floating-point tensor, got {m.dtype}")
+
+    if attn_mask is not None:
+        if not isinstance(attn_mask, torch.Tensor):
+            raise TypeError(f"attn_mask must be a torch.Tensor, got {type(attn_mask).__name__}")
+        if attn_mask.dim() == 2 and tuple(attn_mask.shape) == (L, S):
+            add(attn_mask.view(1, 1, L, S), "attn_mask")
+        elif attn_mask.dim() == 3 and tuple(attn_mask.shape) == (batch * num_heads, L, S):
+            add(attn_mask.reshape(batch, num_heads, L, S), "attn_mask")
+        else:
+            raise ValueError(
+                f"attn_mask must have shape (L, S) = ({L}, {S}) or (N * H, L, S) = "
+                f"({batch * num_heads}, {L}, {S}), got {tuple(attn_mask.shape)}"
+            )
+    elif is_causal:
+        if L != S:
+            raise ValueError(f"is_causal needs L == S (self-attention), got L={L}, S={S}")
+        causal = torch.ones(L, S, dtype=torch.bool).triu(1)
+        add(causal.view(1, 1, L, S), "attn_mask")
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor):
+            raise TypeError(
+                f"key_padding_mask must be a torch.Tensor, got {type(key_padding_mask).__name__}"
+            )
+        if tuple(key_padding_mask.shape) != (batch, S):
+            raise ValueError(
+                f"key_padding_mask must have shape (N, S) = ({batch}, {S}), "
+                f"got {tuple(key_padding_mask.shape)}"
+            )
+        add(key_padding_mask.reshape(batch, 1, 1, S), "key_padding_mask")
+    return allowed, log_prior
+
+
+def _bool_only(allowed, log_prior, kind: str):
+    """Fold a float mask of 0 / -inf into ``allowed``; other float masks are an error."""
+    if log_prior is None:
+        return allowed
+    finite = torch.isfinite(log_prior)
+    if bool((log_prior[finite] != 0).any()):
+        raise ValueError(
+            f"attention={kind!r} has no additive log-prior: float masks may only hold 0 and "
+            "-inf (use a bool mask)"
+        )
+    extra = ~torch.isneginf(log_prior)
+    return extra if allowed is None else allowed & extra
+
+
+def _key_only(allowed: torch.Tensor | None) -> bool:
+    """True when the mask is the same for every query (padding only)."""
+    return allowed is None or allowed.shape[-2] == 1 or bool(
+        (allowed == allowed[..., :1, :]).all()
+    )
+
+
+# ----------------------------------------------------------------------------- BN and SH
+def batch_normalized_query(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    allowed: torch.Tensor | None = None,
+    *,
+    mean_weight: float = 1.0,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """The query of Attention-BN: ``q~_i = (q_i - w mu_i) / (s_i^2 + eps)`` (elementwise).
+
+    Attention-BN standardises queries and keys with the per-feature mean ``mu`` and (biased)
+    variance ``s^2`` of the keys and takes the dot product:
+    ``l_ij = sum_f (q_if - w mu_f) (k_jf - mu_f) / (s_f^2 + eps)``. Expanding,
+    ``l_ij = q~_i . k_j - q~_i . mu``; the second term is the same for every key of query
+    ``i`` and cancels in the softmax, so softmax attention with ``q~`` and the *raw* keys is
+    exactly softmax attention with both standardised. Our reading of Attention-BN (Nguyen et
+    al., ICLR 2023, arXiv 2406.13781, section 3: the SVR whose primal layer is batch-normalised);
+    in the key-selection model of DESIGN.md section 1 a diagonal (ARD) Gaussian kernel with
+    precision ``1 / s^2`` centred on the key mean.
+
+    The statistics of query ``i`` are those of the keys it may attend to (``allowed``): all real
+    keys of its sequence under padding alone; its past under a causal mask (so no information
+    flows from masked keys).
+
+    Args:
+        query: ``(..., L, d)``.
+        key: ``(..., S, d)``.
+        allowed: bool, broadcastable to ``(..., L, S)``; True where a query may attend
+            (default all).
+        mean_weight: ``w``, weight of the mean term (1 = full centring, 0 = scaling only).
+        eps: added to the variance.
+
+    Returns:
+        ``q~`` with the shape of ``query``; a query with no allowed key gets ``q / eps`` (its
+        output is 0 anyway).
+    """
+    if allowed is None:
+        mu = key.mean(-2, keepdim=True)
+        var = (key - mu).pow(2).mean(-2, keepdim=True)
+    else:
+        a = allowed.to(key.dtype)
+        n = a.sum(-1, keepdim=True).clamp_min(1.0)
+        mu = (a @ key) / n
+        var = ((a @ (key * key)) / n - mu * mu).clamp_min(0.0)
+    return (query - mean_weight * mu) / (var + eps)
+
+
+def scaled_heads_pool(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    ratio: int,
+    key_valid: torch.Tensor | None = None,
+    allowed: torch.Tensor | None = None,
+):
+    """Mean-pool keys and values along the sequence in windows of ``ratio`` (Attention-SH).
+
+    Window ``m`` covers keys ``m r .. m r + r - 1`` (the last window may be shorter). A pooled
+    key/value is the mean of the *real* keys/values in its window; a window with none is
+    padded. A query may attend to a pooled key iff it may attend to every real key of the
+    window (so a causal mask stays causal). Our reading of Attention-SH (Nguyen et al., ICLR
+    2023, arXiv 2406.13781): each head fits its SVR on fewer training points (keys), here
+    ``ceil(S / r)`` window means; in the key-selection model, a compressed memory.
+
+    Args:
+        key: ``(N, h, S, d)``.
+        value: ``(N, h, S, dv)``.
+        ratio: positive int window length ``r``.
+        key_valid: bool ``(N, 1, S)`` (or broadcastable), True for real keys.
+        allowed: bool ``(N|1, h|1, L, S)``, True where a query may attend.
+
+    Returns:
+        ``(key (N, h, M, d), value (N, h, M, dv), pooled_valid (N|1, 1|h, M),
+        pooled_allowed (..., L, M) or None, spread (N, 1|h, S))`` with ``M = ceil(S / r)``;
+        ``spread[..., j]`` is the share of pooled key ``j // r`` that key ``j`` carries, so
+        that the weights on the original keys are ``w_pooled[..., j // r] * spread[..., j]``.
+    """
+    S = key.shape[-2]
+    M = math.ceil(S / ratio)
+    pad = M * ratio - S
+    if key_valid is None:
+        key_valid = torch.ones(1, 1, S, dtype=torch.bool, device=key.device)
+    valid = F.pad(key_valid.to(key.dtype), (0, pad))  # (N, 1, S + pad)
+    kw = F.pad(key, (0, 0, 0, pad)).unflatten(-2, (M, ratio))
+    vw = F.pad(value, (0, 0, 0, pad)).unflatten(-2, (M, ratio))
+    vwin = valid.unflatten(-1, (M, ratio))  # (N, 1, M, r)
+    count = vwin.sum(-1)  # (N, 1, M)
+    denom = count.clamp_min(1.0).unsqueeze(-1)
+    pooled_k = (kw * vwin.unsqueeze(-1)).sum(-2) / denom
+    pooled_v = (vw * vwin.unsqueeze(-1)).sum(-2) / denom
+    pooled_valid = count > 0
+    spread = (vwin / count.clamp_min(1.0).unsqueeze(-1)).flatten(-2)[..., :S]
+    pooled_allowed = None
+    if allowed is not None:
+        ok = allowed | ~key_valid.unsqueeze(-2).to(torch.bool)
+        ok = F.pad(ok, (0, pad), value=True).unflatten(-1, (M, ratio)).all(-1)
+        pooled_allowed = ok & pooled_valid.unsqueeze(-2)
+    return pooled_k, pooled_v, pooled_valid, pooled_allowed, spread
+
+
+def _default_ratios(num_heads: int) -> tuple[int, ...]:
+    """Half the heads see every key (ratio 1), the other half window means of 2 keys."""
+    return tuple(1 if h < (num_heads + 1) // 2 else 2 for h in range(num_heads))
+
+
+# ----------------------------------------------------------------------------- the layer
+class MultiheadAttention(nn.Module):
+    """Multi-head attention with a choice of mechanism; a drop-in for torch's.
+
+    ``MultiHead(Q, K, V) = Concat(head_1..head_H) W_O`` with
+    ``head_h = Attn(Q W_Q^h, K W_K^h, V W_V^h)`` (Vaswani et al. 2017, section 3.2.2); in the
+    key-selection model each head has its own latent ``z`` (DESIGN.md section 1). ``Attn`` is
+    chosen by ``attention`` (see the module docstring for the kinds). With
+    ``attention="softmax"`` the parameters, ``state_dict``, outputs and weights are those of
+    :class:`torch.nn.MultiheadAttention` (tested to 1e-9 in float64).
+
+    Differences from torch, all documented here: a query with no allowed key outputs 0 (torch
+    gives NaN); ``is_causal=True`` without ``attn_mask`` builds the causal mask (torch raises).
+
+    Padding: masked keys never influence other positions, for every kind. For
+    ``least_squares`` and ``linear`` the masked keys and values are zeroed, which removes them
+    exactly from ``K^T K``, ``K^T V`` and ``sum_j phi(k_j)``; a mask that differs between
+    queries (causal, general ``attn_mask``) gives each query its own regression on the keys it
+    may attend to.
+
+    Dropout: for ``softmax``, ``kernel``, ``bn``, ``sh`` and ``bn_sh`` it zeroes attention
+    weights (torch's behaviour); for ``least_squares`` and ``linear``, whose weights are
+    implicit, it removes each key from each head's memory with probability ``dropout``.
+
+    Args:
+        embed_dim: ``E``.
+        num_heads: ``H``; must divide ``E``.
+        dropout: probability, see above.
+        bias: add biases to the input and output projections.
+        add_bias_kv: append a learned key and value to the sequence (torch's option).
+        add_zero_attn: append a zero key and value (torch's option).
+        kdim: key feature dim (default ``E``).
+        vdim: value feature dim (default ``E``).
+        batch_first: inputs are ``(N, L, E)`` instead of ``(L, N, E)``.
+        device, dtype: factory arguments.
+        attention: one of :data:`ATTENTION_KINDS`.
+        kernel: kernel of ``attention="kernel"`` (see :data:`bayesattn.functional.KERNELS`).
+        bandwidth: initial bandwidth of ``kernel`` attention (default ``d ** 0.25``, the
+            Gaussian kernel's match to ``1/sqrt(d)`` softmax); learnable (``log_bandwidth``).
+        ridge: initial ridge ``lambda`` of ``least_squares``; learnable (``log_ridge``).
+        head_ratios: per-head pooling ratios of ``sh`` / ``bn_sh`` (default: the first
+            ``ceil(H/2)`` heads 1, the rest 2).
+        bn_mean_weight: weight of the mean term of ``bn`` / ``bn_sh``.
+        bn_eps: variance epsilon of ``bn`` / ``bn_sh``.
+
+    Raises:
+        ValueError: non-positive ``embed_dim`` / ``num_heads``; ``H`` not dividing ``E``;
+            ``dropout`` outside ``[0, 1)``; unknown ``attention`` or ``kernel``; non-positive
+            ``bandwidth`` or ``ridge``; ``head_ratios`` not ``H`` positive ints;
+            ``add_bias_kv`` / ``add_zero_attn`` with ``bn``, ``sh`` or ``bn_sh``.
+    """
+
+    __constants__ = ["batch_first"]
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        attention: str = "softmax",
+        kernel: str = "gaussian",
+        bandwidth: float | None = None,
+        ridge: float = 1.0,
+        head_ratios: Sequence[int] | None = None,
+        bn_mean_weight: float = 1.0,
+        bn_eps: float = 1e-5,
+    ) -> None:
+        if not (isinstance(embed_dim, int) and embed_dim > 0):
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        if not (isinstance(num_heads, int) and num_heads > 0):
+            raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        attention = check_choice("attention", attention, ATTENTION_KINDS)
+        kernel = check_choice("kernel", kernel, BF.KERNELS)
+        if (add_bias_kv or add_zero_attn) and attention in ("bn", "sh", "bn_sh"):
+            raise ValueError(f"add_bias_kv / add_zero_attn are not defined for {attention!r}")
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.num_heads = num_heads
+        self.dropout = float(dropout)
+        self.batch_first = batch_first
+        self.head_dim = embed_dim // num_heads
+        self.attention = attention
+        self.kernel = kernel
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **factory))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim, **factory))
+            self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, self.kdim, **factory))
+            self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, self.vdim, **factory))
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim, **factory))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        if add_bias_kv:
+            self.bias_k = nn.Parameter(torch.empty(1, 1, embed_dim, **factory))
+            self.bias_v = nn.Parameter(torch.empty(1, 1, embed_dim, **factory))
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = add_zero_attn
+
+        if attention == "kernel":
+            bw = self.head_dim**0.25 if bandwidth is None else bandwidth
+            if not (isinstance(bw, int | float) and math.isfinite(bw) and bw > 0):
+                raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
+            self.log_bandwidth = nn.Parameter(torch.tensor(math.log(bw), **factory))
+        if attention == "least_squares":
+            if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge > 0):
+                raise ValueError(f"ridge must be a positive number, got {ridge!r}")
+            self.log_ridge = nn.Parameter(torch.tensor(math.log(ridge), **factory))
+        ratios = _default_ratios(num_heads) if head_ratios is None else tuple(head_ratios)
+        if len(ratios) != num_heads or not all(
+            isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ratios
+        ):
+            raise ValueError(
+                f"head_ratios must be {num_heads} positive ints (one per head), got {head_ratios!r}"
+            )
+        self.head_ratios = ratios
+        self.bn_mean_weight = float(bn_mean_weight)
+        self.bn_eps = float(bn_eps)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Initialise as torch does: Xavier-uniform projections, zero biases."""
+        if self._qkv_same_embed_dim:
+            nn.init.xavier_uniform_(self.in_proj_weight)
+        else:
+            nn.init.xavier_uniform_(self.q_proj_weight)
+            nn.init.xavier_uniform_(self.k_proj_weight)
+            nn.init.xavier_uniform_(self.v_proj_weight)
+        if self.in_proj_bias is not None:
+            nn.init.constant_(self.in_proj_bias, 0.0)
+            nn.init.constant_(self.out_proj.bias, 0.0)
+        if self.bias_k is not None:
+            nn.init.xavier_normal_(self.bias_k)
+            nn.init.xavier_normal_(self.bias_v)
+
+    def extra_repr(self) -> str:
+        extra = f", kernel={self.kernel!r}" if self.attention == "kernel" else ""
+        if self.attention in ("sh", "bn_sh"):
+            extra = f", head_ratios={self.head_ratios}"
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+            f"attention={self.attention!r}{extra}, batch_first={self.batch_first}"
+        )
+
+    @property
+    def bandwidth(self) -> torch.Tensor:
+        """Kernel bandwidth (0-dim tensor); only for ``attention="kernel"``."""
+        return self.log_bandwidth.exp()
+
+    @property
+    def ridge(self) -> torch.Tensor:
+        """Ridge ``lambda`` (0-dim tensor); only for ``attention="least_squares"``."""
+        return self.log_ridge.exp()
+
+    # ------------------------------------------------------------------ projections
+    def in_projection(self, query, key, value):
+        """Project ``(N, L, E)``, ``(N, S, kdim)``, ``(N, S, vdim)`` to ``(N, ., E)`` each."""
+        E = self.embed_dim
+        b_q = b_k = b_v = None
+        if self.in_proj_bias is not None:
+            b_q, b_k, b_v = self.in_proj_bias.split(E)
+        if self._qkv_same_embed_dim:
+            w_q, w_k, w_v = self.in_proj_weight.split(E)
+        else:
+            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        N, T, _ = x.shape
+        return x.view(N, T, self.num_heads, self.head_dim).transpose(1, 2)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from ``query`` to ``key`` / ``value``.
+
+        Args:
+            query: ``(L, N, E)`` (``(N, L, E)`` if ``batch_first``), or unbatched ``(L, E)``.
+            key: ``(S, N, kdim)`` / ``(N, S, kdim)`` / ``(S, kdim)``.
+            value: ``(S, N, vdim)`` / ``(N, S, vdim)`` / ``(S, vdim)``.
+            key_padding_mask: ``(N, S)`` (or ``(S,)`` unbatched); bool True = padded key, or
+                float added to the logits.
+            need_weights: also return the attention weights.
+            attn_mask: ``(L, S)`` or ``(N * H, L, S)``; bool True = not allowed, or float
+                added to the logits (float values other than 0 / -inf only for ``softmax``,
+                ``kernel`` and ``bn``).
+            average_attn_weights: average the returned weights over heads.
+            is_causal: causal hint; without ``attn_mask`` it builds the mask ``j <= i``.
+
+        Returns:
+            ``(output, weights)``: output ``(L, N, E)`` / ``(N, L, E)`` / ``(L, E)``; weights
+            ``(N, L, S)`` (or ``(N, H, L, S)`` unaveraged; no ``N`` unbatched) or None. For
+            ``least_squares`` and ``linear`` the weights are the implied ones, ``output_head =
+            weights_head @ V_head`` (signed for least squares).
+
+        Raises:
+            TypeError: non-tensor inputs or masks of a wrong dtype.
+            ValueError: inputs of the wrong rank or feature size, batch or length mismatches,
+                masks of the wrong shape, float masks the kind does not support, NaN/inf
+                (raised by :mod:`bayesattn.functional`).
+        """
+        query, key, value, batched = self._to_batch_first(query, key, value)
+        if not batched and key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+        N, L, _ = query.shape
+        q, k, v = self.in_projection(query, key, value)
+        if self.bias_k is not None:
+            k = torch.cat([k, self.bias_k.expand(N, 1, -1)], dim=1)
+            v = torch.cat([v, self.bias_v.expand(N, 1, -1)], dim=1)
+            attn_mask, key_padding_mask = _pad_masks(attn_mask, key_padding_mask)
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        if self.add_zero_attn:
+            k = torch.cat([k, k.new_zeros(N, self.num_heads, 1, self.head_dim)], dim=2)
+            v = torch.cat([v, v.new_zeros(N, self.num_heads, 1, self.head_dim)], dim=2)
+            attn_mask, key_padding_mask = _pad_masks(attn_mask, key_padding_mask)
+        S = k.shape[2]
+        allowed, log_prior = merge_masks(
+            attn_mask, key_padding_mask, is_causal=is_causal, batch=N,
+            num_heads=self.num_heads, L=L, S=S, dtype=q.dtype,
+        )
+        key_valid = None
+        if key_padding_mask is not None:
+            kpm = key_padding_mask
+            kpm = kpm if kpm.dtype == torch.bool else torch.isneginf(kpm)
+            key_valid = ~kpm.view(N, 1, S)
+        out, weights = self.attend(q, k, v, allowed, log_prior, key_valid, need_weights)
+        out = out.transpose(1, 2).reshape(N, L, self.embed_dim)
+        out = self.out_proj(out)
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(1)
+        if not batched:
+            out = out.squeeze(0)
+            weights = None if weights is None else weights.squeeze(0)
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, weights
+
+    def _to_batch_first(self, query, key, value):
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if not t.is_floating_point():
+                raise TypeError(f"{name} must be floating point, got {t.dtype}")
+        if query.dim() not in (2, 3) or key.dim() != query.dim() or value.dim() != query.dim():
+            raise ValueError(
+                "query, key and value must all be 3-d (batched) or 2-d (unbatched), got "
+                f"shapes {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+            )
+        batched = query.dim() == 3
+        if not batched:
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+        elif not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        for name, t, want in (
+            ("query", query, self.embed_dim), ("key", key, self.kdim), ("value", value, self.vdim)
+        ):
+            if t.shape[-1] != want:
+                raise ValueError(f"{name} must have {want} features, got {t.shape[-1]}")
+        if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
+            raise ValueError(
+                "batch sizes and key/value lengths must match: query "
+                f"{tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)} "
+                "(batch-first view)"
+            )
+        return query, key, value, batched
+
+    # ------------------------------------------------------------------ per-head attention
+    def attend(self, q, k, v, allowed, log_prior, key_valid, need_weights):
+        """Per-head attention of the chosen kind.
+
+        Args:
+            q: ``(N, H, L, d)``; k: ``(N, H, S, d)``; v: ``(N, H, S, d)``.
+            allowed: bool ``(N|1, H|1, L, S)`` or None (True = may attend).
+            log_prior: float ``(N|1, H|1, L, S)`` or None.
+            key_valid: bool ``(N, 1, S)`` or None: False at padded keys.
+            need_weights: also return ``(N, H, L, S)`` weights.
+
+        Returns:
+            ``(output (N, H, L, d), weights or None)``.
+        """
+        kind = self.attention
+        drop = self.dropout if self.training else 0.0
+        if kind in ("least_squares", "linear"):
+            allowed = _bool_only(allowed, log_prior, kind)
+            if drop > 0:
+                N, H, S = q.shape[0], q.shape[1], k.shape[2]
+                keep = torch.rand(N, H, 1, S, device=q.device) >= drop
+                allowed = keep if allowed is None else allowed & keep
+            if kind == "least_squares":
+                return self._least_squares(q, k, v, allowed, need_weights)
+            return self._linear(q, k, v, allowed, need_weights)
+        if kind in ("bn", "bn_sh"):
+            stats = allowed
+            if log_prior is not None:
+                finite = ~torch.isneginf(log_prior)
+                stats = finite if stats is None else stats & finite
+            q = batch_normalized_query(
+                q, k, stats, mean_weight=self.bn_mean_weight, eps=self.bn_eps
+            )
+        if kind in ("sh", "bn_sh"):
+            allowed = _bool_only(allowed, log_prior, kind)
+            return self._scaled_heads(q, k, v, allowed, key_valid, need_weights, drop)
+        if kind == "kernel":
+            kw = {"kernel": self.kernel, "bandwidth": self.bandwidth}
+            log_weights_fn, attention_fn = BF.kernel_log_weights, BF.kernel_attention
+        else:
+            kw = {}
+            log_weights_fn, attention_fn = BF.softmax_log_weights, BF.softmax_attention
+        if need_weights or drop > 0:
+            weights = log_weights_fn(q, k, mask=allowed, log_prior=log_prior, **kw).exp()
+            if drop > 0:
+                weights = F.dropout(weights, drop)
+            return weights @ v, weights
+        return attention_fn(q, k, v, mask=allowed, log_prior=log_prior, **kw), None
+
+    def _least_squares(self, q, k, v, allowed, need_weights):
+        ridge = self.ridge
+        if _key_only(allowed):
+            m = None if allowed is None else allowed[..., :1, :].transpose(-1, -2).to(k.dtype)
+            k0, v0 = (k, v) if m is None else (k * m, v * m)
+            out = BF.least_squares_attention(q, k0, v0, ridge=ridge)
+            weights = None
+            if need_weights:
+                eye = torch.eye(k.shape[-2], dtype=k.dtype, device=k.device)
+                eye = eye if m is None else eye * m
+                weights = BF.least_squares_attention(q, k0, eye, ridge=ridge)
+            return out, weights
+        # a per-query mask: query i regresses on the keys it may attend to
+        m = allowed.unsqueeze(-1).to(k.dtype)  # (., ., L, S, 1)
+        k_i, v_i = k.unsqueeze(-3) * m, v.unsqueeze(-3) * m  # (N, H, L, S, d)
+        out = BF.least_squares_attention(q.unsqueeze(-2), k_i, v_i, ridge=ridge).squeeze(-2)
+        weights = None
+        if need_weights:
+            eye = torch.eye(k.shape[-2], dtype=k.dtype, device=k.device) * m
+            weights = BF.least_squares_attention(q.unsqueeze(-2), k_i, eye, ridge=ridge)
+            weights = weights.squeeze(-2)
+        return out, weights
+
+    def _linear(self, q, k, v, allowed, need_weights):
+        d = v.shape[-1]
+        aug = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # numerator | normaliser
+        if need_weights:
+            eye = torch.eye(k.shape[-2], dtype=k.dtype, device=k.device)
+            aug = torch.cat([aug, eye.expand(*v.shape[:-1], -1)], dim=-1)
+        if _key_only(allowed):
+            m = None if allowed is None else allowed[..., :1, :].transpose(-1, -2).to(k.dtype)
+            raw = BF.linear_attention(q, k, aug if m is None else aug * m, feature_map="elu")
+        else:
+            m = allowed.unsqueeze(-1).to(k.dtype)
+            raw = BF.linear_attention(
+                q.unsqueeze(-2), k.unsqueeze(-3), aug.unsqueeze(-3) * m, feature_map="elu"
+            ).squeeze(-2)
+        denom = raw[..., d : d + 1]
+        safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+        scaled = torch.where(denom > 0, raw / safe, torch.zeros_like(raw))
+        weights = scaled[..., d + 1 :] if need_weights else None
+        return scaled[..., :d], weights
+
+    def _scaled_heads(self, q, k, v, allowed, key_valid, need_weights, drop):
+        N, H, L, d = q.shape
+        S = k.shape[2]
+        out = q.new_zeros(N, H, L, v.shape[-1])
+        weights = q.new_zeros(N, H, L, S) if need_weights else None
+        for ratio in sorted(set(self.head_ratios)):
+            heads = [h for h, r in enumerate(self.head_ratios) if r == ratio]
+            idx = torch.tensor(heads, device=q.device)
+            a = None
+            if allowed is not None:
+                a = allowed if allowed.shape[1] == 1 else allowed.index_select(1, idx)
+            kp, vp, pvalid, pallowed, spread = scaled_heads_pool(
+                k.index_select(1, idx), v.index_select(1, idx), ratio, key_valid, a
+            )
+            if pallowed is None and key_valid is not None:
+                pallowed = pvalid.unsqueeze(-2)  # (N, 1, 1, M)
+            qh = q.index_select(1, idx)
+            if need_weights or drop > 0:
+                w = BF.softmax_log_weights(qh, kp, mask=pallowed).exp()
+                if drop > 0:
+                    w = F.dropout(w, drop)
+                out[:, idx] = w @ vp
+                if need_weights:
+                    full = w.repeat_interleave(ratio, dim=-1)[..., :S] * spread.unsqueeze(-2)
+                    weights[:, idx] = full
+            else:
+                out[:, idx] = BF.softmax_attention(qh, kp, vp, mask=pallowed)
+        return out, weights
+
+
+def _pad_masks(attn_mask, key_padding_mask):
+    """Allow attention to one appended key (torch's ``add_bias_kv`` / ``add_zero_attn``)."""
+    if attn_mask is not None:
+        attn_mask = F.pad(attn_mask, (0, 1))
+    if key_padding_mask is not None:
+        key_padding_mask = F.pad(key_padding_mask, (0, 1))
+    return attn_mask, key_padding_mask
+
+
+class AttentionBN(MultiheadAttention):
+    """Attention-BN (Nguyen et al., ICLR 2023, arXiv 2406.13781): batch-normalised attention.
+
+    Definition implemented (our reading; the paper's exact formula could not be confirmed):
+    per head and query ``i``, with ``mu_i`` and ``s_i^2`` the per-feature mean and biased
+    variance of the keys that query may attend to (the real keys of its sequence; its past
+    under a causal mask) and ``w`` = ``bn_mean_weight``::
+
+        q'_i = (q_i - w mu_i) / sqrt(s_i^2 + eps),   k'_j = (k_j - mu_i) / sqrt(s_i^2 + eps)
+        head_i = sum_j softmax_j(q'_i . k'_j / sqrt(d)) v_j
+
+    computed as softmax attention of ``q~_i = (q_i - w mu_i) / (s_i^2 + eps)`` on the raw keys
+    (the difference is constant over keys; see :func:`batch_normalized_query`). In the SVR
+    view of the paper the primal layer is batch-normalised; in the key-selection model a
+    diagonal (ARD) Gaussian kernel centred on the key mean. Same arguments as
+    :class:`MultiheadAttention` (``attention`` fixed).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, *args, **kwargs):
+        kwargs["attention"] = "bn"
+        super().__init__(embed_dim, num_heads, *args, **kwargs)
+
+
+class AttentionSH(MultiheadAttention):
+    """Attention-SH, scaled heads (Nguyen et al., ICLR 2023, arXiv 2406.13781).
+
+    Definition implemented (our reading; the paper's exact formula could not be confirmed):
+    head ``h`` mean-pools its keys and values along the sequence in windows of
+    ``r_h = head_ratios[h]`` (:func:`scaled_heads_pool`; padded keys excluded from the means,
+    a pooled key allowed for a query iff all its real keys are) and attends with softmax over
+    the ``ceil(S / r_h)`` pooled keys; queries keep the full length. Cost per head
+    ``O(L S / r_h)``. In the SVR view each head fits its regression on fewer points; in the
+    key-selection model a compressed memory (inducing points). Returned weights are spread
+    back over the original keys so that ``output_head = weights_head @ V_head``.
+    Same arguments as :class:`MultiheadAttention` (``attention`` fixed; ``head_ratios``).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, *args, **kwargs):
+        kwargs["attention"] = "sh"
+        super().__init__(embed_dim, num_heads, *args, **kwargs)
+
+
+class AttentionBNSH(MultiheadAttention):
+    """Attention-BN combined with Attention-SH (Nguyen et al., ICLR 2023, arXiv 2406.13781).
+
+    Queries are transformed as in :class:`AttentionBN` (statistics of the unpooled keys each
+    query may attend to), then keys and values are pooled per head (:class:`AttentionSH`).
+    Standardisation is affine per feature, so it commutes with the window means: this is
+    Attention-BN on the pooled memory.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, *args, **kwargs):
+        kwargs["attention"] = "bn_sh"
+        super().__init__(embed_dim, num_heads, *args, **kwargs)
