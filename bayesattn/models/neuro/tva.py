@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from functools import lru_cache
 
 import pyro
@@ -233,67 +234,135 @@ def processing_rates(C, weights) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- core race
-def _race_log_prob(encoded, tau, rates, k_probs):
-    """log P(encoded set) under the race; all arguments already broadcast-compatible.
+def _inclusion_coefficients(encoded: torch.Tensor) -> torch.Tensor:
+    """``c[..., A] = (-1)^(|A|+1)`` if ``{} != A subset of S`` else 0, for sets ``S`` ``(..., N)``.
 
-    encoded (..., N) bool, tau (...) ms >= 0, rates (..., N) 1/ms >= 0, k_probs (..., N).
+    Depends on the data only, so it is cached for the last few report tensors seen (keyed by the
+    tensor object and its version counter): NUTS re-evaluates the same data thousands of times.
+    """
+    return _cached(_COEF_CACHE, (encoded,), lambda: _coefficients(encoded))
+
+
+def _coefficients(encoded: torch.Tensor) -> torch.Tensor:
+    num = encoded.shape[-1]
+    subsets = report_sets(num, device=encoded.device)  # (M, N)
+    sizes = subsets.sum(-1)
+    sign = torch.where(sizes % 2 == 1, 1.0, -1.0).to(torch.float64)
+    sign = torch.where(sizes > 0, sign, 0.0)
+    inside = (_codes(subsets) & ~_codes(encoded)[..., None]) == 0  # A subset of S, (..., M)
+    return inside.to(torch.float64) * sign
+
+
+_COEF_CACHE: dict = {}
+_UNIQUE_CACHE: dict = {}
+
+
+def _cached(cache: dict, tensors: tuple, compute):
+    """Memoise ``compute()`` on data tensors (weak references + version counters)."""
+    key = tuple(id(t) for t in tensors)
+    hit = cache.get(key)
+    if hit is not None:
+        refs, versions, value = hit
+        if all(r() is t for r, t in zip(refs, tensors, strict=True)) and versions == tuple(
+            t._version for t in tensors
+        ):
+            return value
+    value = compute()
+    if not any(t.requires_grad for t in tensors):
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        cache[key] = (
+            tuple(weakref.ref(t) for t in tensors),
+            tuple(t._version for t in tensors),
+            value,
+        )
+    return value
+
+
+def _trial_constant(reported, exposure, rates, k_probs, t0, t0_sd) -> bool:
+    """True when trials ``(T, N)`` differ only in report and exposure (parameters shared)."""
+    if reported.dim() != 2 or exposure.dim() != 1 or exposure.shape[0] != reported.shape[0]:
+        return False
+    dims = [rates.shape[:-1], k_probs.shape[:-1], t0.shape]
+    if t0_sd is not None:
+        dims.append(t0_sd.shape)
+    return all(len(d) == 0 or d[-1] == 1 for d in dims)
+
+
+def _unique_trials(reported, exposure):
+    """Distinct ``(report, exposure)`` trials, the inverse index and their coefficients."""
+
+    def compute():
+        key = torch.stack([_codes(reported).to(torch.float64), exposure.detach().double()], -1)
+        uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+        first = torch.zeros(uniq.shape[0], dtype=torch.long).scatter_(
+            0, inverse, torch.arange(reported.shape[0])
+        )
+        uniq_rep = reported[first]
+        return uniq_rep, exposure[first], inverse, _inclusion_coefficients(uniq_rep)
+
+    return _cached(_UNIQUE_CACHE, (reported, exposure), compute)
+
+
+def _race_log_prob(encoded, tau, rates, k_probs, coef=None):
+    """log P(encoded set) under the race; arguments broadcast against each other.
+
+    encoded (..., N) bool, tau (...) ms >= 0, rates (..., N) 1/ms >= 0, k_probs (..., N);
+    ``coef`` = :func:`_inclusion_coefficients` of ``encoded`` (computed when None).
     """
     num = encoded.shape[-1]
-    shape = torch.broadcast_shapes(encoded.shape, rates.shape, tau.shape + (num,))
-    encoded = encoded.expand(shape)
-    rates = rates.expand(shape)
-    tau = tau.expand(shape[:-1])
     dtype = rates.dtype
     r = encoded.sum(-1)  # (...)
+    tau_ = tau[..., None]
 
     # case r < K: independent finish-before-tau events
-    x = rates * tau[..., None]
+    x = rates * tau_
     pos = x > 0
     log_fin = torch.where(pos, torch.log(-torch.expm1(-torch.where(pos, x, 1.0))), _NEG_INF)
     lp_small = torch.where(encoded, log_fin, -x).sum(-1)
 
     # case r = K: inclusion-exclusion over the non-empty subsets A of the encoded set
-    subsets = report_sets(num, device=rates.device)  # (M, N)
-    sub_codes = _codes(subsets)  # (M,)
-    sizes = subsets.sum(-1)
-    sign = torch.where(sizes % 2 == 1, 1.0, -1.0).to(dtype)
-    enc_codes = _codes(encoded)[..., None]  # (..., 1)
-    inside = (sub_codes & ~enc_codes) == 0  # A subset of S, (..., M)
-    valid = inside & (sizes > 0)
-    v_sub = rates @ subsets.to(dtype).T  # (..., M)
-    v_out = torch.where(encoded, 0.0, rates).sum(-1, keepdim=True)
-    total = v_sub + v_out
-    ok = valid & (total > 0)
-    total_safe = torch.where(ok, total, 1.0)
-    term = v_sub / total_safe * -torch.expm1(-total_safe * tau[..., None])
-    p_full = torch.where(ok, sign * term, 0.0).sum(-1)
-    impossible = (tau <= 0) & (r > 0) | (encoded & (rates <= 0)).any(-1)
+    if coef is None:
+        coef = _inclusion_coefficients(encoded)
+    subsets = report_sets(num, device=rates.device).to(dtype)  # (M, N)
+    v_sub = rates @ subsets.T  # (..., M)
+    v_out = (rates.sum(-1, keepdim=True) - (rates * encoded).sum(-1, keepdim=True)).clamp_min(0)
     tiny = torch.finfo(dtype).tiny
+    total = (v_sub + v_out).clamp_min(tiny)  # 0 only when v_A = 0: the term is 0 then
+    term = v_sub / total * -torch.expm1(-total * tau_)
+    p_full = (coef.to(dtype) * term).sum(-1)
+    impossible = ((tau <= 0) & (r > 0)) | (encoded & (rates <= 0)).any(-1)
     lp_full = torch.where(
         impossible, _NEG_INF, torch.log(torch.where(impossible, 1.0, p_full.clamp_min(tiny)))
     )
 
     # mixture over K = 1..N: P(K > r) P_small(S) + P(K = r) P_full(S)
-    k_probs = k_probs.expand(shape)
+    shape = torch.broadcast_shapes(r.shape, k_probs.shape[:-1])
+    k_probs = k_probs.expand(*shape, num)
+    r = r.expand(shape)
     tail = torch.flip(torch.cumsum(torch.flip(k_probs, [-1]), -1), [-1])  # P(K >= k), k=1..N
     tail = torch.cat([tail, torch.zeros_like(tail[..., :1])], -1)  # P(K >= N+1) = 0
-    p_gt = tail.gather(-1, (r[..., None]).clamp(max=num)).squeeze(-1)  # P(K >= r+1)
+    p_gt = tail.gather(-1, r[..., None]).squeeze(-1)  # P(K >= r + 1)
     p_eq = torch.where(r > 0, k_probs.gather(-1, (r[..., None] - 1).clamp(min=0)).squeeze(-1), 0.0)
     a = _safe_log(p_gt) + lp_small
     b = _safe_log(p_eq) + lp_full
-    return _safe_logsumexp(torch.stack([a, b], -1), -1)
+    return _safe_logsumexp(torch.stack(torch.broadcast_tensors(a, b), -1), -1)
 
 
-def _with_t0(encoded, exposure, rates, k_probs, t0, t0_sd, num_nodes):
+def _with_t0(encoded, exposure, rates, k_probs, t0, t0_sd, num_nodes, coef=None):
     """Integrate the race log-probability over ``t0 ~ N(t0, t0_sd^2)`` (or fixed ``t0``)."""
     if t0_sd is None or (not isinstance(t0_sd, torch.Tensor) and float(t0_sd) == 0.0):
         tau = torch.clamp(exposure - t0, min=0.0)
-        return _race_log_prob(encoded, tau, rates, k_probs)
+        return _race_log_prob(encoded, tau, rates, k_probs, coef)
     z, w = gauss_hermite(num_nodes, dtype=rates.dtype)
     t0q = t0[..., None] + t0_sd[..., None] * z  # (..., Q)
     tau = torch.clamp(exposure[..., None] - t0q, min=0.0)
     lp = _race_log_prob(
-        encoded[..., None, :], tau, rates[..., None, :], k_probs[..., None, :]
+        encoded[..., None, :],
+        tau,
+        rates[..., None, :],
+        k_probs[..., None, :],
+        None if coef is None else coef[..., None, :],
     )  # (..., Q)
     return _safe_logsumexp(lp + torch.log(w), -1)
 
@@ -412,7 +481,13 @@ def report_log_prob(
 def _report_log_prob(reported, exposure, rates, k_probs, t0, t0_sd, reportable, num_nodes):
     """:func:`report_log_prob` on validated tensors (``rates`` in items/ms)."""
     if reportable is None:
-        return _with_t0(reported, exposure, rates, k_probs, t0, t0_sd, num_nodes)
+        if _trial_constant(reported, exposure, rates, k_probs, t0, t0_sd):
+            # identical (report, exposure) trials share their probability: evaluate each once
+            uniq_rep, uniq_exp, inverse, coef = _unique_trials(reported, exposure)
+            lp = _with_t0(uniq_rep, uniq_exp, rates, k_probs, t0, t0_sd, num_nodes, coef)
+            return lp[..., inverse]
+        coef = _inclusion_coefficients(reported)
+        return _with_t0(reported, exposure, rates, k_probs, t0, t0_sd, num_nodes, coef)
     # marginalise the unreported encoded distractors D: sum_D P(reported u D)
     num = rates.shape[-1]
     hidden = (~reportable) & (rates.detach() > 0)  # (..., N)

@@ -1,0 +1,363 @@
+"""TVA: exact report likelihoods against brute force, Monte Carlo and an independent integral."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyro import poutine
+
+from bayesattn.models.base import BayesianModel
+from bayesattn.models.neuro.tva import (
+    TVA,
+    TVAReport,
+    k_probabilities,
+    partial_report_log_prob,
+    report_sets,
+    simulate_partial_report,
+    simulate_whole_report,
+    whole_report_design,
+    whole_report_log_prob,
+)
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is faster, and the test machine is shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _weights(seed=0, n=6):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, generator=g, dtype=F64) + 0.2
+
+
+def _codes(reported):
+    return (reported.long() * 2 ** torch.arange(reported.shape[-1])).sum(-1)
+
+
+# ----------------------------------------------------------------------------- normalisation
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("exposure", [0.0, 10.0, 16.6, 50.0, 200.0, 5000.0])
+def test_probabilities_over_all_report_sets_sum_to_one(K, exposure):
+    sets = report_sets(6)
+    lp = whole_report_log_prob(
+        sets, torch.tensor(exposure, dtype=F64), C=55.0, weights=_weights(1), t0=12.0, K=K
+    )
+    assert lp.shape == (64,)
+    assert torch.exp(lp).sum().item() == pytest.approx(1.0, abs=1e-10)
+    # sets larger than K are impossible
+    assert torch.isneginf(lp[sets.sum(-1) > K]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    C=st.floats(1.0, 200.0),
+    t0=st.floats(-20.0, 60.0),
+    exposure=st.floats(0.0, 400.0),
+    k_frac=st.floats(0.0, 1.0),
+    seed=st.integers(0, 10_000),
+)
+def test_sum_to_one_property(n, C, t0, exposure, k_frac, seed):
+    """Any display size, rate, threshold, exposure and (real) capacity: a distribution."""
+    K = 1.0 + k_frac * (n - 1)
+    lp = whole_report_log_prob(
+        report_sets(n),
+        torch.tensor(exposure, dtype=F64),
+        C=C,
+        weights=_weights(seed, n),
+        t0=t0,
+        K=K,
+    )
+    assert torch.exp(lp).sum().item() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_t0_sd_and_k_probs_still_sum_to_one():
+    k_probs = torch.tensor([0.1, 0.2, 0.4, 0.2, 0.1, 0.0], dtype=F64)
+    from bayesattn.models.neuro.tva import report_log_prob
+
+    lp = report_log_prob(
+        report_sets(6),
+        torch.tensor(40.0, dtype=F64),
+        C=40.0,
+        weights=_weights(2),
+        t0=20.0,
+        t0_sd=8.0,
+        k_probs=k_probs,
+    )
+    assert torch.exp(lp).sum().item() == pytest.approx(1.0, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- references
+def _full_case_by_integral(S, rates, tau, grid=200_001):
+    """P(the items of S are the first |S| to finish, all before tau) by numerical integration.
+
+    Density of the last item of S finishing at m, times the others of S before m, times all
+    items outside S after m; trapezoid rule on a fine grid (independent of the closed form).
+    """
+    m = torch.linspace(0.0, tau, grid, dtype=F64)
+    inside = rates[S]
+    outside = rates[~S]
+    cdf = 1 - torch.exp(-inside[:, None] * m)  # (|S|, G)
+    pdf = inside[:, None] * torch.exp(-inside[:, None] * m)
+    dens = torch.zeros_like(m)
+    for i in range(len(inside)):
+        others = torch.cat([cdf[:i], cdf[i + 1 :]]).prod(0)
+        dens = dens + pdf[i] * others
+    dens = dens * torch.exp(-outside.sum() * m)
+    return torch.trapezoid(dens, m).item()
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 5, 6])
+def test_full_vstm_case_matches_numerical_integral(K):
+    w = _weights(3)
+    C, t0, exposure = 60.0, 10.0, 90.0
+    rates = C * w / w.sum() / 1000.0
+    g = torch.Generator().manual_seed(K)
+    S = torch.zeros(6, dtype=torch.bool)
+    S[torch.randperm(6, generator=g)[:K]] = True
+    lp = whole_report_log_prob(S, torch.tensor(exposure, dtype=F64), C=C, weights=w, t0=t0, K=K)
+    ref = _full_case_by_integral(S, rates, exposure - t0)
+    assert math.exp(lp.item()) == pytest.approx(ref, rel=1e-6)
+
+
+def test_single_slot_long_exposure_is_luce_choice_softmax():
+    """K = 1, exposure -> inf: P(report {x}) = w_x / sum w = softmax(log w)_x."""
+    w = _weights(4)
+    singles = torch.eye(6, dtype=torch.bool)
+    lp = whole_report_log_prob(
+        singles, torch.tensor(1e6, dtype=F64), C=30.0, weights=w, t0=0.0, K=1
+    )
+    torch.testing.assert_close(torch.exp(lp), torch.softmax(torch.log(w), -1))
+
+
+def test_exposure_below_threshold_reports_nothing():
+    sets = report_sets(6)
+    lp = whole_report_log_prob(
+        sets, torch.tensor(10.0, dtype=F64), C=50.0, weights=_weights(), t0=15.0, K=4
+    )
+    assert lp[0].item() == 0.0 and torch.isneginf(lp[1:]).all()
+
+
+def _mc_check(reported_mc, probs, sets_codes):
+    """Every report set's Monte-Carlo frequency within 4.5 binomial standard errors."""
+    n = reported_mc.shape[0]
+    freq = torch.bincount(_codes(reported_mc), minlength=2 ** reported_mc.shape[1]).to(F64) / n
+    f = freq[sets_codes]
+    se = torch.sqrt(probs * (1 - probs) / n).clamp_min(1.0 / n)
+    z = (f - probs).abs() / se
+    assert z.max().item() < 4.5, z.max().item()
+    assert freq.sum().item() == pytest.approx(f.sum().item())  # no impossible sets drawn
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(K=3, t0=15.0),
+        dict(K=2.4, t0=15.0),  # real capacity: mixture of K = 2 and 3
+        dict(K=4, t0=20.0, t0_sd=10.0),  # trial-to-trial threshold variability
+    ],
+)
+def test_whole_report_matches_monte_carlo_race(kwargs):
+    w = _weights(5)
+    exposure = 70.0
+    g = torch.Generator().manual_seed(11)
+    sim = simulate_whole_report(
+        torch.full((100_000,), exposure, dtype=F64), C=50.0, weights=w, generator=g, **kwargs
+    )
+    sets = report_sets(6)
+    probs = torch.exp(
+        whole_report_log_prob(sets, torch.tensor(exposure, dtype=F64), C=50.0, weights=w, **kwargs)
+    )
+    _mc_check(sim, probs, _codes(sets))
+
+
+def test_partial_report_sums_to_one_and_matches_monte_carlo():
+    w = _weights(6)
+    targets = torch.tensor([1, 0, 1, 0, 0, 1], dtype=torch.bool)
+    distractors = torch.tensor([0, 1, 0, 1, 0, 0], dtype=torch.bool)
+    sets = report_sets(6)
+    sets = sets[(sets & ~targets).sum(-1) == 0]  # subsets of the targets
+    kw = dict(targets=targets, distractors=distractors, C=40.0, weights=w, alpha=0.4, t0=10.0)
+    probs = torch.exp(partial_report_log_prob(sets, torch.tensor(60.0, dtype=F64), K=2, **kw))
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-10)
+    g = torch.Generator().manual_seed(12)
+    sim = simulate_partial_report(torch.full((100_000,), 60.0, dtype=F64), K=2, generator=g, **kw)
+    _mc_check(sim, probs, _codes(sets))
+
+
+def test_partial_report_without_distractors_is_whole_report():
+    w = _weights(7)
+    targets = torch.ones(6, dtype=torch.bool)
+    none = torch.zeros(6, dtype=torch.bool)
+    sets = report_sets(6)
+    exposure = torch.tensor(45.0, dtype=F64)
+    a = partial_report_log_prob(
+        sets, exposure, targets=targets, distractors=none, C=45, weights=w, alpha=0.3, t0=5, K=3
+    )
+    b = whole_report_log_prob(sets, exposure, C=45, weights=w, t0=5, K=3)
+    torch.testing.assert_close(a, b)
+
+
+def test_gradients_match_finite_differences():
+    w = _weights(8).requires_grad_()
+    C = torch.tensor(40.0, dtype=F64, requires_grad=True)
+    t0 = torch.tensor(12.0, dtype=F64, requires_grad=True)
+    K = torch.tensor(2.6, dtype=F64, requires_grad=True)
+    exposure = torch.tensor([16.6, 50.0, 200.0], dtype=F64)
+    reported = torch.tensor(
+        [[1, 0, 0, 0, 0, 0], [0, 1, 0, 1, 0, 0], [1, 0, 1, 1, 0, 0]], dtype=torch.bool
+    )
+
+    def f(C, w, t0, K):
+        return whole_report_log_prob(reported, exposure, C=C, weights=w, t0=t0, K=K)
+
+    assert torch.autograd.gradcheck(f, (C, w, t0, K))
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_input_raises_clear_errors():
+    w = _weights()
+    rep = torch.zeros(3, 6, dtype=torch.bool)
+    exp = torch.full((3,), 50.0, dtype=F64)
+    ok = dict(C=40.0, weights=w, t0=10.0, K=3)
+    with pytest.raises(ValueError, match="7 items per trial but the display has N=6"):
+        whole_report_log_prob(torch.zeros(3, 7, dtype=torch.bool), exp, **ok)
+    with pytest.raises(ValueError, match="exposure"):
+        whole_report_log_prob(rep, -exp, **ok)
+    for bad_k in (0, 7, -1, 6.5, 0.5):
+        with pytest.raises(ValueError, match="K"):
+            whole_report_log_prob(rep, exp, **{**ok, "K": bad_k})
+    with pytest.raises(TypeError, match="bool"):
+        whole_report_log_prob(rep.float(), exp, **ok)
+    with pytest.raises(ValueError, match="C"):
+        whole_report_log_prob(rep, exp, **{**ok, "C": -1.0})
+    with pytest.raises(ValueError, match="weights"):
+        whole_report_log_prob(rep, exp, **{**ok, "weights": -w})
+    with pytest.raises(ValueError, match="t0_sd"):
+        whole_report_log_prob(rep, exp, **ok, t0_sd=-2.0)
+    with pytest.raises(ValueError, match="NaN"):
+        whole_report_log_prob(rep, exp, **{**ok, "t0": float("nan")})
+    with pytest.raises(ValueError, match="display must hold"):
+        report_sets(11)
+    targets = torch.tensor([1, 0, 0, 0, 0, 0], dtype=torch.bool)
+    with pytest.raises(ValueError, match="not reportable"):
+        partial_report_log_prob(
+            torch.tensor([0, 1, 0, 0, 0, 0], dtype=torch.bool),
+            torch.tensor(50.0, dtype=F64),
+            targets=targets,
+            distractors=~targets,
+            alpha=0.5,
+            **ok,
+        )
+    with pytest.raises(ValueError, match="share a location"):
+        partial_report_log_prob(
+            targets,
+            torch.tensor(50.0, dtype=F64),
+            targets=targets,
+            distractors=targets,
+            alpha=0.5,
+            **ok,
+        )
+
+
+def test_k_probabilities_real_capacity():
+    p = k_probabilities(torch.tensor(2.25, dtype=F64), 6)
+    torch.testing.assert_close(p, torch.tensor([0, 0.75, 0.25, 0, 0, 0], dtype=F64))
+    torch.testing.assert_close(k_probabilities(6.0, 6), torch.eye(6, dtype=F64)[5])
+    torch.testing.assert_close(k_probabilities(3, 6), torch.eye(6, dtype=F64)[2])
+
+
+# ----------------------------------------------------------------------------- Pyro model
+def _data(seed=0, trials=12):
+    exposure = whole_report_design(trials_per_exposure=trials // 6 or 1)
+    g = torch.Generator().manual_seed(seed)
+    reported = simulate_whole_report(
+        exposure, C=45.0, weights=_weights(9), t0=10.0, K=3, generator=g
+    )
+    return {"exposure": exposure, "reported": reported}
+
+
+def test_model_sites_and_attention_weights_are_a_softmax():
+    model = TVA(6)
+    data = _data()
+    trace = poutine.trace(model.model).get_trace(**data)
+    assert set(model.latent_names()) == {"C", "t0", "K", "weights"}
+    for name in model.latent_names():
+        assert trace.nodes[name]["type"] == "sample"
+    w = trace.nodes["weights"]["value"]
+    torch.testing.assert_close(
+        trace.nodes["attention_weights"]["value"], torch.softmax(torch.log(w), -1)
+    )
+    obs = trace.nodes["reported"]
+    assert obs["is_observed"] and obs["fn"].log_prob(obs["value"]).shape == (12,)
+    # simulating from the model gives reports of the right shape
+    sim = model.model(exposure=data["exposure"])
+    assert sim.shape == (12, 6) and sim.dtype == torch.bool
+
+
+@pytest.mark.parametrize("paradigm", ["whole", "partial"])
+def test_vectorised_log_likelihood_matches_replay(paradigm):
+    pyro.set_rng_seed(0)
+    model = TVA(4, paradigm=paradigm, t0_sd=dist.HalfNormal(5.0) if paradigm == "whole" else 0.0)
+    exposure = torch.tensor([20.0, 60.0, 100.0, 150.0, 40.0], dtype=F64)
+    data = {"exposure": exposure}
+    if paradigm == "partial":
+        data["targets"] = torch.tensor(
+            [[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 0]], dtype=torch.bool
+        )
+        data["distractors"] = torch.tensor(
+            [[0, 1, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1]], dtype=torch.bool
+        )
+    data["reported"] = model.model(**data)
+    draws = {}
+    for _ in range(3):
+        tr = poutine.trace(model.model).get_trace(**data)
+        for n in model.latent_names():
+            draws.setdefault(n, []).append(tr.nodes[n]["value"])
+    draws = {k: torch.stack(v) for k, v in draws.items()}
+    fast = model.log_likelihood(draws, data)
+    slow = BayesianModel.log_likelihood(model, draws, data)
+    assert fast.shape == (3, 5)
+    torch.testing.assert_close(fast, slow)
+
+
+def test_model_input_errors():
+    with pytest.raises(ValueError, match="K"):
+        TVA(6, K=7)
+    with pytest.raises(ValueError, match="paradigm"):
+        TVA(6, paradigm="full")
+    model = TVA(6, K=2)
+    data = _data()
+    data["reported"][0] = True  # 6 items reported
+    with pytest.raises(ValueError, match="more than K=2"):
+        model.model(**data)
+    with pytest.raises(ValueError, match="targets"):
+        TVA(6, paradigm="partial").model(**_data())
+
+
+def test_distribution_validates_and_samples():
+    d = TVAReport(
+        torch.full((4,), 50.0, dtype=F64),
+        C=torch.tensor(40.0, dtype=F64),
+        weights=_weights(),
+        t0=torch.tensor(10.0, dtype=F64),
+        k_probs=k_probabilities(3, 6),
+    )
+    assert d.batch_shape == (4,) and d.event_shape == (6,)
+    x = d.sample((2,))
+    assert x.shape == (2, 4, 6)
+    assert torch.isfinite(d.log_prob(x)).all()
+    with pytest.raises(ValueError, match="0/1"):
+        d.log_prob(torch.full((4, 6), 0.5, dtype=F64))
