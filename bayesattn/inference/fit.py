@@ -6,7 +6,10 @@ SVI uses ``TraceEnum_ELBO`` with the autoguide over the continuous sites only.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import arviz as az
 import numpy as np
@@ -50,6 +53,7 @@ def fit(
     learning_rate: float = 0.02,
     target_accept_prob: float = 0.8,
     jit_compile: bool = False,
+    chain_method: str = "sequential",
     progress_bar: bool = True,
 ) -> az.InferenceData:
     """Fit ``model`` to ``data`` and return an :class:`arviz.InferenceData`.
@@ -81,6 +85,8 @@ def fit(
         num_steps: SVI optimisation steps.
         learning_rate: Adam learning rate for SVI/MAP.
         target_accept_prob: NUTS step-size adaptation target.
+        chain_method: ``"sequential"`` (one process) or ``"parallel"`` (NUTS chains in
+            separate processes, one per CPU core, each with one torch thread).
         jit_compile: trace the NUTS potential with the PyTorch JIT (about 2x faster on small
             models; the model must be traceable).
         progress_bar: show progress bars.
@@ -97,6 +103,10 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if chain_method not in ("sequential", "parallel"):
+        raise ValueError(
+            f"unknown chain_method {chain_method!r}; expected 'sequential' or 'parallel'"
+        )
     if guide not in GUIDES:
         raise ValueError(f"unknown guide {guide!r}; expected one of {', '.join(GUIDES)}")
     if data.get(model.obs_name) is None:
@@ -109,7 +119,7 @@ def fit(
     extra: dict = {}
     if method == "nuts":
         draws, stats = _nuts(model, data, num_samples, warmup_steps, num_chains, seed,
-                             target_accept_prob, jit_compile, progress_bar)
+                             target_accept_prob, jit_compile, chain_method, progress_bar)
     elif method in ("svi", "map"):
         guide = "delta" if method == "map" else guide
         draws, losses = _svi(model, data, guide, num_steps, learning_rate, seed, progress_bar,
@@ -121,25 +131,38 @@ def fit(
     return to_inference_data(model, data, draws, stats, seed=seed, method=method, **extra)
 
 
-def _nuts(model, data, num_samples, warmup_steps, num_chains, seed, target, jit, progress_bar):
-    chains, stats = [], []
-    for chain in range(num_chains):
-        pyro.set_rng_seed(seed + chain)
-        kernel = NUTS(model.model, max_plate_nesting=model.max_plate_nesting,
-                      target_accept_prob=target, init_strategy=_init_strategy(model),
-                      jit_compile=jit, ignore_jit_warnings=True)
-        recorder = _StatsRecorder(warmup_steps)
-        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps,
-                    num_chains=1, disable_progbar=not progress_bar, hook_fn=recorder)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            mcmc.run(**data)
-        samples = mcmc.get_samples()
-        chains.append({k: v for k, v in samples.items() if k in model.latent_names()})
-        stats.append(recorder.as_arrays())
-    draws = {k: torch.stack([c[k] for c in chains]) for k in chains[0]}
-    stats = {k: np.stack([s[k] for s in stats]) for k in stats[0]}
+def _nuts(model, data, num_samples, warmup_steps, num_chains, seed, target, jit, chain_method,
+          progress_bar):
+    jobs = [(model, data, num_samples, warmup_steps, seed + c, target, jit, progress_bar)
+            for c in range(num_chains)]
+    workers = min(num_chains, os.cpu_count() or 1)
+    if chain_method == "parallel" and workers > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads,
+                                 initargs=(1,)) as pool:
+            results = list(pool.map(_run_chain, jobs))
+    else:
+        results = [_run_chain(job) for job in jobs]
+    draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
+    stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
     return draws, stats
+
+
+def _run_chain(job):
+    """One NUTS chain: ``(draws {name: (num_samples, ...)}, per-draw stats)``."""
+    model, data, num_samples, warmup_steps, seed, target, jit, progress_bar = job
+    pyro.set_rng_seed(seed)
+    kernel = NUTS(model.model, max_plate_nesting=model.max_plate_nesting,
+                  target_accept_prob=target, init_strategy=_init_strategy(model),
+                  jit_compile=jit, ignore_jit_warnings=True)
+    recorder = _StatsRecorder(warmup_steps)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
+                disable_progbar=not progress_bar, hook_fn=recorder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        mcmc.run(**data)
+    samples = mcmc.get_samples()
+    return {k: samples[k] for k in model.latent_names()}, recorder.as_arrays()
 
 
 def _init_strategy(model):

@@ -90,6 +90,20 @@ class BayesianModel:
             out.append(site["fn"].log_prob(site["value"]).reshape(-1))
         return torch.stack(out)
 
+    def predict(self, query, params: dict, data: dict):
+        """Predictive ``(mean (L, Ev), variance (L, Ev))`` of a new observation at ``query``
+        given one draw ``params`` (subclasses)."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict at new queries")
+
+    def predictive_sample(self, query, params: dict, data: dict, generator: torch.Generator):
+        """One draw ``(L, Ev)`` of a new observation at ``query`` given ``params``.
+
+        The default samples ``N(mean, variance)`` from :meth:`predict`; mixture models override.
+        """
+        mean, var = self.predict(query, params, data)
+        eps = torch.randn(mean.shape, dtype=mean.dtype, generator=generator)
+        return mean + var.sqrt() * eps
+
     def exact_posterior(self, data: dict, num_samples: int, generator: torch.Generator):
         """Draws ``{name: (num_samples, ...)}`` from a closed-form posterior.
 

@@ -140,6 +140,16 @@ class KeySelectionModel(BayesianModel):
         mean = w @ self.value
         return mean, params["noise"] ** 2 + w @ self.value**2 - mean**2
 
+    def predictive_sample(self, query, params: dict, data: dict | None, generator):
+        """One draw ``(L, Ev)`` from the mixture ``sum_j w_ij N(v_j, noise^2 I)`` at new queries."""
+        self._check_query(query)
+        self._check_target(None, query.shape[0])
+        params = self._fixed(params)
+        w = self._log_weights(query, params, None, None).exp()
+        z = torch.multinomial(w, 1, generator=generator).squeeze(-1)
+        eps = torch.randn(z.shape[0], self.value.shape[1], dtype=w.dtype, generator=generator)
+        return self.value[z] + params["noise"] * eps
+
     def posterior(self, query, params: dict | None = None) -> dict:
         """Exact posterior given fixed hyperparameters ``params`` (default: the fixed values).
 

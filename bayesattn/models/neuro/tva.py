@@ -123,7 +123,7 @@ def _check_num_items(num_items) -> int:
 
 def _codes(mask: torch.Tensor) -> torch.Tensor:
     """Integer code ``sum_j mask_j 2^j`` of bool sets ``(..., N)`` -> ``(...)`` int64."""
-    bits = 2 ** torch.arange(mask.shape[-1], device=mask.device)
+    bits = 2 ** torch.arange(int(mask.shape[-1]), device=mask.device)
     return (mask.long() * bits).sum(-1)
 
 
@@ -244,7 +244,7 @@ def _inclusion_coefficients(encoded: torch.Tensor) -> torch.Tensor:
 
 
 def _coefficients(encoded: torch.Tensor) -> torch.Tensor:
-    num = encoded.shape[-1]
+    num = int(encoded.shape[-1])
     subsets = report_sets(num, device=encoded.device)  # (M, N)
     sizes = subsets.sum(-1)
     sign = torch.where(sizes % 2 == 1, 1.0, -1.0).to(torch.float64)
@@ -310,7 +310,7 @@ def _race_log_prob(encoded, tau, rates, k_probs, coef=None):
     encoded (..., N) bool, tau (...) ms >= 0, rates (..., N) 1/ms >= 0, k_probs (..., N);
     ``coef`` = :func:`_inclusion_coefficients` of ``encoded`` (computed when None).
     """
-    num = encoded.shape[-1]
+    num = int(encoded.shape[-1])
     dtype = rates.dtype
     r = encoded.sum(-1)  # (...)
     tau_ = tau[..., None]
@@ -489,7 +489,7 @@ def _report_log_prob(reported, exposure, rates, k_probs, t0, t0_sd, reportable, 
         coef = _inclusion_coefficients(reported)
         return _with_t0(reported, exposure, rates, k_probs, t0, t0_sd, num_nodes, coef)
     # marginalise the unreported encoded distractors D: sum_D P(reported u D)
-    num = rates.shape[-1]
+    num = int(rates.shape[-1])
     hidden = (~reportable) & (rates.detach() > 0)  # (..., N)
     subsets = report_sets(num, device=reported.device)  # (M, N)
     valid = (_codes(subsets) & ~_codes(hidden)[..., None]) == 0  # (..., M)
