@@ -127,25 +127,28 @@ class KeySelectionModel(BayesianModel):
     def _log_weights(self, query, params, mask, log_prior):
         raise NotImplementedError
 
+    def attention_weights(self, query, params: dict | None = None) -> torch.Tensor:
+        """Weights ``(L, S)`` of new queries ``(L, E)`` over all keys (no mask, no
+        leave-one-out) for one draw of the hyperparameters ``params``."""
+        self._check_query(query)
+        return self._log_weights(query, self._fixed(params), None, None).exp()
+
     def predict(self, query, params: dict, data: dict | None = None):
         """Predictive ``(mean (L, Ev), variance (L, Ev))`` of a target at new queries ``(L, E)``.
 
         New queries attend to every key (no mask, no log-prior, no leave-one-out); ``params``
         holds one draw of the hyperparameters.
         """
-        self._check_query(query)
         self._check_target(None, query.shape[0])
-        params = self._fixed(params)
-        w = self._log_weights(query, params, None, None).exp()
+        w = self.attention_weights(query, params)
         mean = w @ self.value
-        return mean, params["noise"] ** 2 + w @ self.value**2 - mean**2
+        return mean, self._fixed(params)["noise"] ** 2 + w @ self.value**2 - mean**2
 
     def predictive_sample(self, query, params: dict, data: dict | None, generator):
         """One draw ``(L, Ev)`` from the mixture ``sum_j w_ij N(v_j, noise^2 I)`` at new queries."""
-        self._check_query(query)
         self._check_target(None, query.shape[0])
+        w = self.attention_weights(query, params)
         params = self._fixed(params)
-        w = self._log_weights(query, params, None, None).exp()
         z = torch.multinomial(w, 1, generator=generator).squeeze(-1)
         eps = torch.randn(z.shape[0], self.value.shape[1], dtype=w.dtype, generator=generator)
         return self.value[z] + params["noise"] * eps
