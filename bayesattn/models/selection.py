@@ -213,7 +213,10 @@ class KeySelectionModel(BayesianModel):
         """Generative key-selection program: ``z_i ~ Cat(pi_i)``, ``q_i | z_i`` ~ kernel at ``k_z``.
 
         The exact posterior of ``z`` (Pyro's ``TraceEnum_ELBO().compute_marginals``) equals
-        :meth:`log_weights`. A hyperparameter with a prior needs a normalisable kernel.
+        :meth:`log_weights`. A hyperparameter with a prior needs a normalisable kernel. With a
+        compact kernel, a query outside the support of every key has zero evidence
+        (log-density ``-inf``) and no posterior; :func:`bayesattn.functional.kernel_attention`
+        falls back to the nearest key there, which is a limit, not this model's posterior.
 
         Args:
             query: ``(L, E)``, observed.
@@ -233,6 +236,8 @@ class KeySelectionModel(BayesianModel):
     def log_likelihood(self, draws: dict, data: dict) -> torch.Tensor:
         """``log p(target_i | query_i, theta)`` with ``z`` marginalised, ``(D, L)``."""
         query, target = data["query"], data["target"]
+        self._check_query(query)
+        self._check_target(target, query.shape[0])
         num = next(iter(draws.values())).shape[0] if draws else 1
         out = []
         for d in range(num):
@@ -321,7 +326,6 @@ class KernelAttentionModel(KeySelectionModel):
         prior = torch.zeros(query.shape[0], self.key.shape[0], dtype=query.dtype)
         if self.log_prior is not None:
             prior = prior + self.log_prior
-
         def query_loglik(z):
             if self.kernel == "gaussian":
                 pyro.sample("query", dist.Normal(self.key[z], bw).to_event(1), obs=query)
