@@ -111,4 +111,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from bayesattn.cli import main as _main  # the package's classes, not __main__'s copies
+
+    sys.exit(_main())

@@ -1,0 +1,7 @@
+"""``python -m bayesattn``: the same as the ``bayesattn`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
