@@ -18,6 +18,7 @@ import pyro.infer.autoguide as autoguide
 import torch
 from pyro import poutine
 from pyro.infer import MCMC, NUTS, SVI, Predictive, TraceEnum_ELBO
+from pyro.infer.autoguide.initialization import init_to_median
 from tqdm.auto import tqdm
 
 from ..models.base import BayesianModel
@@ -153,7 +154,7 @@ def _run_chain(job):
     model, data, num_samples, warmup_steps, seed, target, jit, progress_bar = job
     pyro.set_rng_seed(seed)
     kernel = NUTS(model.model, max_plate_nesting=model.max_plate_nesting,
-                  target_accept_prob=target, init_strategy=_init_strategy(model),
+                  target_accept_prob=target, init_strategy=init_to_median(num_samples=15),
                   jit_compile=jit, ignore_jit_warnings=True)
     recorder = _StatsRecorder(warmup_steps)
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
@@ -163,10 +164,6 @@ def _run_chain(job):
         mcmc.run(**data)
     samples = mcmc.get_samples()
     return {k: samples[k] for k in model.latent_names()}, recorder.as_arrays()
-
-
-def _init_strategy(model):
-    return pyro.infer.autoguide.initialization.init_to_median(num_samples=15)
 
 
 class _StatsRecorder:

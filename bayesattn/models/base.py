@@ -19,6 +19,8 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
+from .._checks import check_tensor
+
 __all__ = ["BayesianModel", "hyperparameter"]
 
 
@@ -54,6 +56,24 @@ def check_hyperparameter(name: str, value, *, allow_tensor: bool = True):
     if not (value > 0 and value < float("inf")):
         raise ValueError(f"{name} must be positive and finite, got {value}")
     return float(value)
+
+
+def check_memory(key, value=None) -> None:
+    """Check a model's memory: ``key (S, E)`` with ``S >= 1`` and ``value (S, Ev)`` or None.
+
+    Raises:
+        TypeError: non-tensors or integer tensors.
+        ValueError: wrong shapes, NaN/inf.
+    """
+    check_tensor("key", key, min_dim=2)
+    if key.dim() != 2 or key.shape[0] == 0:
+        raise ValueError(f"key must have shape (S, E) with S >= 1, got {tuple(key.shape)}")
+    if value is not None:
+        check_tensor("value", value, min_dim=2)
+        if value.dim() != 2 or value.shape[0] != key.shape[0]:
+            raise ValueError(
+                f"value must have shape (S, Ev) = ({key.shape[0]}, Ev), got {tuple(value.shape)}"
+            )
 
 
 class BayesianModel:

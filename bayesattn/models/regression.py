@@ -14,22 +14,10 @@ import pyro.distributions as dist
 import torch
 
 from .. import functional as Fn
-from .._checks import check_choice, check_tensor
-from .base import BayesianModel, check_hyperparameter, hyperparameter
+from .._checks import check_choice
+from .base import BayesianModel, check_hyperparameter, check_memory, hyperparameter
 
 __all__ = ["LeastSquaresAttentionModel", "GPAttentionModel"]
-
-
-def _check_memory(key, value):
-    check_tensor("key", key, min_dim=2)
-    if key.dim() != 2 or key.shape[0] == 0:
-        raise ValueError(f"key must have shape (S, E) with S >= 1, got {tuple(key.shape)}")
-    if value is not None:
-        check_tensor("value", value, min_dim=2)
-        if value.dim() != 2 or value.shape[0] != key.shape[0]:
-            raise ValueError(
-                f"value must have shape (S, Ev) = ({key.shape[0]}, Ev), got {tuple(value.shape)}"
-            )
 
 
 class _RegressionModel(BayesianModel):
@@ -87,7 +75,7 @@ class LeastSquaresAttentionModel(_RegressionModel):
 
     def model(self, key, value=None):
         """``W ~ N(0, prior_scale^2)``, ``value ~ N(key @ W, noise^2)``; key ``(S, E)``."""
-        _check_memory(key, value)
+        check_memory(key, value)
         ev = 1 if value is None else value.shape[1]
         p = self._sample_hyperparameters(key.dtype)
         W = pyro.sample(
@@ -106,7 +94,7 @@ class LeastSquaresAttentionModel(_RegressionModel):
         Raises:
             ValueError: a hyperparameter has a prior and ``params`` does not give it.
         """
-        _check_memory(key, value)
+        check_memory(key, value)
         p = self._fixed(params, key.dtype)
         mean, var = Fn.least_squares_attention(
             query, key, value, ridge=p["noise"] ** 2 / p["prior_scale"] ** 2,
@@ -185,7 +173,7 @@ class GPAttentionModel(_RegressionModel):
 
     def model(self, key, value=None):
         """Each value column ``~ MVN(0, amplitude^2 K + noise^2 I)``; key ``(S, E)``."""
-        _check_memory(key, value)
+        check_memory(key, value)
         p = self._sample_hyperparameters(key.dtype)
         chol = self._chol(key, p)
         ev = 1 if value is None else value.shape[1]
@@ -200,7 +188,7 @@ class GPAttentionModel(_RegressionModel):
         Raises:
             ValueError: a hyperparameter has a prior and ``params`` does not give it.
         """
-        _check_memory(key, value)
+        check_memory(key, value)
         p = self._fixed(params, key.dtype)
         mean, var = Fn.gp_attention(
             query, key, value, kernel=self.kernel, lengthscale=p["lengthscale"],

@@ -29,7 +29,7 @@ import torch
 
 from .. import functional as Fn
 from .._checks import check_choice, check_mask, check_tensor
-from .base import BayesianModel, check_hyperparameter, hyperparameter
+from .base import BayesianModel, check_hyperparameter, check_memory, hyperparameter
 
 __all__ = ["KeySelectionModel", "KernelAttentionModel", "SoftmaxAttentionModel"]
 
@@ -58,16 +58,7 @@ class KeySelectionModel(BayesianModel):
 
     def __init__(self, key, value=None, *, noise=1.0, mask=None, log_prior=None,
                  leave_one_out=False):
-        check_tensor("key", key, min_dim=2)
-        if key.dim() != 2 or key.shape[0] == 0:
-            raise ValueError(f"key must have shape (S, E) with S >= 1, got {tuple(key.shape)}")
-        if value is not None:
-            check_tensor("value", value, min_dim=2)
-            if value.dim() != 2 or value.shape[0] != key.shape[0]:
-                raise ValueError(
-                    f"value must have shape (S, Ev) = ({key.shape[0]}, Ev), got "
-                    f"{tuple(value.shape)}"
-                )
+        check_memory(key, value)
         self.key, self.value = key, value
         self.noise = check_hyperparameter("noise", noise)
         self.mask, self.log_prior, self.leave_one_out = mask, log_prior, leave_one_out

@@ -11,6 +11,7 @@ import torch
 
 __all__ = [
     "gauss_hermite",
+    "gauss_legendre",
     "log_ndtr",
     "ndtr",
     "as_float_tensor",
@@ -39,6 +40,29 @@ def gauss_hermite(num_nodes: int, *, dtype=torch.float64, device=None):
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral) or num_nodes < 1:
         raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
     nodes, weights = _hermegauss(int(num_nodes))
+    return (
+        torch.as_tensor(nodes, dtype=dtype, device=device),
+        torch.as_tensor(weights, dtype=dtype, device=device),
+    )
+
+
+@lru_cache(maxsize=16)
+def _leggauss(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(num_nodes)
+
+
+def gauss_legendre(num_nodes: int, *, dtype=torch.float64, device=None):
+    """Gauss-Legendre nodes ``u (Q,)`` and weights ``w (Q,)`` on ``[-1, 1]``.
+
+    ``sum_q w_q f(u_q) ~ int_{-1}^{1} f(u) du``, exact for polynomials of degree ``2 Q - 1``
+    (``numpy.polynomial.legendre.leggauss``).
+
+    Raises:
+        ValueError: ``num_nodes`` is not a positive integer.
+    """
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral) or num_nodes < 1:
+        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+    nodes, weights = _leggauss(int(num_nodes))
     return (
         torch.as_tensor(nodes, dtype=dtype, device=device),
         torch.as_tensor(weights, dtype=dtype, device=device),

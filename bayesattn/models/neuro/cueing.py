@@ -32,14 +32,15 @@ softmax: the Bayesian prior ``p = softmax(log p)``, the linear weights ``w = sof
 and the switching probabilities; the Pyro models expose it as ``attention_weights (M,)``.
 
 Choice probabilities are exact up to quadrature: the Bayesian and weighted-linear rules
-both pick ``argmax_j (a_j + b_j x_j)`` with ``b_j > 0``, so
-``P(choose m) = E_z[ prod_{j != m} Phi((a_m + b_m (mu_m + z) - a_j) / b_j - mu_j) ]``, a 1-D
-Gauss-Hermite integral; the Bayesian yes/no rule with ``M = 2`` reduces to a 1-D integral in
-the same way; the linear yes/no and all switching probabilities are closed forms.
+both pick ``argmax_j (a_j + b_j x_j)`` with ``b_j > 0``, so ``P(choose m)`` is a 1-D integral
+over the chosen location's decision value (piecewise Gauss-Legendre, panels at the competitors'
+transition points); the Bayesian yes/no rule with ``M = 2`` reduces to a 1-D integral in the
+same way; the linear yes/no and all switching probabilities are closed forms.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import pyro
@@ -52,7 +53,7 @@ from ._common import (
     check_probability,
     draws_slices,
     fixed_or_draw,
-    gauss_hermite,
+    gauss_legendre,
     ndtr,
 )
 
@@ -160,33 +161,61 @@ def observer_attention(observer: str, num_locations: int, **params) -> torch.Ten
 
 # ----------------------------------------------------------------------------- choice probs
 def _affine_argmax_probs(a, b, mu, num_nodes):
-    """P(argmax_j (a_j + b_j x_j) = m), x_j ~ N(mu_j, 1) independent; all (..., M) -> (..., M)."""
-    z, w = gauss_hermite(num_nodes, dtype=mu.dtype)
-    # decision value of location m at node q: (..., M, Q)
-    g = a[..., None] + b[..., None] * (mu[..., None] + z)
-    # P(a_j + b_j x_j < g) = Phi((g - a_j)/b_j - mu_j) for each competitor j: (..., M, Q, M)
-    arg = (g[..., None] - a[..., None, None, :]) / b[..., None, None, :] - mu[..., None, None, :]
-    log_cdf = torch.special.log_ndtr(arg)
+    """P(argmax_j (a_j + b_j x_j) = m), x_j ~ N(mu_j, 1) independent; all (..., M) -> (..., M).
+
+    In decision-value space ``g_j ~ N(c_j, b_j^2)`` with ``c_j = a_j + b_j mu_j``, and
+    ``P(choose m) = int N(v; c_m, b_m^2) prod_{j != m} Phi((v - c_j) / b_j) dv``. When the
+    scales ``b`` differ a lot (a weighted-linear observer with a strong cue weight) the CDFs are
+    near-steps on the scale of ``b_m``, so the integral over ``c_m +- 9 b_m`` is split into
+    panels at every ``c_j +- 6 b_j`` and each panel gets ``num_nodes`` Gauss-Legendre nodes.
+    """
+    u, w = gauss_legendre(num_nodes, dtype=mu.dtype)
     m = mu.shape[-1]
-    eye = torch.eye(m, dtype=torch.bool, device=mu.device)[:, None, :]  # (M, 1, M)
-    log_cdf = torch.where(eye, 0.0, log_cdf)
-    p = (torch.exp(log_cdf.sum(-1)) * w).sum(-1)  # (..., M)
+    c = a + b * mu
+    lo, hi = c - 9.0 * b, c + 9.0 * b  # (..., M) integration range for each chosen m
+    marks = torch.cat([c - 6.0 * b, c + 6.0 * b], -1)  # (..., 2M)
+    inner = torch.minimum(torch.maximum(marks[..., None, :], lo[..., None]), hi[..., None])
+    bounds, _ = torch.sort(torch.cat([lo[..., None], inner, hi[..., None]], -1), -1)
+    left, right = bounds[..., :-1], bounds[..., 1:]  # (..., M, P)
+    half = (right - left) / 2
+    v = left[..., None] + half[..., None] * (u + 1)  # (..., M, P, Q)
+    log_dens = (
+        -0.5 * ((v - c[..., None, None]) / b[..., None, None]) ** 2
+        - torch.log(b[..., None, None])
+        - 0.5 * math.log(2 * math.pi)
+    )
+    # log P(g_j < v) for every competitor j: (..., M, P, Q, M); the chosen m itself excluded
+    arg = (v[..., None] - c[..., None, None, None, :]) / b[..., None, None, None, :]
+    log_cdf = torch.special.log_ndtr(arg)
+    eye = torch.eye(m, dtype=torch.bool, device=mu.device)[:, None, None, :]  # (M, 1, 1, M)
+    log_cdf = torch.where(eye, 0.0, log_cdf).sum(-1)
+    p = (torch.exp(log_dens + log_cdf) * w * half[..., None]).sum((-1, -2))  # (..., M)
     return p / p.sum(-1, keepdim=True)
 
 
 def _bayes_yes_no_m2(log_p, d, mu, criterion, num_nodes):
-    """P(yes) of the ideal observer with two locations (1-D integral over x_0)."""
-    z, w = gauss_hermite(num_nodes, dtype=mu.dtype)
-    x0 = mu[..., :1] + z  # (..., Q)
+    """P(yes) of the ideal observer with two locations, as a 1-D integral over ``x_0``.
+
+    Say yes iff ``p_0 e^{d x_0 - d^2/2} + p_1 e^{d x_1 - d^2/2} > e^criterion``. For
+    ``x_0 >= x*`` (where the first term alone reaches the criterion) the answer is yes whatever
+    ``x_1``: probability ``Phi(mu_0 - x*)``. Below ``x*``, yes iff ``x_1 > h(x_0)`` with
+    ``h = (log(e^criterion - p_0 e^{d x_0 - d^2/2}) - log p_1 + d^2/2) / d``; that part is
+    integrated by Gauss-Legendre on ``[min(mu_0 - 9, x*), x*]`` (the integrand is smooth there;
+    a Gauss-Hermite rule over the kink at ``x*`` converges slowly).
+    """
+    u, w = gauss_legendre(num_nodes, dtype=mu.dtype)
     dd = d[..., None]
-    a = log_p[..., :1] + dd * x0 - dd**2 / 2  # log of location-0 term
     lam = criterion[..., None]
-    below = a < lam
-    gap = torch.where(below, a - lam, -1.0)
-    # x_1 must exceed h, where p_1 exp(d x_1 - d^2/2) = exp(lam) - exp(a)
+    mu0, mu1 = mu[..., :1], mu[..., 1:]
+    x_star = (lam - log_p[..., :1] + dd**2 / 2) / dd  # (..., 1)
+    lo = torch.minimum(mu0 - 9.0, x_star)
+    half = (x_star - lo) / 2
+    x0 = lo + half * (u + 1)  # (..., Q), interior of [lo, x*]
+    gap = torch.clamp(log_p[..., :1] + dd * x0 - dd**2 / 2 - lam, max=-1e-300)  # < 0
     h = (lam + torch.log(-torch.expm1(gap)) - log_p[..., 1:] + dd**2 / 2) / dd
-    p_yes = torch.where(below, ndtr(mu[..., 1:] - h), 1.0)
-    return (p_yes * w).sum(-1)
+    dens = torch.exp(-0.5 * (x0 - mu0) ** 2) / math.sqrt(2 * math.pi)
+    below = (dens * ndtr(mu1 - h) * w * half).sum(-1)
+    return below + ndtr(mu0 - x_star).squeeze(-1)
 
 
 def choice_probabilities(
@@ -201,7 +230,7 @@ def choice_probabilities(
     cue_weight=None,
     attend_cued=None,
     criterion=None,
-    num_nodes: int = 48,
+    num_nodes: int = 24,
 ) -> torch.Tensor:
     """Response probabilities of an observer on cueing trials.
 
@@ -218,7 +247,7 @@ def choice_probabilities(
         criterion: yes/no criterion (Bayesian: log likelihood ratio; linear: on ``sum w x``;
             switching: on the attended response), and the switching observer's localisation
             threshold.
-        num_nodes: Gauss-Hermite nodes.
+        num_nodes: Gauss-Legendre nodes (per panel for localisation).
 
         Parameters other than ``d_prime`` are numbers or tensors of a batch shape ``(...)``
         (e.g. posterior draws ``(D,)``); they broadcast over the trials.
@@ -290,7 +319,7 @@ def choice_probabilities(
             )
         v = need("believed_validity", believed_validity)
         log_p = torch.log(cue_prior(m, v)).expand(mu.shape)
-        return _bayes_yes_no_m2(log_p, d, mu, lam, num_nodes)
+        return _bayes_yes_no_m2(log_p, d, mu, lam, 2 * num_nodes)
     if observer == "weighted_linear":
         w = cue_prior(m, need("cue_weight", cue_weight))
         mean = (w * mu).sum(-1)
@@ -449,7 +478,7 @@ class CueingObserver(BayesianModel):
         cue_weight=None,
         attend_cued=None,
         criterion=None,
-        num_nodes: int = 48,
+        num_nodes: int = 24,
     ):
         self.observer = _check_choice("observer", observer, OBSERVERS)
         self.task = _check_choice("task", task, TASKS)
