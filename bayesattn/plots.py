@@ -92,7 +92,8 @@ def plot_posteriors(idata, var_names, *, title=""):
     axes = az.plot_posterior(idata, var_names=var_names, hdi_prob=0.94,
                              figsize=(3.2 * len(var_names), 2.8))
     fig = np.atleast_1d(axes).ravel()[0].figure
-    fig.suptitle(title)
+    if title:
+        fig.suptitle(title, y=1.04)
     return fig
 
 

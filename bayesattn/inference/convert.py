@@ -110,11 +110,12 @@ def _predictive(model, data, flat, num, seed):
         pred = Predictive(model.model, num_samples=num)
     out = pred(**pred_data)
     replicated = out.pop(model.obs_name)
-    keep = {k: v for k, v in out.items() if k not in flat and k not in _enumerated(model, data)}
+    discrete = enumerated_sites(model, data)
+    keep = {k: v for k, v in out.items() if k not in flat and k not in discrete}
     return keep, replicated
 
 
-def _enumerated(model, data) -> set:
+def enumerated_sites(model, data) -> set:
     trace = pyro.poutine.trace(model.model).get_trace(**data)
     return {name for name, site in trace.nodes.items()
             if site["type"] == "sample" and site.get("infer", {}).get("enumerate")}

@@ -17,12 +17,12 @@ import pyro
 import pyro.infer.autoguide as autoguide
 import torch
 from pyro import poutine
-from pyro.infer import MCMC, NUTS, SVI, Predictive, TraceEnum_ELBO
+from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide.initialization import init_to_median
 from tqdm.auto import tqdm
 
 from ..models.base import BayesianModel
-from .convert import to_inference_data
+from .convert import enumerated_sites, to_inference_data
 
 __all__ = ["fit", "METHODS", "GUIDES"]
 
@@ -67,7 +67,8 @@ def fit(
       ``step_size``, ``acceptance_rate``, ``n_steps`` (leapfrog steps) and ``tree_depth``.
     * ``"svi"``: stochastic variational inference with an autoguide (``guide``: ``"normal"``
       AutoNormal, ``"lowrank"`` AutoLowRankMultivariateNormal, ``"mvn"``,
-      ``"delta"``), ``TraceEnum_ELBO`` (discrete sites enumerated), Adam, ``num_steps`` steps
+      ``"delta"``), ``TraceEnum_ELBO`` when the model has enumerated discrete sites
+      (``Trace_ELBO`` otherwise), Adam, ``num_steps`` steps
       with a tqdm bar; ``num_chains * num_samples`` draws from the guide. The ELBO loss trace
       is kept in ``idata.svi_loss``.
     * ``"map"``: SVI with ``AutoDelta``: one draw, the MAP estimate.
@@ -228,8 +229,12 @@ def _svi(model, data, guide_name, num_steps, lr, seed, progress_bar, num_chains,
     if not latents:
         return {}, np.zeros(0)
     guide = GUIDES[guide_name](_continuous(model.model))
-    svi = SVI(model.model, guide, pyro.optim.Adam({"lr": lr}),
-              TraceEnum_ELBO(max_plate_nesting=model.max_plate_nesting))
+    # discrete latents are summed out exactly by TraceEnum_ELBO; without any, plain Trace_ELBO
+    if enumerated_sites(model, data):
+        loss = TraceEnum_ELBO(max_plate_nesting=model.max_plate_nesting)
+    else:
+        loss = Trace_ELBO()
+    svi = SVI(model.model, guide, pyro.optim.Adam({"lr": lr}), loss)
     losses = np.empty(num_steps)
     bar = tqdm(range(num_steps), desc=f"SVI ({guide_name})", disable=not progress_bar)
     for step in bar:

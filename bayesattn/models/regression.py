@@ -108,6 +108,26 @@ class LeastSquaresAttentionModel(_RegressionModel):
         p = self._fixed(params, query.dtype)
         return mean, (p["noise"] ** 2).expand_as(mean)
 
+    def _noise_draws(self, draws, num, dtype):
+        if "noise" in draws:
+            return draws["noise"].reshape(num, 1, 1)
+        return torch.as_tensor(self.noise, dtype=dtype).expand(num, 1, 1)
+
+    def log_likelihood(self, draws, data):
+        """``log N(value_j; W^T key_j, noise^2 I)`` per item, ``(D, S)`` (vectorised)."""
+        key, value = data["key"], data["value"]
+        check_memory(key, value)
+        W = draws["W"]
+        noise = self._noise_draws(draws, W.shape[0], key.dtype)
+        return dist.Normal(key @ W, noise).log_prob(value).sum(-1)
+
+    def posterior_predictive(self, draws, data, generator):
+        """Replicated values ``(D, S, Ev)``: ``key @ W + noise * eps`` per draw."""
+        W = draws["W"]
+        mean = data["key"] @ W
+        noise = self._noise_draws(draws, W.shape[0], mean.dtype)
+        return mean + noise * torch.randn(mean.shape, dtype=mean.dtype, generator=generator)
+
     def exact_posterior(self, data, num_samples, generator):
         """Draws of ``W`` from ``N(A^{-1} K^T V, noise^2 A^{-1})`` (fixed hyperparameters only).
 

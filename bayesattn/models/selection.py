@@ -208,6 +208,8 @@ class KeySelectionModel(BayesianModel):
         compact kernel, a query outside the support of every key has zero evidence
         (log-density ``-inf``) and no posterior; :func:`bayesattn.functional.kernel_attention`
         falls back to the nearest key there, which is a limit, not this model's posterior.
+        (Pyro 1.9's ``compute_marginals`` fails on a plate of size 1, pyro-ppl/pyro#3102:
+        enumerate at least two queries.)
 
         Args:
             query: ``(L, E)``, observed.

@@ -516,24 +516,55 @@ class CueingObserver(BayesianModel):
         return [n for n in self._param_names() if isinstance(getattr(self, n), dist.Distribution)]
 
     def _probs(self, params: dict, cue, target, level):
+        """Response probabilities per trial, ``(..., T, M)`` (localisation) or ``(..., T)``.
+
+        They depend on a trial only through the target's position relative to the cue and the
+        signal level, so they are computed once per such cell (``M`` or ``M + 1`` positions
+        times ``L`` levels) and gathered: the cost does not grow with the number of trials.
+        """
+        m, lvl = self.num_locations, self.num_levels
+        absent = 1 if self.task == "yes_no" else 0
+        rel = torch.arange(-absent, m)  # relative target positions (-1 = absent)
+        cell_target = rel.repeat(lvl)  # (Cells,)
+        cell_level = torch.arange(lvl).repeat_interleave(rel.numel())
         d = params["d_prime"]
-        d_trial = d[..., level] if d.dim() else d
+        d_cell = d[..., cell_level] if d.dim() else d.expand(cell_level.shape)
         kw = {k: v for k, v in params.items() if k != "d_prime"}
-        return choice_probabilities(
+        p_cell = choice_probabilities(
             self.observer,
             self.task,
-            cue=cue,
-            target=target,
-            d_prime=d_trial,
-            num_locations=self.num_locations,
+            cue=torch.zeros_like(cell_target),
+            target=cell_target,
+            d_prime=d_cell,
+            num_locations=m,
             num_nodes=self.num_nodes,
             **kw,
-        )
+        )  # (..., Cells, M) with responses relative to the cue, or (..., Cells)
+        rel_target = torch.where(target >= 0, (target - cue) % m, -1)
+        cell = level * rel.numel() + rel_target + absent  # (T,)
+        if self.task == "yes_no":
+            return p_cell[..., cell]
+        p_rel = p_cell[..., cell, :]  # (..., T, M) over relative responses
+        idx = (torch.arange(m) - cue[:, None]) % m  # absolute k -> relative (k - cue) mod M
+        return p_rel.gather(-1, idx.expand(p_rel.shape))
 
     def _obs_dist(self, probs):
         if self.task == "localisation":
             return dist.Categorical(probs=probs.clamp_min(1e-12))
         return dist.Bernoulli(probs=probs.clamp(1e-12, 1 - 1e-12))
+
+    def _check_data(self, cue, target, level):
+        m = self.num_locations
+        cue = _check_locations("cue", cue, m)
+        target = _check_locations("target", target, m, allow_absent=self.task == "yes_no")
+        if cue.dim() != 1 or cue.shape != target.shape:
+            raise ValueError("cue and target must be 1-D tensors of the same length (T,)")
+        if level is None:
+            level = torch.zeros_like(cue)
+        level = _check_locations("level", level, self.num_levels)
+        if level.shape != cue.shape:
+            raise ValueError("level must have the same shape as cue (T,)")
+        return cue, target, level
 
     def model(self, cue, target, level=None, response=None):
         """The Pyro program; see the class docstring for the data.
@@ -542,10 +573,7 @@ class CueingObserver(BayesianModel):
             ValueError: data out of range (see :func:`choice_probabilities`); ``level`` outside
                 ``0..L-1``.
         """
-        if level is None:
-            level = torch.zeros_like(cue)
-        if level.numel() and (int(level.min()) < 0 or int(level.max()) >= self.num_levels):
-            raise ValueError(f"level must hold indices 0..{self.num_levels - 1}")
+        cue, target, level = self._check_data(cue, target, level)
         params = {n: hyperparameter(n, getattr(self, n)) for n in self._param_names()}
         key = self._param_names()[1]
         pyro.deterministic("attention_weights", cue_prior(self.num_locations, params[key]))
@@ -564,10 +592,7 @@ class CueingObserver(BayesianModel):
         response = data.get(self.obs_name)
         if response is None:
             raise ValueError("log_likelihood needs the observed 'response' in data")
-        cue, target = data["cue"], data["target"]
-        level = data.get("level")
-        if level is None:
-            level = torch.zeros_like(cue)
+        cue, target, level = self._check_data(data["cue"], data["target"], data.get("level"))
         out = []
         for chunk, num in draws_slices(draws, 256):
             params = {}
