@@ -1,1 +1,50 @@
-"""Neuroscience-style models of attention (DESIGN.md section 5)."""
+"""Neuroscience-style models of attention (DESIGN.md section 5).
+
+Each model normalises attention like a softmax and exposes that normalised weight as the
+deterministic Pyro site ``attention_weights``:
+
+* :mod:`~bayesattn.models.neuro.tva` -- Bundesen's Theory of Visual Attention: exact whole- and
+  partial-report likelihoods, simulator, :class:`TVA` Pyro model (weights ``w / sum w``).
+* :mod:`~bayesattn.models.neuro.normalization` -- the normalization model of attention
+  (Reynolds & Heeger 2009), its reduced psychometric form (:class:`NormalizationPsychometric`)
+  and biased competition (Reynolds, Chelazzi & Desimone 1999).
+* :mod:`~bayesattn.models.neuro.cueing` -- Bayesian, weighted-linear and limited-capacity
+  switching observers of the spatial cueing task (:class:`CueingObserver`).
+* :mod:`~bayesattn.models.neuro.precision` -- precision weighting of prediction errors
+  (Feldman & Friston 2010; :class:`PrecisionWeighting`).
+"""
+
+from .cueing import (
+    CueingObserver,
+    choice_probabilities,
+    simulate_cueing_design,
+    simulate_cueing_responses,
+)
+from .normalization import NormalizationPsychometric, normalization_response, population_response
+from .precision import PrecisionWeighting, precision_weights
+from .tva import (
+    TVA,
+    partial_report_log_prob,
+    simulate_partial_report,
+    simulate_whole_report,
+    whole_report_design,
+    whole_report_log_prob,
+)
+
+__all__ = [
+    "TVA",
+    "whole_report_log_prob",
+    "partial_report_log_prob",
+    "simulate_whole_report",
+    "simulate_partial_report",
+    "whole_report_design",
+    "NormalizationPsychometric",
+    "normalization_response",
+    "population_response",
+    "CueingObserver",
+    "choice_probabilities",
+    "simulate_cueing_design",
+    "simulate_cueing_responses",
+    "PrecisionWeighting",
+    "precision_weights",
+]
