@@ -717,3 +717,38 @@ def test_cauchy_prior_is_allowed_in_one_dim_and_fixed_bandwidth_in_any_dim():
     _, w = Fn.kernel_attention(q2, key2, key2, kernel="cauchy", bandwidth=0.8,
                                return_weights=True)
     close(enumerated_posterior_of_z(fixed, q2), w, 1e-6)
+
+
+def test_predictive_sample_draws_from_the_key_mixture():
+    """At new queries: keys chosen with the attention weights, then value plus noise."""
+    key, value, query, _ = memory(seed=15, S=5, Ev=1)
+    model = KernelAttentionModel(key, value, kernel="laplace", bandwidth=dist.LogNormal(0., 1.),
+                                 noise=1e-9)
+    params = {"bandwidth": torch.tensor(0.7, dtype=DT)}
+    n = 20000
+    y = model.predictive_sample(query[:1].expand(n, -1), params, None, gen_(0))[:, 0]
+    # with negligible noise each draw is one of the stored values, picked with weight w_j
+    match = (y[:, None] - value[:, 0]).abs() < 1e-6  # (n, S)
+    assert bool((match.sum(-1) == 1).all())
+    p = ref_weights("laplace", query[:1], key, 0.7)[0]
+    freq = match.to(DT).mean(0).numpy()
+    assert np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1e-12), (freq, p)
+    # with noise, the draws have the predictive mean and variance of posterior()
+    noisy = KernelAttentionModel(key, value, kernel="laplace", bandwidth=0.7, noise=0.4)
+    y = noisy.predictive_sample(query[:1].expand(n, -1), {}, None, gen_(1))[:, 0]
+    post = noisy.posterior(query[:1])
+    assert abs(float(y.mean() - post["mean"][0, 0])) <= 4 * math.sqrt(
+        float(post["variance"][0, 0]) / n)
+    assert float(y.var()) == pytest.approx(float(post["variance"][0, 0]), rel=0.05)
+
+
+def test_least_squares_predictive_sample_is_gaussian_around_key_times_w():
+    key, value, query = _ls_problem(S=10, E=2, Ev=1)
+    model = LeastSquaresAttentionModel(prior_scale=1.0, noise=0.3)
+    w = torch.tensor([[0.5], [-1.0]], dtype=DT)
+    n = 20000
+    q = query[:1].expand(n, -1)
+    y = model.predictive_sample(q, {"W": w}, {"key": key, "value": value}, gen_(2))
+    assert y.shape == (n, 1)
+    assert abs(float(y.mean() - query[0] @ w[:, 0])) <= 4 * 0.3 / math.sqrt(n)
+    assert float(y.std()) == pytest.approx(0.3, rel=0.03)
