@@ -151,7 +151,7 @@ def test_nuts_inference_data_has_every_group_with_chain_draw_shapes(mcycle_nuts,
     post = idata.posterior
     assert post["bandwidth"].shape == (2, 150)
     assert post["noise"].shape == (2, 150)
-    assert post["attention_output"].shape[:2] == (2, 150)  # (L, Ev) after: see the xfail below
+    assert post["attention_output"].shape[:2] == (2, 150)
     assert idata.log_likelihood["target"].shape == (2, 150, 133)
     assert idata.posterior_predictive["target"].shape == (2, 150, 133, 1)
     np.testing.assert_array_equal(idata.observed_data["target"].values, data["target"].numpy())
@@ -238,11 +238,6 @@ def test_exact_with_every_hyperparameter_fixed_has_one_draw_and_the_right_log_li
     assert idata.posterior_predictive["target"].shape == (1, 1, 20, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: to_inference_data takes deterministic sites from pyro Predictive, which pads them "
-    "with a plate dim: attention_output comes out (chain, draw, 1, L, Ev) with dims "
-    "('chain', 'draw', 'target_dim_0', 'target_dim_1', 'attention_output_dim_2') instead of "
-    "the documented (chain, draw, L, Ev)"))
 def test_attention_output_has_the_documented_shape_and_dims():
     g = torch.Generator().manual_seed(9)
     x = torch.rand(10, 1, generator=g, dtype=DT)

@@ -110,12 +110,15 @@ def _predictive(model, data, flat, num, seed):
         pred = Predictive(model.model, num_samples=num)
     out = pred(**pred_data)
     replicated = out.pop(model.obs_name)
-    discrete = enumerated_sites(model, data)
-    keep = {k: v for k, v in out.items() if k not in flat and k not in discrete}
-    return keep, replicated
-
-
-def enumerated_sites(model, data) -> set:
     trace = pyro.poutine.trace(model.model).get_trace(**data)
+    discrete = enumerated_sites(model, data, trace)
+    # Predictive may pad sites with plate dims of size 1: restore each site's own shape
+    return {k: v.reshape(v.shape[0], *trace.nodes[k]["value"].shape)
+            for k, v in out.items() if k not in flat and k not in discrete}, replicated
+
+
+def enumerated_sites(model, data, trace=None) -> set:
+    """Names of the model's sample sites marked for enumeration (discrete latents)."""
+    trace = trace or pyro.poutine.trace(model.model).get_trace(**data)
     return {name for name, site in trace.nodes.items()
             if site["type"] == "sample" and site.get("infer", {}).get("enumerate")}
