@@ -20,9 +20,11 @@ Variational family (what :func:`train_svi` optimises):
 * everything else (embedding, feed-forward blocks, norms, biases, the prior network) is a
   point estimate (a ``pyro.param``).
 
-The objective is the ELBO ``E_q[log p(y | x, W, S)] - KL_global - KL_local``; with
-``kl_weight = beta < 1`` the likelihood is scaled by ``1 / beta`` (a tempered posterior, the
-KL coefficient of BAM); ``beta = 1`` is the exact ELBO.
+The objective is ``E_q[log p(y | x, W, S)] - beta (KL_global + lambda KL_local)``, the ELBO
+when ``beta = kl_weight = 1`` and ``lambda = attention_kl_weight = 1``. ``beta < 1`` tempers
+the posterior (implemented by scaling the likelihood by ``1 / beta``); ``lambda`` is BAM's KL
+coefficient on the attention latents, which outnumber the labels by ``H L S`` per example
+per layer.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
-from pyro.infer.autoguide.initialization import init_to_sample
+from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 from torch import nn
@@ -201,6 +203,20 @@ class BayesianMultiheadAttention(PyroModule):
         self.kl: torch.Tensor | None = None
         self.last_weights: torch.Tensor | None = None
 
+    def initial_values(self) -> dict[str, torch.Tensor]:
+        """Starting values of the weight sites: PyTorch's initialisation of the same layer.
+
+        ``in_proj_weight`` Xavier-uniform and ``out_proj_weight`` Kaiming-uniform (as in
+        :class:`torch.nn.MultiheadAttention`), ``log_temperature`` 0 (temperature 1, i.e.
+        scaled dot-product attention). :func:`train_svi` starts the posterior means here, so
+        the Bayesian and deterministic models start from the same kind of network.
+        """
+        E = self.embed_dim
+        w_in = nn.init.xavier_uniform_(torch.empty(3 * E, E))
+        w_out = nn.init.kaiming_uniform_(torch.empty(E, E), a=math.sqrt(5))
+        return {"in_proj_weight": w_in, "out_proj_weight": w_out,
+                "log_temperature": torch.zeros(self.num_heads)}
+
     def forward(
         self,
         query: torch.Tensor,
@@ -308,11 +324,16 @@ class BayesianTransformerClassifier(PyroModule):
             max_len: as :class:`bayesattn.nn.TransformerClassifier`.
         kl_weight: ``beta`` of the tempered ELBO (1 = exact; the likelihood is scaled by
             ``1 / beta``).
+        attention_kl_weight: ``lambda``, the coefficient of the attention KL (1 = exact).
+        bayesian_head: also put a prior ``N(0, (head_prior_scale / sqrt(d_model))^2)`` on the
+            read-out weights (a Bayesian last layer).
+        head_prior_scale: see ``bayesian_head``.
         name: Pyro name prefix.
         **attention_options: passed to :class:`BayesianMultiheadAttention`.
 
     Raises:
-        ValueError: non-positive ``kl_weight``; the errors of the layers.
+        ValueError: non-positive ``kl_weight`` or ``head_prior_scale``; negative
+            ``attention_kl_weight``; the errors of the layers.
     """
 
     def __init__(
@@ -327,6 +348,7 @@ class BayesianTransformerClassifier(PyroModule):
         dropout: float = 0.1,
         max_len: int = 512,
         kl_weight: float = 1.0,
+        attention_kl_weight: float = 1.0,
         bayesian_head: bool = False,
         head_prior_scale: float = 1.0,
         name: str | None = None,
@@ -334,6 +356,10 @@ class BayesianTransformerClassifier(PyroModule):
     ) -> None:
         if not (isinstance(kl_weight, int | float) and kl_weight > 0):
             raise ValueError(f"kl_weight must be positive, got {kl_weight!r}")
+        if not (isinstance(attention_kl_weight, int | float) and attention_kl_weight >= 0):
+            raise ValueError(
+                f"attention_kl_weight must be non-negative, got {attention_kl_weight!r}"
+            )
         if not (isinstance(head_prior_scale, int | float) and head_prior_scale > 0):
             raise ValueError(f"head_prior_scale must be positive, got {head_prior_scale!r}")
         super().__init__(name=name or f"bayes_clf_{next(_names)}")
@@ -352,9 +378,28 @@ class BayesianTransformerClassifier(PyroModule):
                 .expand([num_classes, d_model]).to_event(2)
             )
         self.net = net
+        self.bayesian_head = bayesian_head
         self.kl_weight = float(kl_weight)
+        self.attention_kl_weight = float(attention_kl_weight)
         self.kl_anneal = 1.0  # multiplies kl_weight during a warm-up (see train_svi)
         self.num_classes = num_classes
+
+    def initial_values(self) -> dict[str, torch.Tensor]:
+        """Starting values of every weight site, keyed by Pyro site name.
+
+        The attention layers' :meth:`BayesianMultiheadAttention.initial_values` and, with a
+        Bayesian read-out, PyTorch's ``nn.Linear`` initialisation of the head weight.
+        """
+        values = {}
+        for path, module in self.net.named_modules():
+            if isinstance(module, BayesianMultiheadAttention):
+                for site, value in module.initial_values().items():
+                    values[f"{self._pyro_name}.net.{path}.{site}"] = value
+        if self.bayesian_head:
+            d_model = self.net.head.in_features
+            w = nn.init.kaiming_uniform_(torch.empty(self.num_classes, d_model), a=math.sqrt(5))
+            values[f"{self._pyro_name}.net.head.weight"] = w
+        return values
 
     @property
     def attention_layers(self) -> list[BayesianMultiheadAttention]:
@@ -387,7 +432,7 @@ class BayesianTransformerClassifier(PyroModule):
         if padding_mask is not None:
             kl = kl.masked_fill(padding_mask, 0.0)
         with pyro.plate("data", num_data or N, subsample=torch.arange(N)):
-            pyro.factor("attention_kl", -kl.sum(-1))
+            pyro.factor("attention_kl", -self.attention_kl_weight * kl.sum(-1))
             with poutine.scale(scale=1.0 / (self.kl_weight * self.kl_anneal)):
                 pyro.sample("y", dist.Categorical(logits=logits), obs=y)
         return logits
@@ -423,7 +468,8 @@ def train_svi(
     """Fit ``model`` by stochastic variational inference with Pyro's ``Trace_ELBO``.
 
     Guide: a fresh :class:`~pyro.infer.autoguide.AutoNormal` over the weight and temperature
-    sites (initial means drawn from the prior, initial scales ``init_scale``); the local
+    sites (initial means from ``model.initial_values()`` when it has that method, else drawn
+    from the prior; initial scales ``init_scale``); the local
     attention latents are amortised inside the model (see the module docstring). Each step
     minimises ``beta * (-ELBO_beta) / N`` on a shuffled minibatch, i.e. the per-example
     ``E_q[-log p(y | x, W, S)] + beta KL / N`` (:meth:`pyro.infer.Trace_ELBO.differentiable_loss`,
@@ -474,7 +520,10 @@ def train_svi(
     for name in [n for n in store.keys() if n.startswith("AutoNormal.") and tag in n]:
         del store[name]  # a fresh guide for this model
     model.train()
-    guide = AutoNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
+    init = init_to_sample
+    if hasattr(model, "initial_values"):
+        init = init_to_value(values=model.initial_values(), fallback=init_to_sample)
+    guide = AutoNormal(model, init_loc_fn=init, init_scale=init_scale)
     elbo = Trace_ELBO(num_particles=num_particles)
 
     def loss_fn(xb, pm, yb):
