@@ -853,6 +853,36 @@ class TVAReport(TorchDistribution):
 
 
 # ----------------------------------------------------------------------------- Pyro model
+class _UpperTruncated(TorchDistribution):
+    """A univariate distribution truncated to ``x < upper`` (needs ``cdf``/``icdf``)."""
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, base, upper, validate_args=None):
+        self.base = base
+        self.upper = torch.as_tensor(upper, dtype=torch.float64)
+        self._log_mass = torch.log(base.cdf(self.upper))
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @constraints.dependent_property
+    def support(self):
+        return constraints.less_than(self.upper)
+
+    def log_prob(self, value):
+        lp = self.base.log_prob(value) - self._log_mass
+        return torch.where(value < self.upper, lp, -math.inf)
+
+    def sample(self, sample_shape=()):
+        with torch.no_grad():
+            shape = torch.Size(sample_shape) + self.batch_shape
+            u = torch.rand(shape, dtype=torch.float64) * torch.exp(self._log_mass)
+            return torch.minimum(self.base.icdf(u), self.upper - 1e-9)
+
+    def expand(self, batch_shape, _instance=None):
+        return _UpperTruncated(self.base.expand(batch_shape), self.upper)
+
+
 class TVA(BayesianModel):
     """TVA as a Pyro model for whole or partial report (Bundesen 1990; Dyrholm et al. 2011).
 
@@ -950,17 +980,41 @@ class TVA(BayesianModel):
             names.append("alpha")
         return names
 
-    def _params(self):
+    def _support_bounds(self, exposure, reported):
+        """Priors restricted to where the likelihood of ``reported`` is positive.
+
+        With a fixed ``t0`` (``t0_sd = 0``) nothing can be reported when ``exposure <= t0``, so
+        ``t0`` must lie below the shortest exposure with a report; with a real-valued ``K``, a
+        report of ``r`` items needs ``K > r - 1``. Truncating the priors there leaves the
+        posterior unchanged (the likelihood is 0 outside) but keeps NUTS and SVI guides out of
+        the impossible region (an SVI guide on the untruncated prior would put mass there and
+        give an infinite loss).
+        """
+        t0_prior, k_prior = self.t0, self.K
+        if reported is None or not bool(reported.any()):
+            return t0_prior, k_prior
+        fixed_sd = not isinstance(self.t0_sd, dist.Distribution) and float(self.t0_sd) == 0.0
+        if fixed_sd and isinstance(t0_prior, dist.Distribution) and t0_prior.event_shape == ():
+            bound = exposure[reported.any(-1)].min()
+            t0_prior = _UpperTruncated(t0_prior, bound)
+        if isinstance(k_prior, dist.Uniform) and k_prior.event_shape == ():
+            r_max = float(reported.sum(-1).max())
+            low = torch.clamp(torch.as_tensor(k_prior.low, dtype=torch.float64), min=r_max - 1)
+            if bool((low < k_prior.high).all()):
+                k_prior = dist.Uniform(low, k_prior.high)
+        return t0_prior, k_prior
+
+    def _params(self, t0_prior=None, k_prior=None):
         """Sample or fix every parameter (inside the Pyro program)."""
         n = self.num_locations
         C = hyperparameter("C", self.C)
-        t0 = hyperparameter("t0", self.t0)
+        t0 = hyperparameter("t0", self.t0 if t0_prior is None else t0_prior)
         t0_sd = hyperparameter("t0_sd", self.t0_sd)
         site = self._k_site()
         if site is None:
             k_probs = self._fixed_k_probs()
         else:
-            k = pyro.sample(site, self.K)
+            k = pyro.sample(site, self.K if k_prior is None else k_prior)
             k_probs = k if site == "K_probs" else k_probabilities(k, n)
             pyro.deterministic(
                 "K_mean", (k_probs * torch.arange(1, n + 1, dtype=k_probs.dtype)).sum(-1)
@@ -996,7 +1050,9 @@ class TVA(BayesianModel):
                     f"a trial reports more than K={self.K} items, impossible with a fixed K; "
                     "raise K or give K a prior"
                 )
-        C, t0, t0_sd, k_probs, weights, alpha = self._params()
+        C, t0, t0_sd, k_probs, weights, alpha = self._params(
+            *self._support_bounds(exposure, reported)
+        )
         pyro.deterministic("attention_weights", weights / weights.sum(-1, keepdim=True))
         item_weights, reportable = self._item_weights(weights, alpha, targets, distractors)
         if reported is not None:
