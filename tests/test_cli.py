@@ -16,11 +16,11 @@ def run_cli(*args, cwd=None):
                           text=True, cwd=cwd, timeout=600)
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("bayesattn: error: "), result.stderr
+def assert_one_line_error(code, stderr, *fragments):
+    assert code == 2
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bayesattn: error: "), stderr
     for fragment in fragments:
         assert fragment in lines[0]
 
@@ -44,11 +44,13 @@ def csv_file(tmp_path):
         (["--x", "t", "--y", "y", "--method", "hmc"], ["--method 'hmc'", "nuts"]),
     ],
 )
-def test_fit_bad_input_is_one_line_and_exit_2(csv_file, tmp_path, args, fragments):
+def test_fit_bad_input_is_one_line_and_exit_2(csv_file, tmp_path, monkeypatch, capsys, args,
+                                              fragments):
+    monkeypatch.chdir(tmp_path)
     if "--data" not in args:
         args = ["--data", str(csv_file), *args]
-    result = run_cli("fit", *args, "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert_one_line_error(result, *fragments)
+    code = main(["fit", *args, "--out", str(tmp_path / "out")])
+    assert_one_line_error(code, capsys.readouterr().err, *fragments)
     assert not (tmp_path / "out").exists()  # nothing written on bad input
 
 
@@ -62,9 +64,17 @@ def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
     assert keep.read_text() == "precious" and sorted(p.name for p in out.iterdir()) == ["mine.txt"]
 
 
-def test_unknown_subcommand_or_demo_exits_non_zero(tmp_path):
-    assert run_cli("demo", "nosuchdemo", cwd=tmp_path).returncode == 2
-    assert run_cli("frobnicate", cwd=tmp_path).returncode == 2
+def test_module_entry_point_reports_errors_without_traceback(tmp_path):
+    """``python -m bayesattn`` in a fresh process: one line, exit 2 (no class-identity slip)."""
+    result = run_cli("fit", "--data", "missing.csv", "--x", "t", "--y", "y", cwd=tmp_path)
+    assert_one_line_error(result.returncode, result.stderr, "no such file")
+
+
+@pytest.mark.parametrize("argv", [["demo", "nosuchdemo"], ["frobnicate"]])
+def test_unknown_subcommand_or_demo_exits_non_zero(argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
 
 
 @pytest.mark.slow
