@@ -458,6 +458,7 @@ def _toy_sequences(n=48, T=8, seed=0):
     return x, pm, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["softmax", "least_squares"])
 def test_training_reduces_the_loss(kind):
     torch.manual_seed(0)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..data.japanese_vowels import load_japanese_vowels
 from ..nn.metrics import (
@@ -75,7 +75,7 @@ class BenchConfig:
         epochs: epochs of the deterministic kinds.
         bayes_epochs: epochs of the Bayesian kind.
         mc_samples: Monte-Carlo draws of the Bayesian predictive.
-        bayes_options: keyword arguments of the Bayesian classifier.
+        bayes_options: keyword arguments of the Bayesian classifier (default: its defaults).
         svi_options: keyword arguments of :func:`bayesattn.nn.bayesian.train_svi`.
         threads: torch CPU threads during the run (restored afterwards).
     """
@@ -91,10 +91,8 @@ class BenchConfig:
     epochs: int = 40
     bayes_epochs: int = 60
     mc_samples: int = 32
-    bayes_options: dict = field(default_factory=lambda: {
-        "kl_weight": 1.0, "bayesian_head": True,
-    })
-    svi_options: dict = field(default_factory=lambda: {"init_scale": 0.01, "kl_warmup": 0.5})
+    bayes_options: dict = field(default_factory=dict)
+    svi_options: dict = field(default_factory=lambda: {"init_scale": 0.01})
     threads: int = 1
 
 

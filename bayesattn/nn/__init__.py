@@ -4,7 +4,13 @@ Deterministic layers: :class:`MultiheadAttention` (a drop-in for
 :class:`torch.nn.MultiheadAttention` with a choice of attention kind), :class:`AttentionBN`,
 :class:`AttentionSH`, :class:`AttentionBNSH`, :class:`SlotAttention`,
 :class:`HopfieldRetrieval`, :class:`AdditiveAttention`, :class:`SinusoidalPositionalEncoding`,
-:class:`TransformerEncoderLayer` and :class:`TransformerClassifier`.
+:class:`TransformerEncoderLayer` and :class:`TransformerClassifier`, trained with
+:func:`train_classifier`.
+
+Uncertainty-aware layers (:mod:`bayesattn.nn.bayesian`): :class:`BayesianMultiheadAttention`
+and :class:`BayesianTransformerClassifier` (PyroModules), fitted with :func:`train_svi` and
+evaluated with :func:`predict_bayesian` (predictive mean, entropy, mutual information).
+Calibration metrics live in :mod:`bayesattn.nn.metrics`.
 """
 
 from .attention import (
@@ -16,12 +22,19 @@ from .attention import (
     batch_normalized_query,
     scaled_heads_pool,
 )
+from .bayesian import (
+    BayesianMultiheadAttention,
+    BayesianTransformerClassifier,
+    predict_bayesian,
+    train_svi,
+)
 from .layers import (
     AdditiveAttention,
     HopfieldRetrieval,
     SinusoidalPositionalEncoding,
     SlotAttention,
 )
+from .training import predict_proba, train_classifier
 from .transformer import TransformerClassifier, TransformerEncoderLayer, masked_mean
 
 __all__ = [
@@ -30,6 +43,8 @@ __all__ = [
     "AttentionBN",
     "AttentionBNSH",
     "AttentionSH",
+    "BayesianMultiheadAttention",
+    "BayesianTransformerClassifier",
     "HopfieldRetrieval",
     "MultiheadAttention",
     "SinusoidalPositionalEncoding",
@@ -38,5 +53,9 @@ __all__ = [
     "TransformerEncoderLayer",
     "batch_normalized_query",
     "masked_mean",
+    "predict_bayesian",
+    "predict_proba",
     "scaled_heads_pool",
+    "train_classifier",
+    "train_svi",
 ]

@@ -37,12 +37,12 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
-from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide import AutoDelta, AutoGuideList, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .. import functional as BF
 from .._checks import check_choice
@@ -134,7 +134,8 @@ class BayesianMultiheadAttention(PyroModule):
         num_heads: ``H``.
         batch_first: ``(N, L, E)`` inputs (else ``(L, N, E)``).
         bias: deterministic input/output biases.
-        weight_prior_scale: ``s_w`` (default ``1 / sqrt(E)``).
+        weight_prior_scale: ``s_w`` (default ``3 / sqrt(E)``: weakly informative, three times
+            the scale that keeps unit-variance inputs at unit variance).
         temperature_prior_scale: ``s_T``.
         attention_distribution: ``"lognormal"`` or ``"weibull"``.
         posterior_sigma: ``s_q`` (lognormal).
@@ -157,7 +158,7 @@ class BayesianMultiheadAttention(PyroModule):
         weight_prior_scale: float | None = None,
         temperature_prior_scale: float = 0.5,
         attention_distribution: str = "lognormal",
-        posterior_sigma: float = 1.0,
+        posterior_sigma: float = 0.2,
         prior_sigma: float = 1.0,
         weibull_shape: float = 10.0,
         gamma_concentration: float = 1.0,
@@ -168,7 +169,7 @@ class BayesianMultiheadAttention(PyroModule):
         if not (isinstance(num_heads, int) and num_heads > 0) or embed_dim % num_heads:
             raise ValueError(f"num_heads must be a positive int dividing {embed_dim}")
         check_choice("attention_distribution", attention_distribution, ATTENTION_DISTRIBUTIONS)
-        s_w = 1.0 / math.sqrt(embed_dim) if weight_prior_scale is None else weight_prior_scale
+        s_w = 3.0 / math.sqrt(embed_dim) if weight_prior_scale is None else weight_prior_scale
         for name, val in (("weight_prior_scale", s_w),
                           ("temperature_prior_scale", temperature_prior_scale),
                           ("posterior_sigma", posterior_sigma), ("prior_sigma", prior_sigma),
@@ -324,10 +325,14 @@ class BayesianTransformerClassifier(PyroModule):
             max_len: as :class:`bayesattn.nn.TransformerClassifier`.
         kl_weight: ``beta`` of the tempered ELBO (1 = exact; the likelihood is scaled by
             ``1 / beta``).
-        attention_kl_weight: ``lambda``, the coefficient of the attention KL (1 = exact).
+        attention_kl_weight: ``lambda``, the coefficient of the attention KL (1 = exact; the
+            default 0.01 keeps the ``H L S`` attention latents per example from swamping the
+            one label: with 1 the attention collapses onto the key-only prior).
         bayesian_head: also put a prior ``N(0, (head_prior_scale / sqrt(d_model))^2)`` on the
             read-out weights (a Bayesian last layer).
         head_prior_scale: see ``bayesian_head``.
+        projection_posterior: ``"normal"`` (mean-field Gaussian) or ``"map"`` (point
+            estimate under the prior) for the attention projections; see :meth:`make_guide`.
         name: Pyro name prefix.
         **attention_options: passed to :class:`BayesianMultiheadAttention`.
 
@@ -348,9 +353,10 @@ class BayesianTransformerClassifier(PyroModule):
         dropout: float = 0.1,
         max_len: int = 512,
         kl_weight: float = 1.0,
-        attention_kl_weight: float = 1.0,
+        attention_kl_weight: float = 0.01,
         bayesian_head: bool = False,
         head_prior_scale: float = 1.0,
+        projection_posterior: str = "normal",
         name: str | None = None,
         **attention_options,
     ) -> None:
@@ -360,6 +366,7 @@ class BayesianTransformerClassifier(PyroModule):
             raise ValueError(
                 f"attention_kl_weight must be non-negative, got {attention_kl_weight!r}"
             )
+        check_choice("projection_posterior", projection_posterior, ("normal", "map"))
         if not (isinstance(head_prior_scale, int | float) and head_prior_scale > 0):
             raise ValueError(f"head_prior_scale must be positive, got {head_prior_scale!r}")
         super().__init__(name=name or f"bayes_clf_{next(_names)}")
@@ -379,6 +386,7 @@ class BayesianTransformerClassifier(PyroModule):
             )
         self.net = net
         self.bayesian_head = bayesian_head
+        self.projection_posterior = projection_posterior
         self.kl_weight = float(kl_weight)
         self.attention_kl_weight = float(attention_kl_weight)
         self.kl_anneal = 1.0  # multiplies kl_weight during a warm-up (see train_svi)
@@ -400,6 +408,28 @@ class BayesianTransformerClassifier(PyroModule):
             w = nn.init.kaiming_uniform_(torch.empty(self.num_classes, d_model), a=math.sqrt(5))
             values[f"{self._pyro_name}.net.head.weight"] = w
         return values
+
+    def make_guide(self, init_scale: float = 0.01):
+        """The variational family used by :func:`train_svi`.
+
+        ``projection_posterior="normal"``: :class:`~pyro.infer.autoguide.AutoNormal` over every
+        weight site (mean-field Gaussian). ``"map"``: point masses
+        (:class:`~pyro.infer.autoguide.AutoDelta`, i.e. MAP under the Gaussian prior) for the
+        attention projection matrices and mean-field Gaussians for the temperatures and the
+        read-out weights, a partially Bayesian network in the spirit of Kristiadi, Hein &
+        Hennig (ICML 2020, "Being Bayesian, even just a bit, fixes overconfidence in ReLU
+        networks"). Initial values: :meth:`initial_values`; initial scales ``init_scale``.
+        """
+        values = self.initial_values()
+        init = init_to_value(values=values, fallback=init_to_sample)
+        if self.projection_posterior == "normal":
+            return AutoNormal(self, init_loc_fn=init, init_scale=init_scale)
+        projections = [n for n in values if n.endswith("_proj_weight")]
+        guide = AutoGuideList(self)
+        guide.append(AutoDelta(poutine.block(self, expose=projections), init_loc_fn=init))
+        guide.append(AutoNormal(poutine.block(self, hide=projections), init_loc_fn=init,
+                                init_scale=init_scale))
+        return guide
 
     @property
     def attention_layers(self) -> list[BayesianMultiheadAttention]:
@@ -467,9 +497,9 @@ def train_svi(
 ):
     """Fit ``model`` by stochastic variational inference with Pyro's ``Trace_ELBO``.
 
-    Guide: a fresh :class:`~pyro.infer.autoguide.AutoNormal` over the weight and temperature
-    sites (initial means from ``model.initial_values()`` when it has that method, else drawn
-    from the prior; initial scales ``init_scale``); the local
+    Guide: a fresh ``model.make_guide(init_scale)`` when the model has that method
+    (:meth:`BayesianTransformerClassifier.make_guide`), else an
+    :class:`~pyro.infer.autoguide.AutoNormal` with means drawn from the prior; the local
     attention latents are amortised inside the model (see the module docstring). Each step
     minimises ``beta * (-ELBO_beta) / N`` on a shuffled minibatch, i.e. the per-example
     ``E_q[-log p(y | x, W, S)] + beta KL / N`` (:meth:`pyro.infer.Trace_ELBO.differentiable_loss`,
@@ -516,14 +546,19 @@ def train_svi(
         gen = torch.Generator().manual_seed(seed)
     N = x.shape[0]
     store = pyro.get_param_store()
+    mine = f"{model._pyro_name}."
     tag = f".{model._pyro_name}."
-    for name in [n for n in store.keys() if n.startswith("AutoNormal.") and tag in n]:
+
+    def is_guide_param(n: str) -> bool:
+        return tag in n and not n.startswith(mine)
+
+    for name in [n for n in store.keys() if is_guide_param(n)]:
         del store[name]  # a fresh guide for this model
     model.train()
-    init = init_to_sample
-    if hasattr(model, "initial_values"):
-        init = init_to_value(values=model.initial_values(), fallback=init_to_sample)
-    guide = AutoNormal(model, init_loc_fn=init, init_scale=init_scale)
+    if hasattr(model, "make_guide"):
+        guide = model.make_guide(init_scale=init_scale)
+    else:
+        guide = AutoNormal(model, init_loc_fn=init_to_sample, init_scale=init_scale)
     elbo = Trace_ELBO(num_particles=num_particles)
 
     def loss_fn(xb, pm, yb):
@@ -532,10 +567,9 @@ def train_svi(
 
     _, xb, pm, yb = next(iterate_minibatches(x, padding_mask, y, batch_size, shuffle=False))
     loss_fn(xb, pm, yb)  # creates the parameters
-    own = [(n, p) for n, p in store.named_parameters()
-           if n.startswith(f"{model._pyro_name}.") or (n.startswith("AutoNormal.") and tag in n)]
-    point = [p for n, p in own if not n.startswith("AutoNormal.")]
-    variational = [p for n, p in own if n.startswith("AutoNormal.")]
+    own = [(n, p) for n, p in store.named_parameters() if n.startswith(mine) or is_guide_param(n)]
+    point = [p for n, p in own if n.startswith(mine)]
+    variational = [p for n, p in own if not n.startswith(mine)]
     opt = torch.optim.AdamW([{"params": point, "weight_decay": weight_decay},
                              {"params": variational, "weight_decay": 0.0}], lr=lr)
     steps = epochs * math.ceil(N / batch_size)

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = ["train_classifier", "predict_proba", "iterate_minibatches", "check_sequence_data"]
 
