@@ -21,9 +21,16 @@ def check_tensor(name: str, t, *, min_dim: int = 0, floating: bool = True) -> to
         raise ValueError(
             f"{name} must have at least {min_dim} dims, got shape {tuple(t.shape)}"
         )
-    if floating and not bool(torch.isfinite(t).all()):
+    if floating and t.numel() and not _all_finite(t):
         raise ValueError(f"{name} contains NaN or inf")
     return t
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """True when ``t`` has no NaN/inf: one min/max pass (NaN and inf propagate to it), much
+    cheaper than materialising ``isfinite(t)``."""
+    lo, hi = torch.aminmax(t.detach())
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def check_qkv(query, key, value, *, same_dtype: bool = True) -> tuple[int, ...]:
