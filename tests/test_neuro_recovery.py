@@ -84,7 +84,7 @@ def test_loo_picks_the_generating_cueing_observer():
     Measured: the generating observer is ranked first on 3 of 3 data sets.
     """
     rate, confusion = model_selection_rate(
-        1, {**SVI, "num_steps": 300, "num_samples": 300}, seed=0, progress=False
+        1, {**SVI, "num_steps": 200, "num_samples": 200}, seed=0, progress=False
     )
     assert list(confusion.index) == list(OBSERVERS)
     assert rate >= 2 / 3, confusion
