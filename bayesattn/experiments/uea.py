@@ -282,14 +282,16 @@ def _plot(records, probs_by_run, y_test, path: Path) -> None:
         y = y_test.repeat(len(runs))
         curve = reliability_curve(probs, y, n_bins=10)
         ok = curve.count > 0
-        ax_rel.plot(curve.confidence[ok], curve.accuracy[ok], "o-", color=color,
-                    label=f"{LABELS[kind]} (ECE {expected_calibration_error(probs, y):.4f})")
+        ax_rel.plot(curve.confidence[ok], curve.accuracy[ok], "-", color=color, lw=1, alpha=0.6)
+        pooled = expected_calibration_error(probs, y)
+        ax_rel.scatter(curve.confidence[ok], curve.accuracy[ok], s=8 + 4 * curve.count[ok].sqrt(),
+                       color=color, alpha=0.8, label=f"{LABELS[kind]} (pooled ECE {pooled:.4f})")
     ax_rel.set_xlim(0, 1)
     ax_rel.set_ylim(0, 1.02)
     ax_rel.set_xlabel("confidence (top-class probability)")
     ax_rel.set_ylabel("accuracy")
-    ax_rel.set_title("reliability diagram (10 bins, all seeds)")
-    ax_rel.legend(loc="upper left", fontsize=8)
+    ax_rel.set_title("reliability (10 bins, all seeds; area ~ count)")
+    ax_rel.legend(loc="lower right", fontsize=8)
     fig.savefig(path, dpi=120)
 
 

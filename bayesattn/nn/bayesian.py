@@ -11,8 +11,10 @@ predictive mean with its predictive entropy and mutual information.
 
 Variational family (what :func:`train_svi` optimises):
 
-* global latents (projection weights ``W_in``, ``W_out``, log-temperatures): mean-field
-  Gaussian posterior (:class:`pyro.infer.autoguide.AutoNormal`);
+* global latents (projection weights ``W_in``, ``W_out``, log-temperatures and, optionally,
+  the read-out weights): mean-field Gaussian posterior
+  (:class:`pyro.infer.autoguide.AutoNormal`), or MAP point masses for the projections with
+  ``projection_posterior="map"`` (:meth:`BayesianTransformerClassifier.make_guide`);
 * local latents (unnormalised attention weights ``S_ij`` per example, head, query and key):
   the amortised posterior ``q(S_ij | q_i, K)`` of BAM, sampled by reparameterisation inside
   the model; its KL to the contextual prior ``p(S_ij | K)`` is closed form and enters the model
@@ -24,7 +26,7 @@ The objective is ``E_q[log p(y | x, W, S)] - beta (KL_global + lambda KL_local)`
 when ``beta = kl_weight = 1`` and ``lambda = attention_kl_weight = 1``. ``beta < 1`` tempers
 the posterior (implemented by scaling the likelihood by ``1 / beta``); ``lambda`` is BAM's KL
 coefficient on the attention latents, which outnumber the labels by ``H L S`` per example
-per layer.
+per layer. Defaults: ``beta = 1``, ``lambda = 0.01``.
 """
 
 from __future__ import annotations
