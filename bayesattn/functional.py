@@ -222,8 +222,17 @@ def kernel_log_weights(
 
     ``w_ij = K(q_i, k_j) pi_ij / sum_l K(q_i, k_l) pi_il`` with ``pi = exp(log_prior)`` and
     ``mask``: the posterior ``p(z_i = j | q_i)`` of the key-selection model whose likelihood is
-    the kernel (DESIGN.md section 1). See :func:`kernel_attention` for kernels, the fallback of
-    compact kernels and the errors raised.
+    the kernel (DESIGN.md section 1). See :func:`kernel_attention` for kernels and the fallback
+    of compact kernels.
+
+    Args:
+        query: ``(..., L, E)``.
+        key: ``(..., S, E)``.
+        kernel, bandwidth, mask, log_prior: as in :func:`kernel_attention`.
+
+    Raises:
+        TypeError, ValueError: as :func:`kernel_attention` (unknown kernel, bad bandwidth,
+            bad tensors or masks).
     """
     check_qkv(query, key, key)
     kernel = check_choice("kernel", kernel, KERNELS)
