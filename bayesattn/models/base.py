@@ -101,7 +101,7 @@ class BayesianModel:
         The default replays the model conditioned on each draw and reads the observed site's
         ``log_prob``; models with discrete latents override it to marginalise them.
         """
-        num = _num_draws(draws)
+        num = num_draws(draws)
         out = []
         for d in range(num):
             one = {k: v[d] for k, v in draws.items()}
@@ -133,7 +133,12 @@ class BayesianModel:
         raise NotImplementedError(f"{type(self).__name__} has no closed-form posterior")
 
 
-def _num_draws(draws: dict) -> int:
+def num_draws(draws: dict) -> int:
+    """Number of posterior draws ``D`` in ``{name: (D, ...)}`` (1 when there are none).
+
+    Raises:
+        ValueError: the draws disagree on ``D``.
+    """
     if not draws:  # every hyperparameter fixed: one 'draw' of nothing
         return 1
     sizes = {v.shape[0] for v in draws.values()}

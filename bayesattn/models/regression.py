@@ -15,7 +15,7 @@ import torch
 
 from .. import functional as Fn
 from .._checks import check_choice
-from .base import BayesianModel, check_hyperparameter, check_memory, hyperparameter
+from .base import BayesianModel, check_hyperparameter, check_memory, hyperparameter, num_draws
 
 __all__ = ["LeastSquaresAttentionModel", "GPAttentionModel"]
 
@@ -226,7 +226,7 @@ class GPAttentionModel(_RegressionModel):
     def log_likelihood(self, draws, data):
         """Leave-one-out predictive ``log p(y_i | y_{-i}, theta)``, summed over columns: (D, S)."""
         key, value = data["key"], data["value"]
-        num = next(iter(draws.values())).shape[0] if draws else 1
+        num = num_draws(draws)
         out = []
         for d in range(num):
             p = self._fixed({k: v[d] for k, v in draws.items()}, key.dtype)
@@ -241,7 +241,7 @@ class GPAttentionModel(_RegressionModel):
     def posterior_predictive(self, draws, data, generator):
         """Replicated values ``(D, S, Ev)`` from ``p(y_rep | y, theta)`` for each draw."""
         key = data["key"]
-        num = next(iter(draws.values())).shape[0] if draws else 1
+        num = num_draws(draws)
         reps = []
         for d in range(num):
             mean, var = self.predict(key, {k: v[d] for k, v in draws.items()}, data)

@@ -29,7 +29,7 @@ import torch
 
 from .. import functional as Fn
 from .._checks import check_choice, check_mask, check_tensor
-from .base import BayesianModel, check_hyperparameter, check_memory, hyperparameter
+from .base import BayesianModel, check_hyperparameter, check_memory, hyperparameter, num_draws
 
 __all__ = ["KeySelectionModel", "KernelAttentionModel", "SoftmaxAttentionModel"]
 
@@ -231,7 +231,7 @@ class KeySelectionModel(BayesianModel):
         query, target = data["query"], data["target"]
         self._check_query(query)
         self._check_target(target, query.shape[0])
-        num = next(iter(draws.values())).shape[0] if draws else 1
+        num = num_draws(draws)
         out = []
         for d in range(num):
             params = self._fixed({k: v[d] for k, v in draws.items()})

@@ -27,6 +27,11 @@ def _hermegauss(num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes, weights / math.sqrt(2.0 * math.pi)
 
 
+def _check_num_nodes(num_nodes) -> None:
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral) or num_nodes < 1:
+        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+
+
 def gauss_hermite(num_nodes: int, *, dtype=torch.float64, device=None):
     """Nodes ``z (Q,)`` and weights ``w (Q,)`` with ``sum_q w_q f(z_q) ~ E[f(Z)]``, Z ~ N(0, 1).
 
@@ -37,8 +42,7 @@ def gauss_hermite(num_nodes: int, *, dtype=torch.float64, device=None):
     Raises:
         ValueError: ``num_nodes`` is not a positive integer.
     """
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral) or num_nodes < 1:
-        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+    _check_num_nodes(num_nodes)
     nodes, weights = _hermegauss(int(num_nodes))
     return (
         torch.as_tensor(nodes, dtype=dtype, device=device),
@@ -60,8 +64,7 @@ def gauss_legendre(num_nodes: int, *, dtype=torch.float64, device=None):
     Raises:
         ValueError: ``num_nodes`` is not a positive integer.
     """
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral) or num_nodes < 1:
-        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+    _check_num_nodes(num_nodes)
     nodes, weights = _leggauss(int(num_nodes))
     return (
         torch.as_tensor(nodes, dtype=dtype, device=device),
@@ -115,9 +118,9 @@ def check_probability(name: str, x, *, open_interval: bool = True) -> float:
 
 def draws_slices(draws: dict[str, torch.Tensor], chunk: int):
     """Yield ``{name: draws[name][a:b]}`` chunks of at most ``chunk`` draws."""
-    from ..base import _num_draws
+    from ..base import num_draws
 
-    num = _num_draws(draws)
+    num = num_draws(draws)
     for start in range(0, num, chunk):
         yield {k: v[start : start + chunk] for k, v in draws.items()}, min(chunk, num - start)
 
