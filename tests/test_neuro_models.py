@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import pytest
 import torch
 from hypothesis import given, settings
@@ -55,7 +56,8 @@ def _phi(x):
 
 
 def _draws_and_data(model, data, num=3):
-    """Prior draws of ``model``'s latents, and data simulated from the model."""
+    """Prior draws of ``model``'s latents, and data simulated from the model (seeded)."""
+    pyro.set_rng_seed(0)
     data = {**data, model.obs_name: model.model(**data)}
     draws: dict = {}
     for _ in range(num):
