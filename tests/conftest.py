@@ -1,0 +1,44 @@
+"""Test-session settings shared by every test module.
+
+Hypothesis: CI runs the property tests derandomised (the examples are derived from each test's
+source, so a CI run is reproducible and never fails on a fresh random draw), without the
+example database (a fresh CI machine has none to replay, and writing one is wasted work) and
+without per-example deadlines (the shared CI machines are slow and their timings noisy). Local
+runs keep Hypothesis' default randomised search and its database, so new counterexamples are
+still found and replayed.
+
+CI is recognised by the ``CI`` environment variable (set by GitHub Actions, GitLab CI and most
+others) holding anything but ``""``, ``0``, ``false`` or ``no``; ``HYPOTHESIS_PROFILE=ci`` or
+``HYPOTHESIS_PROFILE=dev`` overrides that detection. The per-test ``@settings(...)`` decorators
+only set ``max_examples`` and ``deadline``; every other setting is inherited from the profile
+loaded here, because this file is imported before the test modules.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+#: Profile for continuous integration: reproducible, no database, no deadlines.
+settings.register_profile(
+    "bayesattn-ci", derandomize=True, database=None, deadline=None, print_blob=True
+)
+#: Profile for local runs: Hypothesis' defaults (random search, example database).
+settings.register_profile("bayesattn-dev", settings.get_profile("default"))
+
+
+def _in_ci(environ) -> bool:
+    """True when ``environ`` says the tests run under continuous integration."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _profile(environ) -> str:
+    """The Hypothesis profile to load for ``environ`` (``HYPOTHESIS_PROFILE`` wins)."""
+    chosen = environ.get("HYPOTHESIS_PROFILE", "").strip().lower()
+    if chosen in ("ci", "dev"):
+        return f"bayesattn-{chosen}"
+    return "bayesattn-ci" if _in_ci(environ) else "bayesattn-dev"
+
+
+settings.load_profile(_profile(os.environ))
