@@ -18,6 +18,7 @@ from bayesattn.models.neuro.tva import (
     TVAReport,
     k_probabilities,
     partial_report_log_prob,
+    report_log_prob,
     report_sets,
     simulate_partial_report,
     simulate_whole_report,
@@ -85,8 +86,6 @@ def test_sum_to_one_property(n, C, t0, exposure, k_frac, seed):
 
 def test_t0_sd_and_k_probs_still_sum_to_one():
     k_probs = torch.tensor([0.1, 0.2, 0.4, 0.2, 0.1, 0.0], dtype=F64)
-    from bayesattn.models.neuro.tva import report_log_prob
-
     lp = report_log_prob(
         report_sets(6),
         torch.tensor(40.0, dtype=F64),
@@ -290,6 +289,7 @@ def _data(seed=0, trials=12):
 
 
 def test_model_sites_and_attention_weights_are_a_softmax():
+    pyro.set_rng_seed(1)
     model = TVA(6)
     data = _data()
     trace = poutine.trace(model.model).get_trace(**data)
@@ -334,6 +334,7 @@ def test_vectorised_log_likelihood_matches_replay(paradigm):
 
 
 def test_model_input_errors():
+    pyro.set_rng_seed(2)
     with pytest.raises(ValueError, match="K"):
         TVA(6, K=7)
     with pytest.raises(ValueError, match="paradigm"):
@@ -348,6 +349,7 @@ def test_model_input_errors():
 
 
 def test_distribution_validates_and_samples():
+    torch.manual_seed(3)
     d = TVAReport(
         torch.full((4,), 50.0, dtype=F64),
         C=torch.tensor(40.0, dtype=F64),
@@ -361,3 +363,23 @@ def test_distribution_validates_and_samples():
     assert torch.isfinite(d.log_prob(x)).all()
     with pytest.raises(ValueError, match="0/1"):
         d.log_prob(torch.full((4, 6), 0.5, dtype=F64))
+
+
+# ----------------------------------------------------------------------------- package layout
+def test_public_names_importable_from_the_package_paths():
+    """The split into ``tva/`` modules keeps every public name where users import it from."""
+    import importlib
+
+    import bayesattn.models.neuro as neuro
+    from bayesattn.models.neuro import tva
+
+    assert len(tva.__all__) == len(set(tva.__all__)) == 13
+    for name in tva.__all__:
+        obj = getattr(tva, name)
+        if name != "MAX_ITEMS":  # a constant: defined in tva.sets
+            home = importlib.import_module(obj.__module__)
+            assert home.__name__.startswith("bayesattn.models.neuro.tva.")
+            assert getattr(home, name) is obj
+        if name in neuro.__all__:
+            assert getattr(neuro, name) is obj
+    assert tva.sets.MAX_ITEMS == tva.MAX_ITEMS == 10

@@ -1,10 +1,11 @@
-"""Neuroscience-style models of attention (DESIGN.md section 5).
+"""Neuroscience-style models of attention (``docs/design.md``, "Neuroscience-style models").
 
 Each model normalises attention like a softmax and exposes that normalised weight as the
 deterministic Pyro site ``attention_weights``:
 
-* :mod:`~bayesattn.models.neuro.tva` -- Bundesen's Theory of Visual Attention: exact whole- and
-  partial-report likelihoods, simulator, :class:`TVA` Pyro model (weights ``w / sum w``).
+* :mod:`~bayesattn.models.neuro.tva` -- Bundesen's Theory of Visual Attention (a package, one
+  module per concept): exact whole- and partial-report likelihoods, simulator, :class:`TVA`
+  Pyro model (weights ``w / sum w``).
 * :mod:`~bayesattn.models.neuro.normalization` -- the normalization model of attention
   (Reynolds & Heeger 2009), its reduced psychometric form (:class:`NormalizationPsychometric`)
   and biased competition (Reynolds, Chelazzi & Desimone 1999).

@@ -19,7 +19,7 @@ prediction, checked in the tests.
 
 The softmax: with a global pool that sums the attention-weighted drive (``pool`` all ones) and
 ``sigma -> 0``, ``R_i = A_i E_i / sum_j A_j E_j = softmax(log A + log E)_i``
-(:func:`normalization_response`, DESIGN.md section 5).
+(:func:`normalization_response`; ``docs/design.md``, "Neuroscience-style models").
 
 Reduced psychometric form (behaviour; Reynolds & Heeger 2009, Fig. 3-4; Herrmann et al. 2010):
 sensitivity is a Naka-Rushton function of contrast ``d'(c) = d_max c^n / (c^n + c50^n)`` and

@@ -1,0 +1,55 @@
+r"""Bundesen's Theory of Visual Attention (TVA): exact report likelihoods, simulator, Pyro model.
+
+Bundesen (1990); the math is in ``docs/design.md`` (section "Neuroscience-style models") and in
+:mod:`~bayesattn.models.neuro.tva.race`. Item ``x`` of a display of ``N`` locations has
+attentional weight ``w_x`` and processing rate ``v_x = C w_x / sum_z w_z`` (items/s): the
+capacity ``C`` shared out by ``softmax(log w)``. Each item finishes at ``t0 + Exp(v_x)``; the
+first ``K`` items to finish before the exposure ends enter visual short-term memory and are
+reported (whole report), or only the encoded targets are (partial report).
+
+One concept per module:
+
+* :mod:`.sets` -- the ``2^N`` candidate report sets (``report_sets``, ``MAX_ITEMS``).
+* :mod:`.capacity` -- the VSTM capacity ``K`` as probabilities of ``K = 1..N``
+  (``k_probabilities``).
+* :mod:`.rates` -- attentional weights to processing rates (``processing_rates``) and the item
+  weights of partial report.
+* :mod:`.race` -- the exact race likelihood of an encoded set (Kyllingsbaek 2006; Dyrholm et al.
+  2011), with a Gaussian ``t0`` integrated by Gauss-Hermite quadrature.
+* :mod:`.likelihood` -- the public report log-probabilities (``report_log_prob``,
+  ``whole_report_log_prob``, ``partial_report_log_prob``).
+* :mod:`.simulate` -- trial-by-trial simulation and the standard whole-report design.
+* :mod:`.distribution` -- :class:`TVAReport`, the report as a Pyro distribution.
+* :mod:`.model` -- :class:`TVA`, the Pyro model with priors.
+
+Units: ``C`` in items/s, times (``exposure``, ``t0``, ``t0_sd``) in ms.
+"""
+
+from .capacity import k_probabilities
+from .distribution import TVAReport
+from .likelihood import partial_report_log_prob, report_log_prob, whole_report_log_prob
+from .model import TVA
+from .rates import processing_rates
+from .sets import MAX_ITEMS, report_sets
+from .simulate import (
+    simulate_partial_report,
+    simulate_report,
+    simulate_whole_report,
+    whole_report_design,
+)
+
+__all__ = [
+    "MAX_ITEMS",
+    "report_sets",
+    "k_probabilities",
+    "processing_rates",
+    "whole_report_log_prob",
+    "partial_report_log_prob",
+    "report_log_prob",
+    "simulate_whole_report",
+    "simulate_partial_report",
+    "simulate_report",
+    "whole_report_design",
+    "TVAReport",
+    "TVA",
+]

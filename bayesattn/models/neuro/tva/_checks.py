@@ -1,0 +1,54 @@
+"""Argument checks shared by the TVA likelihood, simulator, distribution and model."""
+
+from __future__ import annotations
+
+import torch
+
+from .._common import as_float_tensor
+from .sets import _check_num_items
+
+
+def _check_report(reported, num_items, name="reported") -> torch.Tensor:
+    if not isinstance(reported, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a bool torch.Tensor (..., N), got {type(reported).__name__}"
+        )
+    if reported.dtype != torch.bool:
+        raise TypeError(
+            f"{name} must be a bool tensor (True = item reported), got {reported.dtype}"
+        )
+    if reported.dim() < 1:
+        raise ValueError(f"{name} must have shape (..., N), got a scalar")
+    if reported.shape[-1] != num_items:
+        raise ValueError(
+            f"{name} has {reported.shape[-1]} items per trial but the display has N={num_items} "
+            "locations (the length of weights)"
+        )
+    return reported
+
+
+def _check_exposure(exposure) -> torch.Tensor:
+    exposure = as_float_tensor("exposure", exposure)
+    if bool((exposure.detach() < 0).any()):
+        raise ValueError("exposure (duration, ms) must be non-negative")
+    return exposure
+
+
+def _check_t0(t0, t0_sd):
+    t0 = as_float_tensor("t0", t0)
+    if t0_sd is None:
+        return t0, None
+    t0_sd = as_float_tensor("t0_sd", t0_sd)
+    if bool((t0_sd.detach() < 0).any()):
+        raise ValueError(f"t0_sd (ms) must be non-negative, got {t0_sd}")
+    if t0_sd.dim() == 0 and float(t0_sd) == 0.0 and not t0_sd.requires_grad:
+        return t0, None
+    return t0, t0_sd
+
+
+def _check_weights(weights) -> torch.Tensor:
+    weights = as_float_tensor("weights", weights)
+    if weights.dim() < 1:
+        raise ValueError("weights must have shape (..., N) (one weight per display location)")
+    _check_num_items(weights.shape[-1])
+    return weights
