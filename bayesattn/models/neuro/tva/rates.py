@@ -41,6 +41,16 @@ def processing_rates(C, weights) -> torch.Tensor:
 
 
 def _partial_weights(weights, alpha, targets, distractors):
+    """Partial-report item weights ``(..., N)`` and the reportable mask (the targets).
+
+    A target at location ``j`` has weight ``weights[j]``, a distractor ``alpha * weights[j]``,
+    an empty location 0 (Bundesen 1990; Duncan et al. 1999).
+
+    Raises:
+        TypeError: a mask is not a bool tensor.
+        ValueError: masks of the wrong length; a location both target and distractor;
+            ``alpha <= 0``; a display with no item.
+    """
     weights = _check_weights(weights)
     num = weights.shape[-1]
     targets = _check_report(targets, num, name="targets")
