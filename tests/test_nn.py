@@ -125,6 +125,104 @@ def test_encoder_layer_loads_torch_state_dict():
         assert torch.allclose(got[keep], expect[keep], atol=1e-9)
 
 
+# ----------------------------------------------------------------------------- inside torch's
+def _torch_encoder_with(kind, seed=0, num_layers=2):
+    """torch's TransformerEncoder (float32, the fast path's dtype) with our self-attention."""
+    torch.manual_seed(seed)
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    layer.self_attn = MultiheadAttention(8, 2, batch_first=True, attention=kind)
+    with pytest.warns(UserWarning, match="_qkv_same_embed_dim"):  # declines nested tensors
+        encoder = torch.nn.TransformerEncoder(layer, num_layers)
+    return encoder
+
+
+def _eager_encoder(encoder, x, kpm):
+    """The same encoder (post-norm, relu) computed layer by layer from its submodules."""
+    for mod in encoder.layers:
+        a = mod.self_attn(x, x, x, key_padding_mask=kpm, need_weights=False)[0]
+        x = mod.norm1(x + a)
+        x = mod.norm2(x + mod.linear2(torch.relu(mod.linear1(x))))
+    return x
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_inside_torch_encoder_our_kind_is_computed(kind):
+    encoder = _torch_encoder_with(kind)
+    torch.manual_seed(1)
+    x = torch.randn(3, 5, 8)
+    kpm = torch.zeros(3, 5, dtype=torch.bool)
+    kpm[0, 3:] = True  # left-aligned padding: what torch's nested-tensor path would take
+    encoder.eval()
+    with torch.no_grad():
+        expect = _eager_encoder(encoder, x, kpm)
+    with torch.inference_mode():
+        got_inference = encoder(x, src_key_padding_mask=kpm)
+        got_unpadded = encoder(x)
+    with torch.no_grad():
+        got_no_grad = encoder(x, src_key_padding_mask=kpm)
+        expect_unpadded = _eager_encoder(encoder, x, None)
+    encoder.train()
+    got_train = encoder(x, src_key_padding_mask=kpm)
+    for got in (got_inference, got_no_grad, got_train):
+        assert torch.allclose(got, expect, atol=1e-5, rtol=0)
+    assert torch.allclose(got_unpadded, expect_unpadded, atol=1e-5, rtol=0)
+    if kind != "softmax":  # torch's fused softmax kernel would have given a different answer
+        softmax = _torch_encoder_with("softmax")
+        softmax.load_state_dict(encoder.state_dict(), strict=False)
+        softmax.eval()
+        with torch.inference_mode():
+            other = softmax(x, src_key_padding_mask=kpm)
+        assert (other - got_inference)[~kpm].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_inside_torch_decoder_layer(kind):
+    torch.manual_seed(2)
+    layer = torch.nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    layer.self_attn = MultiheadAttention(8, 2, batch_first=True, attention=kind)
+    layer.multihead_attn = MultiheadAttention(8, 2, batch_first=True, attention=kind)
+    tgt, memory = torch.randn(3, 4, 8), torch.randn(3, 6, 8)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(4)
+    mpm = torch.zeros(3, 6, dtype=torch.bool)
+    mpm[1, 4:] = True
+    layer.eval()
+    with torch.inference_mode():
+        got = layer(tgt, memory, tgt_mask=causal, tgt_is_causal=True,
+                    memory_key_padding_mask=mpm)
+    with torch.no_grad():
+        x = tgt
+        sa = layer.self_attn(x, x, x, attn_mask=causal, need_weights=False)[0]
+        x = layer.norm1(x + sa)
+        ca = layer.multihead_attn(x, memory, memory, key_padding_mask=mpm, need_weights=False)[0]
+        x = layer.norm2(x + ca)
+        expect = layer.norm3(x + layer.linear2(torch.relu(layer.linear1(x))))
+    assert torch.allclose(got, expect, atol=1e-5, rtol=0)
+    layer.train()
+    assert torch.allclose(layer(tgt, memory, tgt_mask=causal, memory_key_padding_mask=mpm),
+                          expect, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_strict_load_from_torch_mha(kind):
+    torch.manual_seed(3)
+    ref = torch.nn.MultiheadAttention(8, 2, batch_first=True, dtype=D64)
+    mine = MultiheadAttention(8, 2, batch_first=True, attention=kind, dtype=D64,
+                              bandwidth=1.5, ridge=0.5)
+    result = mine.load_state_dict(ref.state_dict())  # strict
+    assert not result.missing_keys and not result.unexpected_keys
+    for name, p in ref.state_dict().items():
+        assert torch.equal(mine.state_dict()[name], p)
+    if kind == "kernel":  # the extra parameters keep the constructor's values
+        assert math.isclose(mine.bandwidth.item(), 1.5, rel_tol=1e-12)
+    if kind == "least_squares":
+        assert math.isclose(mine.ridge.item(), 0.5, rel_tol=1e-12)
+    # a genuinely missing torch key is still an error
+    partial = dict(ref.state_dict())
+    del partial["in_proj_weight"]
+    with pytest.raises(RuntimeError, match="in_proj_weight"):
+        mine.load_state_dict(partial)
+
+
 # ----------------------------------------------------------------------------- functional forms
 def _sh_reference(q, k, v, ratios, lengths):
     """Attention-SH by explicit loops: per head, window means of real keys, softmax over them."""

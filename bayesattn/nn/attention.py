@@ -309,6 +309,44 @@ class MultiheadAttention(nn.Module):
 
     __constants__ = ["batch_first"]
 
+    #: Parameters that :class:`torch.nn.MultiheadAttention` does not have; a state_dict from
+    #: torch's module may lack them (they keep their initial values).
+    _EXTRA_PARAMETERS = ("log_bandwidth", "log_ridge")
+
+    @property
+    def _qkv_same_embed_dim(self) -> bool:
+        """Always False, so that torch's own modules never bypass :meth:`forward`.
+
+        ``torch.nn.TransformerEncoderLayer.forward`` (eval mode, no grad) runs its fused
+        softmax kernel on ``self_attn.in_proj_weight`` instead of calling ``self_attn`` when
+        this flag is True, and ``torch.nn.TransformerEncoder`` then converts padded inputs to
+        nested tensors. Both check this flag (torch 2.x, ``transformer.py``, the
+        ``why_not_sparsity_fast_path`` checks), so reporting False makes torch take its Python
+        path, which calls this module's forward: the chosen kind is always computed. The
+        weight layout is given by ``in_proj_weight is not None`` (packed, as torch's module
+        with ``kdim == vdim == embed_dim``). A side effect: ``torch.nn.TransformerEncoder``
+        built with ``enable_nested_tensor=True`` (its default) warns that it will not use
+        nested tensors.
+        """
+        return False
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+        error_msgs,
+    ):
+        """Load as :class:`torch.nn.Module` does, allowing only our extra parameters to be
+        missing (a state_dict of :class:`torch.nn.MultiheadAttention`): they keep their
+        current values (the constructor's ``bandwidth`` / ``ridge``)."""
+        n_before = len(missing_keys)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+            error_msgs,
+        )
+        extras = {prefix + name for name in self._EXTRA_PARAMETERS}
+        mine = missing_keys[n_before:]
+        del missing_keys[n_before:]
+        missing_keys.extend(k for k in mine if k not in extras)
+
     def __init__(
         self,
         embed_dim: int,
@@ -348,14 +386,14 @@ class MultiheadAttention(nn.Module):
         self.embed_dim = embed_dim
         self.kdim = kdim if kdim is not None else embed_dim
         self.vdim = vdim if vdim is not None else embed_dim
-        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        packed = self.kdim == embed_dim and self.vdim == embed_dim
         self.num_heads = num_heads
         self.dropout = float(dropout)
         self.batch_first = batch_first
         self.head_dim = embed_dim // num_heads
         self.attention = attention
         self.kernel = kernel
-        if self._qkv_same_embed_dim:
+        if packed:
             self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **factory))
             self.register_parameter("q_proj_weight", None)
             self.register_parameter("k_proj_weight", None)
@@ -400,7 +438,7 @@ class MultiheadAttention(nn.Module):
 
     def _reset_parameters(self) -> None:
         """Initialise as torch does: Xavier-uniform projections, zero biases."""
-        if self._qkv_same_embed_dim:
+        if self.in_proj_weight is not None:
             nn.init.xavier_uniform_(self.in_proj_weight)
         else:
             nn.init.xavier_uniform_(self.q_proj_weight)
@@ -439,7 +477,7 @@ class MultiheadAttention(nn.Module):
         b_q = b_k = b_v = None
         if self.in_proj_bias is not None:
             b_q, b_k, b_v = self.in_proj_bias.split(E)
-        if self._qkv_same_embed_dim:
+        if self.in_proj_weight is not None:
             w_q, w_k, w_v = self.in_proj_weight.split(E)
         else:
             w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
