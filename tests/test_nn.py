@@ -267,9 +267,9 @@ def test_layer_equals_its_functional_form(kind):
     mask = (~kpm)[:, None, None, :]
     keep = mask.transpose(-1, -2).to(D64)  # (N, 1, S, 1)
     if kind == "softmax":
-        heads = BF.softmax_attention(q, k, v, mask=mask)
+        heads = BF.softmax_attention(q, k, v, attn_mask=mask)
     elif kind == "kernel":
-        heads = BF.kernel_attention(q, k, v, bandwidth=layer.bandwidth, mask=mask)
+        heads = BF.kernel_attention(q, k, v, attn_mask=mask, bandwidth=layer.bandwidth)
     elif kind == "least_squares":
         heads = BF.least_squares_attention(q, k * keep, v * keep, ridge=layer.ridge)
     elif kind == "linear":
@@ -491,7 +491,7 @@ def test_hopfield_retrieval():
     one = HopfieldRetrieval(beta=0.25)
     assert torch.allclose(one(noisy, patterns),
                           BF.softmax_attention(noisy, patterns, patterns, scale=0.25))
-    out, w = HopfieldRetrieval(beta=8.0, steps=3)(noisy, patterns, return_weights=True)
+    out, w = HopfieldRetrieval(beta=8.0, steps=3)(noisy, patterns, need_weights=True)
     assert torch.allclose(out, patterns[3:4], atol=1e-6) and w.argmax() == 3
     # beta -> 0: every pattern weighs the same, the state becomes the mean pattern
     assert torch.allclose(HopfieldRetrieval(beta=1e-12)(noisy, patterns), patterns.mean(0),

@@ -46,10 +46,12 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 from tqdm import tqdm
 
-from .. import functional as BF
+from .. import functional as Fn
 from .._checks import check_choice
-from .attention import merge_masks
+from ..functional._core import _log_normalise
+from .masks import merge_masks, sdpa_mask
 from .metrics import predictive_uncertainty
+from .projection import in_projection, split_heads
 from .training import check_sequence_data, iterate_minibatches
 from .transformer import TransformerClassifier
 
@@ -98,14 +100,6 @@ def weibull_gamma_kl(k, log_lam, alpha, log_beta):
         - alpha * log_beta
         + math.lgamma(alpha)
     )
-
-
-def _log_normalise(logits: torch.Tensor) -> torch.Tensor:
-    """log-softmax over keys; an all ``-inf`` row stays all ``-inf`` (no allowed key)."""
-    row_max = logits.amax(-1, keepdim=True)
-    empty = torch.isneginf(row_max)
-    out = torch.log_softmax(logits.masked_fill(empty, 0.0), dim=-1)
-    return out.masked_fill(empty, -math.inf)
 
 
 class BayesianMultiheadAttention(PyroModule):
@@ -258,25 +252,18 @@ class BayesianMultiheadAttention(PyroModule):
         if E != self.embed_dim or key.shape[-1] != E or value.shape[-1] != E:
             raise ValueError(f"query, key and value must have {self.embed_dim} features")
         H, d = self.num_heads, self.head_dim
-        w_q, w_k, w_v = self.in_proj_weight.split(E)
-        b_q = b_k = b_v = None
-        if self.in_proj_bias is not None:
-            b_q, b_k, b_v = self.in_proj_bias.split(E)
-
-        def heads(x, w, b):
-            return nn.functional.linear(x, w, b).view(N, -1, H, d).transpose(1, 2)
-
-        q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+        q, k, v = (split_heads(t, H) for t in in_projection(
+            query, key, value, E, self.in_proj_weight, self.in_proj_bias))
         allowed, log_prior = merge_masks(
             attn_mask, key_padding_mask, is_causal=is_causal, batch=N, num_heads=H, L=L, S=S,
             dtype=q.dtype,
         )
         scale = torch.exp(-self.log_temperature).view(1, H, 1, 1) / math.sqrt(d)
-        phi = BF.softmax_log_weights(q * scale, k, scale=1.0, mask=allowed, log_prior=log_prior)
+        phi = Fn.softmax_log_weights(q * scale, k, sdpa_mask(allowed, log_prior), scale=1.0)
         prior_logits = self.prior_net(k).squeeze(-1).unsqueeze(-2)  # (N, H, 1, S)
-        theta = BF.softmax_log_weights(
-            q.new_zeros(N, H, L, 1), q.new_zeros(N, H, S, 1), mask=allowed,
-            log_prior=prior_logits if log_prior is None else prior_logits + log_prior,
+        theta = Fn.softmax_log_weights(
+            q.new_zeros(N, H, L, 1), q.new_zeros(N, H, S, 1),
+            sdpa_mask(allowed, prior_logits if log_prior is None else prior_logits + log_prior),
         )
         keep = torch.isfinite(phi)  # allowed entries (N, H, L, S)
         phi0 = torch.where(keep, phi, torch.zeros_like(phi))

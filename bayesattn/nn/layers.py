@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .. import functional as BF
+from .. import functional as Fn
 
 __all__ = [
     "SlotAttention",
@@ -97,7 +97,7 @@ class SlotAttention(nn.Module):
             padding_mask: ``(B, N)`` bool, True at padded inputs.
         """
         q = self.to_q(slots)
-        attn = BF.softmax_log_weights(inputs_k, q, scale=1.0 / math.sqrt(self.dim)).exp()
+        attn = Fn.softmax_log_weights(inputs_k, q, scale=1.0 / math.sqrt(self.dim)).exp()
         if padding_mask is not None:
             attn = attn.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         return attn
@@ -203,7 +203,7 @@ class HopfieldRetrieval(nn.Module):
         patterns: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         *,
-        return_weights: bool = False,
+        need_weights: bool = False,
     ):
         """Retrieve: ``state (..., L, E)`` against ``patterns (..., S, E)``.
 
@@ -211,7 +211,7 @@ class HopfieldRetrieval(nn.Module):
             state: ``(..., L, E)`` state (query) patterns.
             patterns: ``(..., S, E)`` stored patterns.
             padding_mask: ``(..., S)`` bool, True at padded patterns.
-            return_weights: also return the last step's weights ``(..., L, S)``.
+            need_weights: also return the last step's weights ``(..., L, S)``.
 
         Returns:
             updated state ``(..., L, E)`` (and the weights).
@@ -227,13 +227,13 @@ class HopfieldRetrieval(nn.Module):
         beta = self.beta(state.shape[-1])
         weights = None
         for _ in range(self.steps):
-            if return_weights:
-                state, weights = BF.softmax_attention(
-                    state, patterns, patterns, scale=beta, mask=mask, return_weights=True
+            if need_weights:
+                state, weights = Fn.softmax_attention(
+                    state, patterns, patterns, mask, scale=beta, need_weights=True
                 )
             else:
-                state = BF.softmax_attention(state, patterns, patterns, scale=beta, mask=mask)
-        return (state, weights) if return_weights else state
+                state = Fn.softmax_attention(state, patterns, patterns, mask, scale=beta)
+        return (state, weights) if need_weights else state
 
 
 class AdditiveAttention(nn.Module):
@@ -241,8 +241,8 @@ class AdditiveAttention(nn.Module):
 
     ``score(q_i, k_j) = w_v^T tanh(W_q q_i + W_k k_j)``, weights ``softmax_j(score)`` over the
     allowed keys, output ``sum_j w_ij v_j``. As inference: key selection whose log-prior is the
-    score (computed by :func:`bayesattn.functional.softmax_log_weights` with ``log_prior =
-    score`` and zero-dimensional dot products).
+    score (computed by :func:`bayesattn.functional.softmax_log_weights` with the float
+    ``attn_mask = score`` and zero-dimensional dot products).
 
     Args:
         query_dim: ``Eq``.
@@ -299,10 +299,11 @@ class AdditiveAttention(nn.Module):
         B, S = key.shape[:2]
         key_padding_mask = _check_padding("key_padding_mask", key_padding_mask, (B, S))
         scores = self.scores(query, key)
-        mask = None if key_padding_mask is None else (~key_padding_mask).unsqueeze(-2)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask.unsqueeze(-2), -math.inf)
         zq = scores.new_zeros(*query.shape[:-1], 1)
         zk = scores.new_zeros(*key.shape[:-1], 1)
-        weights = BF.softmax_log_weights(zq, zk, mask=mask, log_prior=scores).exp()
+        weights = Fn.softmax_log_weights(zq, zk, scores).exp()
         return self.dropout(weights) @ value, weights
 
 
