@@ -6,6 +6,7 @@ or value) with a message that names the argument and says what was expected.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -111,10 +112,12 @@ def check_positive(
         if not check_values:
             return x
         values = x.detach()
+        ok = bool(torch.isfinite(values).all()) and bool(
+            ((values >= 0) if allow_zero else (values > 0)).all()
+        )
     else:
-        values = torch.tensor(float(x))
-    ok = torch.isfinite(values).all() and ((values >= 0) if allow_zero else (values > 0)).all()
-    if not bool(ok):
+        ok = math.isfinite(float(x)) and (float(x) >= 0 if allow_zero else float(x) > 0)
+    if not ok:
         raise ValueError(f"{name} must be {bound} and finite, got {x}")
     return x if isinstance(x, torch.Tensor) else float(x)
 

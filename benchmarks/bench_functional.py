@@ -169,7 +169,8 @@ def run_ranks(args) -> int:
             rec = {"method": m, "rank": rank, "L": RANK_L, **rec}
             records.append(rec)
             print(f"{m:>11} {rank}-D: {_fmt_mib(rec.get('peak_extra_bytes'))} MiB", flush=True)
-    pair = run_pair_case("kernel", "sdpa", RATIO_L, args.repeats, args.threads)
+    pair = run_pair_case("kernel", "sdpa", RATIO_L, args.repeats, args.threads,
+                         min_rounds=args.repeats)
     print(f"kernel / sdpa at L = {RATIO_L}: {pair.get('ratio', float('nan')):.3f} (paired)")
     meta = {"torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
             "cpu": cpu_model(), "loadavg": _loadavg(), "E": E, "dtype": "float32"}
@@ -321,7 +322,8 @@ def run_one(method: str, L: int, repeats: int, threads: int | None) -> dict:
     }
 
 
-def run_pair(num: str, den: str, L: int, repeats: int, threads: int | None) -> dict:
+def run_pair(num: str, den: str, L: int, repeats: int, threads: int | None,
+             min_rounds: int = MIN_REPEATS) -> dict:
     """Time ratio ``num / den`` from alternating calls in this process (robust to load drift).
 
     Each round times both methods back to back (order alternating between rounds) and takes
@@ -339,7 +341,7 @@ def run_pair(num: str, den: str, L: int, repeats: int, threads: int | None) -> d
     number = {m: _calls_per_repeat(first[m]) for m in calls}
     round_s = sum(first[m] * number[m] for m in calls)
     rounds = []
-    for r in range(_n_repeats(repeats, round_s)):
+    for r in range(max(min_rounds, _n_repeats(repeats, round_s))):
         order = (num, den) if r % 2 == 0 else (den, num)
         t = {m: _timed(calls[m], number[m]) for m in order}
         rounds.append((t[num], t[den]))
@@ -374,9 +376,10 @@ def run_case(method, L, repeats, threads) -> dict:
     return {"method": method, "L": L, **rec}
 
 
-def run_pair_case(num, den, L, repeats, threads) -> dict:
+def run_pair_case(num, den, L, repeats, threads, min_rounds=MIN_REPEATS) -> dict:
     """Run one paired timing in a fresh subprocess and parse its JSON."""
-    rec = _subprocess_json(["--pair", num, den, str(L), "--repeats", str(repeats)], threads)
+    rec = _subprocess_json(["--pair", num, den, str(L), "--repeats", str(repeats),
+                            "--min-rounds", str(min_rounds)], threads, timeout_s=1800)
     return {"num": num, "den": den, "L": L, **rec}
 
 
@@ -591,6 +594,8 @@ def main(argv=None) -> int:
                    help="torch threads (default: torch's default)")
     p.add_argument("--one", nargs=2, metavar=("METHOD", "L"),
                    help="measure one case in this process and print JSON (used internally)")
+    p.add_argument("--min-rounds", type=int, default=MIN_REPEATS,
+                   help="least alternating rounds of --pair (default: %(default)s)")
     p.add_argument("--ranks", action="store_true",
                    help="batch-rank memory table at L = 8192 and the kernel/SDPA ratio at 4096")
     p.add_argument("--rank-one", nargs=3, metavar=("METHOD", "RANK", "L"),
@@ -622,7 +627,8 @@ def main(argv=None) -> int:
         return 0
     if args.pair:
         num, den, L = args.pair
-        print(json.dumps(run_pair(num, den, int(L), args.repeats, args.threads)))
+        print(json.dumps(run_pair(num, den, int(L), args.repeats, args.threads,
+                                  args.min_rounds)))
         return 0
 
     from tqdm import tqdm

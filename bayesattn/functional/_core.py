@@ -58,6 +58,8 @@ def _legacy(attn_mask, need_weights, legacy: dict, where: str):
         raise TypeError(f"{where}() got unexpected keyword arguments {sorted(legacy)}")
     if mask is None and log_prior is None and return_weights is None:
         return attn_mask, need_weights
+    if attn_mask is not None and (mask is not None or log_prior is not None):
+        raise TypeError(f"{where}: pass attn_mask alone, not with mask= / log_prior=")
     warnings.warn(
         f"{where}: mask= and log_prior= are now one attn_mask= (bool True = takes part, or an "
         "additive float mask) and return_weights= is need_weights=",
@@ -68,8 +70,6 @@ def _legacy(attn_mask, need_weights, legacy: dict, where: str):
         need_weights = bool(return_weights)
     if mask is None and log_prior is None:
         return attn_mask, need_weights
-    if attn_mask is not None:
-        raise TypeError(f"{where}: pass attn_mask alone, not with mask= / log_prior=")
     if mask is not None and not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool):
         raise TypeError("mask must be a bool tensor (True = may attend)")
     if mask is None:
