@@ -44,7 +44,6 @@ from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 from torch import nn
-from tqdm import tqdm
 
 from .. import functional as Fn
 from .._checks import check_choice
@@ -52,7 +51,7 @@ from ..functional._core import _log_normalise
 from .masks import merge_masks, sdpa_mask
 from .metrics import predictive_uncertainty
 from .projection import in_projection, split_heads
-from .training import check_sequence_data, iterate_minibatches
+from .training import check_sequence_data, iterate_minibatches, minibatch_descent
 from .transformer import TransformerClassifier
 
 __all__ = [
@@ -72,15 +71,17 @@ _names = itertools.count()
 
 
 def lognormal_kl(mu_q, sigma_q, mu_p, sigma_p):
-    """``KL(LogNormal(mu_q, sigma_q) || LogNormal(mu_p, sigma_p))`` (= the KL of the normals).
+    """``KL(LogNormal(mu_q, sigma_q) || LogNormal(mu_p, sigma_p))``, elementwise.
 
-    ``log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2``.
+    Computed by :func:`torch.distributions.kl_divergence` (the KL is invariant under the
+    shared ``exp`` transform, so it equals the KL of the underlying normals:
+    ``log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2``).
+    ``mu_*`` tensors, ``sigma_*`` positive numbers or tensors.
     """
-    return (
-        math.log(sigma_p / sigma_q)
-        + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2 * sigma_p**2)
-        - 0.5
-    )
+    D = torch.distributions
+    sigma_q = torch.as_tensor(sigma_q, dtype=mu_q.dtype)
+    sigma_p = torch.as_tensor(sigma_p, dtype=mu_q.dtype)
+    return D.kl_divergence(D.LogNormal(mu_q, sigma_q), D.LogNormal(mu_p, sigma_p))
 
 
 def weibull_gamma_kl(k, log_lam, alpha, log_beta):
@@ -559,32 +560,18 @@ def train_svi(
     own = [(n, p) for n, p in store.named_parameters() if n.startswith(mine) or is_guide_param(n)]
     point = [p for n, p in own if n.startswith(mine)]
     variational = [p for n, p in own if not n.startswith(mine)]
-    opt = torch.optim.AdamW([{"params": point, "weight_decay": weight_decay},
-                             {"params": variational, "weight_decay": 0.0}], lr=lr)
-    steps = epochs * math.ceil(N / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    params = point + variational
-    losses = []
-    warm_steps = kl_warmup * steps
-    step = 0
-    bar = tqdm(range(epochs), desc="svi", disable=not progress, leave=False)
+    warm_steps = kl_warmup * math.ceil(N / batch_size) * epochs
+
+    def anneal(step, _):
+        model.kl_anneal = min(1.0, step / warm_steps) if warm_steps else 1.0
+
     try:
-        for _ in bar:
-            total = 0.0
-            for _, xb, pm, yb in iterate_minibatches(x, padding_mask, y, batch_size,
-                                                     shuffle=True, generator=gen):
-                step += 1
-                model.kl_anneal = min(1.0, step / warm_steps) if warm_steps else 1.0
-                loss = loss_fn(xb, pm, yb)
-                opt.zero_grad()
-                loss.backward()
-                if clip_norm:
-                    nn.utils.clip_grad_norm_(params, clip_norm)
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * yb.shape[0]
-            losses.append(total / N)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        losses = minibatch_descent(
+            [{"params": point, "weight_decay": weight_decay},
+             {"params": variational, "weight_decay": 0.0}], loss_fn, x, padding_mask, y,
+            epochs=epochs, batch_size=batch_size, lr=lr, clip_norm=clip_norm, generator=gen,
+            progress=progress, desc="svi", before_step=anneal,
+        )
     finally:
         model.kl_anneal = 1.0
     model.eval()
