@@ -1,9 +1,10 @@
 """Closed-form attention: the fast path (pure torch; this package never imports pyro).
 
 Every function here is the exact posterior mean of one of the Pyro models in
-:mod:`bayesattn.models` (docs/design.md, "Key selection" and "Regression attention"). Names,
-shapes and masks follow :func:`torch.nn.functional.scaled_dot_product_attention` (SDPA):
-``...`` batch dims (any number, broadcast), ``L`` queries, ``S`` keys/values, ``E`` query/key
+:mod:`bayesattn.models` (docs/design.md, "Key-selection models" and "Least-squares
+attention"). Names, shapes and masks follow
+:func:`torch.nn.functional.scaled_dot_product_attention` (SDPA): ``...`` batch dims (any
+number, broadcast), ``L`` queries, ``S`` keys/values, ``E`` query/key
 dim, ``Ev`` value dim::
 
     query (..., L, E)   key (..., S, E)   value (..., S, Ev)   ->   output (..., L, Ev)

@@ -1,5 +1,5 @@
-"""Gaussian-process attention: kernelised least squares (docs/design.md, "Regression
-attention")."""
+"""Gaussian-process attention: kernelised least squares (docs/design.md,
+"Least-squares attention")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Nadaraya-Watson kernel attention and the kernel log-densities (docs/design.md,
-"Key selection"). The one place where each kernel's formula lives: :func:`kernel_log_density`
-(elementwise, used by :class:`bayesattn.models.KernelAttentionModel`) and the weights of
-:func:`kernel_attention` both go through :func:`_log_profile`."""
+"Key-selection models"). The one place where each kernel's formula lives:
+:func:`kernel_log_density` (elementwise, used by
+:class:`bayesattn.models.KernelAttentionModel`) and the weights of :func:`kernel_attention` both
+go through :func:`_log_profile`."""
 
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def kernel_log_density(x, loc, *, kernel="gaussian", bandwidth=1.0, normalized=T
     in :func:`kernel_attention` and ``Z`` from :func:`kernel_log_normaliser`; for
     ``von_mises_fisher`` ``cos(x, loc) / bandwidth`` (unnormalised). With ``normalized=False``
     (or a kernel without a finite normaliser) ``log Z`` is left out. The query likelihood of
-    the key-selection model (docs/design.md, "Key selection").
+    the key-selection model (docs/design.md, "Key-selection models").
 
     Equivalent to::
 
@@ -274,7 +275,7 @@ def kernel_attention(
 
     As inference: the posterior mean of ``v_z`` when ``q_i | z_i = j`` has density
     proportional to the kernel around ``k_j`` and ``log p(z_i = j) = log pi_ij`` from
-    ``attn_mask`` (docs/design.md, "Key selection"). The Gaussian kernel runs through
+    ``attn_mask`` (docs/design.md, "Key-selection models"). The Gaussian kernel runs through
     :func:`torch.nn.functional.scaled_dot_product_attention` with ``scale = 1`` on centred
     ``q / bandwidth``, ``k / bandwidth`` and the additive key bias ``-|k_j / bandwidth|^2 / 2``
     (the ``|q|^2`` term cancels); ``von_mises_fisher`` also runs through SDPA. Unless weights

@@ -1,5 +1,5 @@
 """Least-squares ("Intention") attention: the Bayesian linear-regression posterior mean from
-keys to values (docs/design.md, "Regression attention")."""
+keys to values (docs/design.md, "Least-squares attention")."""
 
 from __future__ import annotations
 

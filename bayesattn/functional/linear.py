@@ -1,5 +1,5 @@
 """Linear attention, the strong-prior limit of least-squares attention (docs/design.md,
-"Regression attention")."""
+"Least-squares attention")."""
 
 from __future__ import annotations
 

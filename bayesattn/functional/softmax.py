@@ -1,4 +1,5 @@
-"""Scaled dot-product softmax attention as a posterior mean (docs/design.md, "Key selection")."""
+"""Scaled dot-product softmax attention as a posterior mean (docs/design.md, "Key-selection
+models")."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def softmax_attention(
     """Scaled dot-product softmax attention (Vaswani et al. 2017, eq. 1), SDPA's conventions.
 
     ``out_i = sum_j w_ij v_j`` with ``w_ij = softmax_j(scale * q_i . k_j + b_ij)``. As
-    inference (docs/design.md, "Key selection"): the posterior mean of ``v_z`` in the
+    inference (docs/design.md, "Key-selection models"): the posterior mean of ``v_z`` in the
     key-selection model ``q_i | z_i = j ~ N(k_j, I / scale)`` with prior
     ``log p(z_i = j) = b_ij + scale |k_j|^2 / 2 + const``. Without ``need_weights`` this is
     :func:`torch.nn.functional.scaled_dot_product_attention` on 4-D views of the inputs (any

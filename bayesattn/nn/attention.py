@@ -4,7 +4,7 @@
 :class:`torch.nn.MultiheadAttention`; with ``attention="softmax"`` it is a drop-in (same
 parameter names, same ``state_dict``, same outputs and weights). Other kinds replace the
 per-head scaled dot-product attention (Vaswani et al. 2017, eq. 1) by another posterior mean
-(DESIGN.md sections 1, 3 and 4):
+(docs/design.md, "Key-selection models", "Least-squares attention", "Support-vector view"):
 
 ==================  =====================================================================
 ``softmax``         :func:`bayesattn.functional.softmax_attention`, scale ``1/sqrt(d)``
@@ -62,8 +62,8 @@ class MultiheadAttention(nn.Module):
 
     ``MultiHead(Q, K, V) = Concat(head_1..head_H) W_O`` with
     ``head_h = Attn(Q W_Q^h, K W_K^h, V W_V^h)`` (Vaswani et al. 2017, section 3.2.2); in the
-    key-selection model each head has its own latent ``z`` (DESIGN.md section 1). ``Attn`` is
-    chosen by ``attention`` (see the module docstring for the kinds). With
+    key-selection model each head has its own latent ``z`` (docs/design.md, "Key-selection models").
+    ``Attn`` is chosen by ``attention`` (see the module docstring for the kinds). With
     ``attention="softmax"`` the parameters, ``state_dict``, outputs and weights are those of
     :class:`torch.nn.MultiheadAttention` (tested to 1e-9 in float64).
 

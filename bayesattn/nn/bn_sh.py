@@ -29,8 +29,8 @@ def batch_normalized_query(
     ``i`` and cancels in the softmax, so softmax attention with ``q~`` and the *raw* keys is
     exactly softmax attention with both standardised. Our reading of Attention-BN (Nguyen et
     al., ICLR 2023, arXiv 2406.13781, section 3: the SVR whose primal layer is batch-normalised);
-    in the key-selection model of DESIGN.md section 1 a diagonal (ARD) Gaussian kernel with
-    precision ``1 / s^2`` centred on the key mean.
+    in the key-selection model of docs/design.md, "Key-selection models" a diagonal (ARD) Gaussian
+    kernel with precision ``1 / s^2`` centred on the key mean.
 
     The statistics of query ``i`` are those of the keys it may attend to (``allowed``): all real
     keys of its sequence under padding alone; its past under a causal mask (so no information

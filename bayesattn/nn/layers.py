@@ -1,7 +1,7 @@
 """Further attention layers on :mod:`bayesattn.functional`.
 
 * :class:`SlotAttention` (Locatello et al. 2020): reversed selection, the softmax runs over
-  slots; an amortised EM (DESIGN.md section 2).
+  slots; an amortised EM (docs/design.md, "Reversed selection").
 * :class:`HopfieldRetrieval` (Ramsauer et al. 2021): iterated posterior mean with keys =
   values = stored patterns.
 * :class:`AdditiveAttention` (Bahdanau, Cho & Bengio 2015): key selection whose log-prior is
@@ -41,8 +41,9 @@ class SlotAttention(nn.Module):
 
     ``K`` slots compete for ``N`` inputs. Each iteration: ``attn = softmax over slots of
     k(x_j) . q(slot_k) / sqrt(D)`` (inputs pick slots: the reversed key-selection model of
-    DESIGN.md section 2, computed as :func:`bayesattn.functional.softmax_log_weights` with the
-    inputs as queries and the slots as keys), ``attn += eps``, the update is the
+    docs/design.md, "Reversed selection", computed as
+    :func:`bayesattn.functional.softmax_log_weights` with the inputs as queries and the slots as
+    keys), ``attn += eps``, the update is the
     attention-weighted *mean* of ``v(x_j)`` per slot (the EM M-step), followed by a
     ``GRUCell`` and a residual MLP (the amortised update). Padded inputs get zero attention.
 
@@ -164,8 +165,8 @@ class HopfieldRetrieval(nn.Module):
     as rows, applied ``steps`` times to each state pattern. Each step is
     :func:`bayesattn.functional.softmax_attention` with keys = values = ``X`` and
     ``scale = beta``: the posterior mean of the key-selection model with ``sigma^2 = 1/beta``
-    (DESIGN.md section 2). Large ``beta`` retrieves single patterns; small ``beta`` averages
-    (metastable states).
+    (docs/design.md, "Reversed selection"). Large ``beta`` retrieves single patterns; small ``beta``
+    averages (metastable states).
 
     Args:
         beta: inverse temperature, positive (default ``1/sqrt(E)`` at call time).
