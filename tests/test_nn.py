@@ -301,10 +301,15 @@ def test_layer_equals_its_functional_form(kind):
     assert torch.allclose(out, _merge(layer, heads), atol=1e-10)
 
 
-def test_named_subclasses_fix_the_kind():
-    assert AttentionBN(8, 2).attention == "bn"
-    assert AttentionSH(8, 2, head_ratios=(1, 4)).head_ratios == (1, 4)
-    assert AttentionBNSH(8, 2).attention == "bn_sh"
+def test_named_subclasses_equal_the_kind_option():
+    x = torch.randn(2, 7, 8, dtype=D64)
+    for cls, kind in ((AttentionBN, "bn"), (AttentionSH, "sh"), (AttentionBNSH, "bn_sh")):
+        named = cls(8, 2, batch_first=True, dtype=D64, head_ratios=(1, 3))
+        generic = MultiheadAttention(8, 2, batch_first=True, dtype=D64, head_ratios=(1, 3),
+                                     attention=kind)
+        generic.load_state_dict(named.state_dict())
+        assert named.attention == kind
+        assert torch.equal(named(x, x, x)[0], generic(x, x, x)[0])
 
 
 def test_returned_weights_reproduce_the_output():
@@ -384,6 +389,12 @@ def test_bad_arguments_raise():
         MultiheadAttention(8, 2, attention="sh", head_ratios=(1, 0))
     with pytest.raises(ValueError, match="add_bias_kv"):
         MultiheadAttention(8, 2, attention="bn", add_bias_kv=True)
+    with pytest.raises(ValueError, match="bandwidth must be positive"):
+        MultiheadAttention(8, 2, attention="kernel", bandwidth=0.0)
+    with pytest.raises(ValueError, match="ridge must be positive and finite"):
+        MultiheadAttention(8, 2, attention="least_squares", ridge=math.inf)
+    with pytest.raises(TypeError, match="ridge must be a positive number"):
+        MultiheadAttention(8, 2, attention="least_squares", ridge=torch.tensor(1.0))
     layer = _mha("softmax")
     x = torch.randn(2, 4, 8, dtype=D64)
     with pytest.raises(ValueError, match="key_padding_mask"):
@@ -417,34 +428,23 @@ def test_shapes_batch_first_and_not(kind):
     assert torch.allclose(out_u, out1[0], atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["least_squares", "kernel"])
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
 def test_gradcheck(kind):
+    """Gradients in the inputs and in the learnable bandwidth / ridge, with padding."""
     layer = _mha(kind, E=4, H=2)
     x = torch.randn(2, 4, 4, dtype=D64, requires_grad=True)
     kpm = torch.tensor([[False, False, False, True], [False] * 4])
+    extra = {n: p.detach().clone().requires_grad_(True) for n, p in layer.named_parameters()
+             if n in MultiheadAttention._EXTRA_PARAMETERS}
 
-    def f(inp, log_scale):
-        if kind == "least_squares":
-            layer.log_ridge.data = log_scale.detach()
-        out, _ = layer(inp, inp, inp, key_padding_mask=kpm, need_weights=False)
+    def f(inp, *values):
+        params = dict(zip(extra, values, strict=True))
+        out, _ = torch.func.functional_call(
+            layer, params, (inp, inp, inp), {"key_padding_mask": kpm, "need_weights": False}
+        )
         return out
 
-    assert torch.autograd.gradcheck(lambda inp: f(inp, torch.tensor(0.0, dtype=D64)), (x,))
-    # gradient with respect to the learnable bandwidth / ridge as well
-    param = layer.log_ridge if kind == "least_squares" else layer.log_bandwidth
-
-    def g(p):
-        with torch.no_grad():
-            param.copy_(p)
-        return layer(x.detach(), x.detach(), x.detach(), need_weights=False)[0].sum()
-
-    p0 = param.detach().clone()
-    loss = layer(x.detach(), x.detach(), x.detach(), need_weights=False)[0].sum()
-    (grad,) = torch.autograd.grad(loss, param)
-    h = 1e-6
-    numeric = (g(p0 + h) - g(p0 - h)) / (2 * h)
-    g(p0)
-    assert torch.allclose(grad, numeric.detach(), rtol=1e-5, atol=1e-8)
+    assert torch.autograd.gradcheck(f, (x, *extra.values()))
 
 
 @pytest.mark.parametrize("kind", ATTENTION_KINDS)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .. import functional as Fn
-from .._checks import check_choice
+from .._checks import check_choice, check_positive
 from .bn_sh import batch_normalized_query, default_ratios, scaled_heads_pool
 from .masks import bool_only, merge_masks, pad_masks, sdpa_mask
 from .projection import in_projection, split_heads
@@ -218,12 +218,14 @@ class MultiheadAttention(nn.Module):
 
         if attention == "kernel":
             bw = self.head_dim**0.25 if bandwidth is None else bandwidth
-            if not (isinstance(bw, int | float) and math.isfinite(bw) and bw > 0):
-                raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
+            if isinstance(bw, torch.Tensor):
+                raise TypeError("bandwidth must be a positive number (the initial value)")
+            bw = check_positive("bandwidth", bw)
             self.log_bandwidth = nn.Parameter(torch.tensor(math.log(bw), **factory))
         if attention == "least_squares":
-            if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge > 0):
-                raise ValueError(f"ridge must be a positive number, got {ridge!r}")
+            if isinstance(ridge, torch.Tensor):
+                raise TypeError("ridge must be a positive number (the initial value)")
+            ridge = check_positive("ridge", ridge)
             self.log_ridge = nn.Parameter(torch.tensor(math.log(ridge), **factory))
         ratios = default_ratios(num_heads) if head_ratios is None else tuple(head_ratios)
         if len(ratios) != num_heads or not all(
