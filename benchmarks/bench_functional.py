@@ -22,8 +22,9 @@ extra peak resident memory of the call, including its ``(B, L, Ev)`` output.
 Flop counts (multiply and add counted separately), used for GFLOP/s:
 attention-type methods ``4 B L S E`` (``Q K^T`` and ``W V``, with ``Ev = E``; the exp and
 normalisation are not counted, so this is the useful matmul work, also for ``naive_nw``);
-matmul ``2 B L S E``; least squares ``2 B S E^2 + 2 B S E Ev + B E^3 / 3 + 2 B E^2 Ev +
-2 B L E Ev`` (Gram, ``K^T V``, Cholesky, two triangular solves, ``Q`` times the solution);
+matmul ``2 B L S E``; least squares ``2 B (S + E) E^2 - 2 B E^3 / 3 + 2 B S E Ev +
+B E^2 Ev + 2 B L E Ev`` (Householder QR of ``[K; sqrt(ridge) I]``, ``Q^T V``, one triangular
+solve, ``Q`` times the solution);
 linear ``2 B S E Ev + 2 B L E Ev``.
 
 Batch rank (``--ranks``): peak memory of one call for 2-D, 3-D, 4-D and 5-D inputs
@@ -211,7 +212,7 @@ def flops(method: str, L: int) -> float:
     if method in ("matmul", "matmul_out"):
         return 2.0 * B * L * S * E
     if method == "least_squares":
-        return B * (2.0 * S * E * E + 2.0 * S * E * EV + E**3 / 3 + 2.0 * E * E * EV
+        return B * (2.0 * (S + E) * E * E - 2.0 * E**3 / 3 + 2.0 * S * E * EV + E * E * EV
                     + 2.0 * L * E * EV)
     if method == "linear":
         return 2.0 * B * (S + L) * E * EV
