@@ -220,6 +220,10 @@ def cholesky(matrix: torch.Tensor, what: str, *, validate: bool = True) -> torch
     raises :class:`NotPositiveDefiniteError` (one host sync); without, no sync (the factor of a
     non-PD matrix is then partly NaN / garbage).
 
+    Equivalent to::
+
+        torch.linalg.cholesky(matrix)   # raising NotPositiveDefiniteError instead
+
     Raises:
         NotPositiveDefiniteError: ``matrix`` (named ``what`` in the message) is not PD.
     """
@@ -238,6 +242,11 @@ def ridge_qr(a: torch.Tensor, ridge, *, validate: bool = True, what: str = "K"):
     number), and ``a = Q_top R``: the stable route to ridge regression and, with
     ``ridge = 0``, ordinary least squares (Golub & Van Loan 2013, section 5.3). With
     ``validate`` and ``ridge = 0``, ``R`` is checked for numerical rank (one host sync).
+
+    Equivalent to::
+
+        q, r = torch.linalg.qr(torch.cat([a, sqrt(ridge) * I]))   # reduced
+        q[..., :m, :], r
 
     Raises:
         IllConditionedError: with ``ridge = 0``, ``min |R_ii| <= n eps max |R_ii|``.

@@ -67,6 +67,15 @@ class MultiheadAttention(nn.Module):
     ``attention="softmax"`` the parameters, ``state_dict``, outputs and weights are those of
     :class:`torch.nn.MultiheadAttention` (tested to 1e-9 in float64).
 
+    Inside torch's own modules: it can be assigned as ``self_attn`` / ``multihead_attn`` of
+    :class:`torch.nn.TransformerEncoderLayer`, :class:`torch.nn.TransformerEncoder` and
+    :class:`torch.nn.TransformerDecoderLayer`, and the chosen kind is computed in train and
+    eval mode, under ``no_grad`` and ``inference_mode``: the module reports
+    ``_qkv_same_embed_dim = False`` so that torch never replaces its forward by the fused
+    softmax fast path (see :attr:`_qkv_same_embed_dim`). ``load_state_dict`` accepts a
+    state_dict of :class:`torch.nn.MultiheadAttention` (strict) for every kind; the extra
+    parameters (``log_bandwidth``, ``log_ridge``) keep their initial values.
+
     Differences from torch, all documented here: a query with no allowed key outputs 0 (torch
     gives NaN); ``is_causal=True`` without ``attn_mask`` builds the causal mask (torch raises).
 
