@@ -470,7 +470,7 @@ def test_slot_attention_one_iteration_by_hand():
     kpm = torch.zeros(2, 6, dtype=torch.bool)
     kpm[1, 4:] = True
     slots0 = torch.randn(2, 3, 8, dtype=D64)
-    got, attn = layer(x, kpm, slots0, return_attention=True)
+    got, attn = layer(x, kpm, slots0, need_weights=True)
     xn = layer.norm_input(x)
     k, v = layer.to_k(xn), layer.to_v(xn)
     q = layer.to_q(layer.norm_slots(slots0))

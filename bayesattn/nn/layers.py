@@ -110,7 +110,7 @@ class SlotAttention(nn.Module):
         slots: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-        return_attention: bool = False,
+        need_weights: bool = False,
     ):
         """Bind ``K`` slots to the inputs.
 
@@ -119,7 +119,7 @@ class SlotAttention(nn.Module):
             padding_mask: ``(B, N)`` bool, True at padded inputs.
             slots: initial slots ``(B, K, D)``; default a draw from ``N(mu, sigma^2)``.
             generator: random generator for the initial draw.
-            return_attention: also return the last responsibilities ``(B, N, K)``.
+            need_weights: also return the last responsibilities ``(B, N, K)``.
 
         Returns:
             slots ``(B, K, D)`` (and the attention).
@@ -155,7 +155,7 @@ class SlotAttention(nn.Module):
             slots = self.gru(updates.reshape(-1, self.dim), prev.reshape(-1, self.dim))
             slots = slots.view(B, self.num_slots, self.dim)
             slots = slots + self.mlp(self.norm_mlp(slots))
-        return (slots, attn) if return_attention else slots
+        return (slots, attn) if need_weights else slots
 
 
 class HopfieldRetrieval(nn.Module):
