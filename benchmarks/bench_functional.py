@@ -22,13 +22,21 @@ extra peak resident memory of the call, including its ``(B, L, Ev)`` output.
 Flop counts (multiply and add counted separately), used for GFLOP/s:
 attention-type methods ``4 B L S E`` (``Q K^T`` and ``W V``, with ``Ev = E``; the exp and
 normalisation are not counted, so this is the useful matmul work, also for ``naive_nw``);
-matmul ``2 B L S E``; least squares ``2 B S E^2 + 2 B S E Ev + B E^3 / 3 + 2 B E^2 Ev +
-2 B L E Ev`` (Gram, ``K^T V``, Cholesky, two triangular solves, ``Q`` times the solution);
+matmul ``2 B L S E``; least squares ``2 B (S + E) E^2 - 2 B E^3 / 3 + 2 B S E Ev +
+B E^2 Ev + 2 B L E Ev`` (Householder QR of ``[K; sqrt(ridge) I]``, ``Q^T V``, one triangular
+solve, ``Q`` times the solution);
 linear ``2 B S E Ev + 2 B L E Ev``.
+
+Batch rank (``--ranks``): peak memory of one call for 2-D, 3-D, 4-D and 5-D inputs
+(batch shapes ``()``, ``(2,)``, ``(1, 2)``, ``(1, 2, 1)``) at ``L = S = 8192`` for torch's
+SDPA, ``softmax_attention`` and ``kernel_attention`` (Gaussian and von Mises-Fisher), and the
+paired time ratio Gaussian ``kernel_attention`` / SDPA at ``L = S = 4096`` (shape
+``(2, 4, L, 64)``); written to ``functional_ranks.md`` / ``.json``.
 
 Usage::
 
     python benchmarks/bench_functional.py                     # full run, ~10 min on 2 cores
+    python benchmarks/bench_functional.py --ranks --threads 1 # batch-rank memory + ratio
     python benchmarks/bench_functional.py --sizes 256 1024    # quick
     python benchmarks/bench_functional.py --one kernel 1024   # one case, prints JSON
 """
@@ -110,13 +118,101 @@ def make_call(method: str, L: int):
     return fns[method]
 
 
+RANK_BATCH = {2: (), 3: (2,), 4: (1, 2), 5: (1, 2, 1)}
+RANK_METHODS = ("sdpa", "softmax", "kernel", "kernel_vmf")
+RANK_L = 8192
+RATIO_L = 4096
+
+
+def make_rank_call(method: str, rank: int, L: int):
+    """Inputs with ``rank`` dims and a closure running one call of ``method``."""
+    from bayesattn import functional as BF
+
+    gen = torch.Generator().manual_seed(L)
+    shape = (*RANK_BATCH[rank], L, E)
+    q, k, v = (torch.randn(*shape, generator=gen, dtype=DTYPE) for _ in range(3))
+    return {
+        "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v),
+        "softmax": lambda: BF.softmax_attention(q, k, v),
+        "kernel": lambda: BF.kernel_attention(q, k, v, bandwidth=BANDWIDTH),
+        "kernel_vmf": lambda: BF.kernel_attention(q, k, v, kernel="von_mises_fisher",
+                                                  bandwidth=0.1),
+    }[method]
+
+
+def run_rank_one(method: str, rank: int, L: int, threads: int | None) -> dict:
+    """Peak extra resident memory of one call (see :func:`run_one`), in this process."""
+    if threads:
+        torch.set_num_threads(threads)
+    make_rank_call(method, rank, 32)()
+    call = make_rank_call(method, rank, L)
+    hwm_ok = _reset_peak_rss()
+    rss0 = _proc_status_bytes("VmRSS") if hwm_ok else None
+    maxrss0 = _maxrss_bytes()
+    t0 = time.perf_counter()
+    out = call()
+    elapsed = time.perf_counter() - t0
+    extra = (_proc_status_bytes("VmHWM") - rss0) if hwm_ok else _maxrss_bytes() - maxrss0
+    del out
+    n_batch = math.prod(RANK_BATCH[rank])
+    return {"method": method, "rank": rank, "L": L, "status": "ok",
+            "peak_extra_bytes": max(0, extra), "first_call_s": elapsed,
+            "peak_source": "VmHWM - VmRSS" if hwm_ok else "ru_maxrss",
+            "output_bytes": n_batch * L * EV * 4, "score_matrix_bytes": n_batch * L * L * 4}
+
+
+def run_ranks(args) -> int:
+    """Batch-rank memory table and the kernel/SDPA time ratio (``--ranks``)."""
+    records = []
+    for rank in sorted(RANK_BATCH):
+        for m in RANK_METHODS:
+            rec = _subprocess_json(["--rank-one", m, str(rank), str(RANK_L)], args.threads)
+            rec = {"method": m, "rank": rank, "L": RANK_L, **rec}
+            records.append(rec)
+            print(f"{m:>11} {rank}-D: {_fmt_mib(rec.get('peak_extra_bytes'))} MiB", flush=True)
+    pair = run_pair_case("kernel", "sdpa", RATIO_L, args.repeats, args.threads,
+                         min_rounds=args.repeats)
+    print(f"kernel / sdpa at L = {RATIO_L}: {pair.get('ratio', float('nan')):.3f} (paired)")
+    meta = {"torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
+            "cpu": cpu_model(), "loadavg": _loadavg(), "E": E, "dtype": "float32"}
+    by = {(r["method"], r["rank"]): r for r in records}
+    one = RANK_L * RANK_L * 4
+    lines = [
+        f"Peak extra resident memory (MiB) of one call, L = S = {RANK_L}, E = Ev = {E}, "
+        f"float32, torch {meta['torch']}, {meta['threads']} thread(s); one L x S float32 "
+        f"matrix is {one / 2**20:.0f} MiB per batch element, the output "
+        f"{RANK_L * EV * 4 / 2**20:.0f} MiB per batch element.",
+        "",
+        "| rank | batch shape | " + " | ".join(RANK_METHODS) + " |",
+        "|---|---|" + "---|" * len(RANK_METHODS),
+    ]
+    for rank in sorted(RANK_BATCH):
+        cells = [_fmt_mib(by[(m, rank)].get("peak_extra_bytes")) for m in RANK_METHODS]
+        lines.append(f"| {rank}-D | {RANK_BATCH[rank]} | " + " | ".join(cells) + " |")
+    rr = pair.get("ratios", [])
+    lines += ["", f"Gaussian kernel_attention / SDPA time at L = S = {RATIO_L}, shape "
+              f"(2, 4, L, {E}): {pair.get('ratio', float('nan')):.3f} (median of "
+              f"{len(rr)} alternating rounds; per round "
+              + ", ".join(f"{x:.3f}" for x in rr) + f"; kernel "
+              f"{pair.get('num_time_s', float('nan')) * 1e3:.0f} ms, SDPA "
+              f"{pair.get('den_time_s', float('nan')) * 1e3:.0f} ms). Load {meta['loadavg']}.",
+              ""]
+    table = "\n".join(lines)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "functional_ranks.md").write_text(table)
+    (args.out / "functional_ranks.json").write_text(
+        json.dumps({"meta": meta, "records": records, "pair": pair}, indent=1))
+    return 0
+
+
 def flops(method: str, L: int) -> float:
     """Flop count of one call (see the module docstring)."""
     S = L
     if method in ("matmul", "matmul_out"):
         return 2.0 * B * L * S * E
     if method == "least_squares":
-        return B * (2.0 * S * E * E + 2.0 * S * E * EV + E**3 / 3 + 2.0 * E * E * EV
+        return B * (2.0 * (S + E) * E * E - 2.0 * E**3 / 3 + 2.0 * S * E * EV + E * E * EV
                     + 2.0 * L * E * EV)
     if method == "linear":
         return 2.0 * B * (S + L) * E * EV
@@ -227,7 +323,8 @@ def run_one(method: str, L: int, repeats: int, threads: int | None) -> dict:
     }
 
 
-def run_pair(num: str, den: str, L: int, repeats: int, threads: int | None) -> dict:
+def run_pair(num: str, den: str, L: int, repeats: int, threads: int | None,
+             min_rounds: int = MIN_REPEATS) -> dict:
     """Time ratio ``num / den`` from alternating calls in this process (robust to load drift).
 
     Each round times both methods back to back (order alternating between rounds) and takes
@@ -245,7 +342,7 @@ def run_pair(num: str, den: str, L: int, repeats: int, threads: int | None) -> d
     number = {m: _calls_per_repeat(first[m]) for m in calls}
     round_s = sum(first[m] * number[m] for m in calls)
     rounds = []
-    for r in range(_n_repeats(repeats, round_s)):
+    for r in range(max(min_rounds, _n_repeats(repeats, round_s))):
         order = (num, den) if r % 2 == 0 else (den, num)
         t = {m: _timed(calls[m], number[m]) for m in order}
         rounds.append((t[num], t[den]))
@@ -280,9 +377,10 @@ def run_case(method, L, repeats, threads) -> dict:
     return {"method": method, "L": L, **rec}
 
 
-def run_pair_case(num, den, L, repeats, threads) -> dict:
+def run_pair_case(num, den, L, repeats, threads, min_rounds=MIN_REPEATS) -> dict:
     """Run one paired timing in a fresh subprocess and parse its JSON."""
-    rec = _subprocess_json(["--pair", num, den, str(L), "--repeats", str(repeats)], threads)
+    rec = _subprocess_json(["--pair", num, den, str(L), "--repeats", str(repeats),
+                            "--min-rounds", str(min_rounds)], threads, timeout_s=1800)
     return {"num": num, "den": den, "L": L, **rec}
 
 
@@ -497,6 +595,12 @@ def main(argv=None) -> int:
                    help="torch threads (default: torch's default)")
     p.add_argument("--one", nargs=2, metavar=("METHOD", "L"),
                    help="measure one case in this process and print JSON (used internally)")
+    p.add_argument("--min-rounds", type=int, default=MIN_REPEATS,
+                   help="least alternating rounds of --pair (default: %(default)s)")
+    p.add_argument("--ranks", action="store_true",
+                   help="batch-rank memory table at L = 8192 and the kernel/SDPA ratio at 4096")
+    p.add_argument("--rank-one", nargs=3, metavar=("METHOD", "RANK", "L"),
+                   help="one batch-rank memory case in this process, JSON (used internally)")
     p.add_argument("--pair", nargs=3, metavar=("NUM", "DEN", "L"),
                    help="time NUM against DEN alternately in this process and print JSON "
                         "(used internally)")
@@ -511,12 +615,21 @@ def main(argv=None) -> int:
         if name not in METHODS:
             p.error(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
 
+    if args.rank_one:
+        m, rank, L = args.rank_one
+        if m not in RANK_METHODS or int(rank) not in RANK_BATCH:
+            p.error(f"--rank-one takes a method of {RANK_METHODS} and a rank of 2-5")
+        print(json.dumps(run_rank_one(m, int(rank), int(L), args.threads)))
+        return 0
+    if args.ranks:
+        return run_ranks(args)
     if args.one:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats, args.threads)))
         return 0
     if args.pair:
         num, den, L = args.pair
-        print(json.dumps(run_pair(num, den, int(L), args.repeats, args.threads)))
+        print(json.dumps(run_pair(num, den, int(L), args.repeats, args.threads,
+                                  args.min_rounds)))
         return 0
 
     from tqdm import tqdm

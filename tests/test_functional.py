@@ -17,9 +17,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bayesattn import functional as Fn
 from bayesattn.functional import (
     GP_KERNELS,
     KERNELS,
+    IllConditionedError,
+    NotPositiveDefiniteError,
     gp_attention,
     gp_kernel,
     kernel_attention,
@@ -100,11 +103,12 @@ def ref_gp_cov(kernel: str, a, b, lengthscale) -> np.ndarray:
 
 
 def ref_ridge(q, k, v, ridge, noise=1.0):
-    """Ridge regression from the normal equations in numpy: mean ``(L, Ev)``, variance ``(L,)``."""
+    """Ridge regression from the normal equations in numpy: mean ``(L, Ev)``, variance ``(L,)``
+    (``noise`` is the observation-noise sd)."""
     q, k, v = (np.asarray(t, dtype=float) for t in (q, k, v))
     a = k.T @ k + ridge * np.eye(k.shape[1])
     mean = q @ np.linalg.solve(a, k.T @ v)
-    var = noise * (1.0 + np.einsum("le,el->l", q, np.linalg.solve(a, q.T)))
+    var = noise**2 * (1.0 + np.einsum("le,el->l", q, np.linalg.solve(a, q.T)))
     return mean, var
 
 
@@ -121,14 +125,14 @@ def _kernel_bw(kernel: str) -> float:
 #: Every mechanism as ``f(q, k, v) -> tensor or tuple``; used by the invariance tests.
 MECHANISMS = {
     "softmax": partial(softmax_attention, scale=0.7),
-    "softmax_weights": partial(softmax_attention, scale=0.7, return_weights=True),
+    "softmax_weights": partial(softmax_attention, scale=0.7, need_weights=True),
     **{
         f"kernel_{name}": partial(kernel_attention, kernel=name, bandwidth=_kernel_bw(name))
         for name in KERNELS
     },
     **{
         f"kernel_{name}_weights": partial(
-            kernel_attention, kernel=name, bandwidth=_kernel_bw(name), return_weights=True
+            kernel_attention, kernel=name, bandwidth=_kernel_bw(name), need_weights=True
         )
         for name in KERNELS
     },
@@ -144,12 +148,12 @@ MECHANISMS = {
 MASKABLE = ["softmax"] + list(KERNELS)
 
 
-def masked_call(name: str, q, k, v, *, return_weights=False, **kw):
+def masked_call(name: str, q, k, v, *, need_weights=False, **kw):
     """softmax_attention (name "softmax") or kernel_attention with kernel ``name``."""
     if name == "softmax":
-        return softmax_attention(q, k, v, scale=0.7, return_weights=return_weights, **kw)
+        return softmax_attention(q, k, v, scale=0.7, need_weights=need_weights, **kw)
     return kernel_attention(
-        q, k, v, kernel=name, bandwidth=_kernel_bw(name), return_weights=return_weights, **kw
+        q, k, v, kernel=name, bandwidth=_kernel_bw(name), need_weights=need_weights, **kw
     )
 
 
@@ -198,7 +202,7 @@ def test_kernel_weights_match_per_pair_formula(kernel, ard):
     assert np.allclose(ref_w.sum(-1), 1.0)  # every query has a key in the support
     if kernel in COMPACT:
         assert (ref_w == 0).any()  # ... and some key outside it: the support matters
-    out, w = kernel_attention(q, k, v, kernel=kernel, bandwidth=bandwidth, return_weights=True)
+    out, w = kernel_attention(q, k, v, kernel=kernel, bandwidth=bandwidth, need_weights=True)
     close(w, ref_w, 1e-12)
     close(out, ref_w @ v.numpy(), 1e-12)
     close(kernel_attention(q, k, v, kernel=kernel, bandwidth=bandwidth), ref_w @ v.numpy(), 1e-12)
@@ -214,10 +218,10 @@ def test_kernel_log_prior_multiplies_the_kernel(kernel):
     log_prior = randn(g, 4, 6)
     bw = _kernel_bw(kernel)
     ref_w = normalise_rows(ref_kernel_matrix(kernel, q, k, bw) * np.exp(log_prior.numpy()))
-    out, w = kernel_attention(q, k, v, kernel=kernel, bandwidth=bw, log_prior=log_prior,
-                              return_weights=True)
+    out, w = kernel_attention(q, k, v, log_prior, kernel=kernel, bandwidth=bw,
+                              need_weights=True)
     close(w, ref_w, 1e-12)
-    close(kernel_attention(q, k, v, kernel=kernel, bandwidth=bw, log_prior=log_prior),
+    close(kernel_attention(q, k, v, log_prior, kernel=kernel, bandwidth=bw),
           ref_w @ v.numpy(), 1e-12)
 
 
@@ -231,7 +235,7 @@ def test_softmax_attention_is_manual_softmax_and_torch_sdpa(scale):
     w_ref = np_softmax(np.einsum("ble,bse->bls", q.numpy(), k.numpy()) * s)
     out_ref = w_ref @ v.numpy()
     close(softmax_attention(q, k, v, scale=scale), out_ref, 1e-12)
-    out, w = softmax_attention(q, k, v, scale=scale, return_weights=True)
+    out, w = softmax_attention(q, k, v, scale=scale, need_weights=True)
     close(out, out_ref, 1e-12)
     close(w, w_ref, 1e-12)
     close(softmax_log_weights(q, k, scale=scale).exp(), w_ref, 1e-12)
@@ -239,20 +243,20 @@ def test_softmax_attention_is_manual_softmax_and_torch_sdpa(scale):
           1e-12)
 
 
-@pytest.mark.parametrize("return_weights", [False, True], ids=["sdpa", "weights"])
+@pytest.mark.parametrize("need_weights", [False, True], ids=["sdpa", "weights"])
 @pytest.mark.parametrize("scale", [0.2, 0.5, 2.0])
-def test_softmax_is_gaussian_kernel_with_key_norm_prior(scale, return_weights):
+def test_softmax_is_gaussian_kernel_with_key_norm_prior(scale, need_weights):
     """DESIGN.md section 1: sigma = 1/sqrt(scale), log prior |k|^2 scale / 2."""
     g = gen_(5)
     q, k, v = randn(g, 3, 5, 4), randn(g, 3, 8, 4), randn(g, 3, 8, 2)
     log_prior = ((k * k).sum(-1) * scale / 2).unsqueeze(-2).expand(3, 5, 8)
-    sm = as_tuple(softmax_attention(q, k, v, scale=scale, return_weights=return_weights))
+    sm = as_tuple(softmax_attention(q, k, v, scale=scale, need_weights=need_weights))
     ka = as_tuple(kernel_attention(q, k, v, kernel="gaussian", bandwidth=1 / math.sqrt(scale),
-                                   log_prior=log_prior, return_weights=return_weights))
+                                   attn_mask=log_prior, need_weights=need_weights))
     for a, b in zip(sm, ka, strict=True):
         close(a, b, 1e-10)
     close(softmax_log_weights(q, k, scale=scale).exp(),
-          kernel_log_weights(q, k, bandwidth=1 / math.sqrt(scale), log_prior=log_prior).exp(),
+          kernel_log_weights(q, k, bandwidth=1 / math.sqrt(scale), attn_mask=log_prior).exp(),
           1e-10)
 
 
@@ -415,9 +419,10 @@ def test_permuting_keys_with_values_and_mask_columns_changes_nothing(name, seed,
     q, k, v = randn(g, 4, 3), randn(g, 6, 3), randn(g, 6, 2)
     mask = torch.rand(4, 6, generator=g) < 0.6
     log_prior = randn(g, 4, 6)
-    out, w = masked_call(name, q, k, v, mask=mask, log_prior=log_prior, return_weights=True)
-    out_p, w_p = masked_call(name, q, k[perm], v[perm], mask=mask[:, perm],
-                             log_prior=log_prior[:, perm], return_weights=True)
+    prior = log_prior.masked_fill(~mask, -math.inf)
+    out, w = masked_call(name, q, k, v, attn_mask=prior, need_weights=True)
+    out_p, w_p = masked_call(name, q, k[perm], v[perm], attn_mask=prior[:, perm],
+                             need_weights=True)
     close(out_p, out, 1e-10)
     close(w_p, w[:, perm], 1e-12)
 
@@ -459,15 +464,15 @@ def _mask_with_empty_row(g, L=5, S=6):
     return mask
 
 
-@pytest.mark.parametrize("return_weights", [False, True], ids=["sdpa", "weights"])
+@pytest.mark.parametrize("need_weights", [False, True], ids=["sdpa", "weights"])
 @pytest.mark.parametrize("scale", [None, 0.4])
-def test_bool_mask_agrees_with_torch_sdpa(scale, return_weights):
+def test_bool_mask_agrees_with_torch_sdpa(scale, need_weights):
     g = gen_(15)
     q, k, v = randn(g, 2, 5, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 4)
     mask = _mask_with_empty_row(g)
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    out = as_tuple(softmax_attention(q, k, v, scale=scale, mask=mask,
-                                     return_weights=return_weights))[0]
+    out = as_tuple(softmax_attention(q, k, v, scale=scale, attn_mask=mask,
+                                     need_weights=need_weights))[0]
     close(out, expected, 1e-12)
     # and with a manual masked softmax (empty rows: output 0)
     s = 1 / math.sqrt(3) if scale is None else scale
@@ -478,36 +483,34 @@ def test_bool_mask_agrees_with_torch_sdpa(scale, return_weights):
     close(out, w @ v.numpy(), 1e-12)
 
 
-@pytest.mark.parametrize("return_weights", [False, True], ids=["sdpa", "weights"])
+@pytest.mark.parametrize("need_weights", [False, True], ids=["sdpa", "weights"])
 @pytest.mark.parametrize("name", MASKABLE)
-def test_neg_inf_log_prior_equals_mask(name, return_weights):
+def test_bool_mask_equals_neg_inf_float_mask(name, need_weights):
     g = gen_(16)
     q, k, v = randn(g, 2, 5, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 4)
     mask = _mask_with_empty_row(g)
-    log_prior = randn(g, 2, 5, 6)
-    by_mask = as_tuple(masked_call(name, q, k, v, mask=mask, log_prior=log_prior,
-                                   return_weights=return_weights))
-    log_prior_masked = log_prior.masked_fill(~mask, -math.inf)
-    by_prior = as_tuple(masked_call(name, q, k, v, log_prior=log_prior_masked,
-                                    return_weights=return_weights))
+    by_mask = as_tuple(masked_call(name, q, k, v, attn_mask=mask, need_weights=need_weights))
+    float_mask = torch.zeros(5, 6, dtype=DT).masked_fill(~mask, -math.inf)
+    by_prior = as_tuple(masked_call(name, q, k, v, attn_mask=float_mask,
+                                    need_weights=need_weights))
     for a, b in zip(by_mask, by_prior, strict=True):
         close(a, b, 1e-12)
 
 
-@pytest.mark.parametrize("return_weights", [False, True], ids=["sdpa", "weights"])
+@pytest.mark.parametrize("need_weights", [False, True], ids=["sdpa", "weights"])
 @pytest.mark.parametrize("name", MASKABLE)
-def test_query_with_no_allowed_key_gets_zero_output_and_weights(name, return_weights):
+def test_query_with_no_allowed_key_gets_zero_output_and_weights(name, need_weights):
     g = gen_(17)
     q, k, v = randn(g, 2, 5, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 4, scale=5.0) + 3.0
     mask = _mask_with_empty_row(g)
-    for kw in ({"mask": mask}, {"log_prior": torch.zeros(5, 6, dtype=DT).masked_fill(~mask,
-                                                                                    -math.inf)}):
-        res = as_tuple(masked_call(name, q, k, v, return_weights=return_weights, **kw))
+    for kw in ({"attn_mask": mask},
+               {"attn_mask": torch.zeros(5, 6, dtype=DT).masked_fill(~mask, -math.inf)}):
+        res = as_tuple(masked_call(name, q, k, v, need_weights=need_weights, **kw))
         out = res[0]
         assert torch.isfinite(out).all()
         assert (out[:, 0] == 0).all()
         assert (out[:, 1:].abs() > 0).all()  # the other rows are not zeroed
-        if return_weights:
+        if need_weights:
             w = res[1]
             assert torch.isfinite(w).all()
             assert (w[:, 0] == 0).all()
@@ -519,9 +522,9 @@ def test_query_with_no_allowed_key_gets_zero_output_and_weights(name, return_wei
         assert not torch.isnan(log_w).any()
 
 
-@pytest.mark.parametrize("return_weights", [False, True], ids=["output", "weights"])
+@pytest.mark.parametrize("need_weights", [False, True], ids=["output", "weights"])
 @pytest.mark.parametrize("kernel", COMPACT)
-def test_compact_kernel_falls_back_to_nearest_allowed_key(kernel, return_weights):
+def test_compact_kernel_falls_back_to_nearest_allowed_key(kernel, need_weights):
     g = gen_(18)
     k = randn(g, 6, 2)
     v = randn(g, 6, 3)
@@ -534,12 +537,12 @@ def test_compact_kernel_falls_back_to_nearest_allowed_key(kernel, return_weights
     expected_key = allowed_d2.argmin(-1)
     assert expected_key[1] != nearest[1]
     assert (allowed_d2[:3].min(-1).values > 1.0).all()  # nothing in range for the far queries
-    res = as_tuple(kernel_attention(q, k, v, kernel=kernel, bandwidth=1.0, mask=mask,
-                                    return_weights=return_weights))
+    res = as_tuple(kernel_attention(q, k, v, kernel=kernel, bandwidth=1.0, attn_mask=mask,
+                                    need_weights=need_weights))
     ref_near = normalise_rows(ref_kernel_matrix(kernel, q[3:], k, 1.0))
     close(res[0][:3], v[expected_key[:3]], 1e-12)
     close(res[0][3:], ref_near @ v.numpy(), 1e-12)  # queries with keys in range: unaffected
-    if return_weights:
+    if need_weights:
         close(res[1][:3], F.one_hot(expected_key[:3], 6).to(DT), 0.0)
         close(res[1][3:], ref_near, 1e-12)
 
@@ -550,11 +553,11 @@ def test_compact_kernel_fallback_ties_share_weight_equally(kernel):
     v = torch.tensor([[1.0], [2.0], [40.0], [80.0]], dtype=DT)
     q = torch.zeros(1, 2, dtype=DT)
     mask = torch.tensor([[True, True, True, False]])  # the 4th key also ties, but is masked
-    out, w = kernel_attention(q, k, v, kernel=kernel, bandwidth=1.0, mask=mask,
-                              return_weights=True)
+    out, w = kernel_attention(q, k, v, kernel=kernel, bandwidth=1.0, attn_mask=mask,
+                              need_weights=True)
     close(w, [[0.5, 0.5, 0.0, 0.0]], 0.0)
     close(out, [[1.5]], 1e-15)
-    out, w = kernel_attention(q, k, v, kernel=kernel, bandwidth=1.0, return_weights=True)
+    out, w = kernel_attention(q, k, v, kernel=kernel, bandwidth=1.0, need_weights=True)
     close(w, [[1 / 3, 1 / 3, 0.0, 1 / 3]], 1e-15)
 
 
@@ -565,21 +568,18 @@ MASK_BATCH_PARAMS = [
 ]
 
 
-@pytest.mark.parametrize("name,return_weights", MASK_BATCH_PARAMS)
-def test_mask_with_extra_batch_dims_broadcasts_or_is_rejected(name, return_weights):
-    """A mask ``(B, L, S)`` with unbatched q/k/v passes ``check_mask``; the result must then be
-    the per-mask results stacked (or a ValueError naming ``mask``), never a RuntimeError."""
+@pytest.mark.parametrize("name,need_weights", MASK_BATCH_PARAMS)
+def test_mask_with_extra_batch_dims_broadcasts(name, need_weights):
+    """A mask ``(B, L, S)`` with unbatched q/k/v joins the batch: the result is the per-mask
+    results stacked (decided behaviour: masks broadcast like SDPA's)."""
     g = gen_(19)
     q, k, v = randn(g, 4, 2), randn(g, 6, 2), randn(g, 6, 3)
     mask = torch.rand(2, 4, 6, generator=g) < 0.6
     mask[..., 0] = True
-    try:
-        res = as_tuple(masked_call(name, q, k, v, mask=mask, return_weights=return_weights))
-    except ValueError as err:
-        assert "mask" in str(err)
-        return
+    res = as_tuple(masked_call(name, q, k, v, attn_mask=mask, need_weights=need_weights))
+    assert res[0].shape == (2, 4, 3)
     for b in range(2):
-        ref = as_tuple(masked_call(name, q, k, v, mask=mask[b], return_weights=return_weights))
+        ref = as_tuple(masked_call(name, q, k, v, attn_mask=mask[b], need_weights=need_weights))
         for a, r in zip(res, ref, strict=True):
             close(a[b], r, 1e-12)
 
@@ -589,8 +589,9 @@ def test_mask_with_extra_batch_dims_broadcasts_or_is_rejected(name, return_weigh
 def test_weights_are_a_distribution_and_do_not_change_the_output(name):
     g = gen_(20)
     q, k, v = randn(g, 2, 5, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 4)
-    for kw in ({}, {"mask": _mask_with_empty_row(g), "log_prior": randn(g, 2, 5, 6)}):
-        out, w = masked_call(name, q, k, v, return_weights=True, **kw)
+    prior = randn(g, 2, 5, 6).masked_fill(~_mask_with_empty_row(g), -math.inf)
+    for kw in ({}, {"attn_mask": prior}):
+        out, w = masked_call(name, q, k, v, need_weights=True, **kw)
         assert (w >= 0).all()
         expected_sums = torch.ones(2, 5, dtype=DT)
         if kw:
@@ -608,10 +609,10 @@ def _float32_and_reference(x: torch.Tensor):
     return x32, x32.double()
 
 
-@pytest.mark.parametrize("return_weights", [False, True], ids=["sdpa", "weights"])
+@pytest.mark.parametrize("need_weights", [False, True], ids=["sdpa", "weights"])
 @pytest.mark.parametrize("magnitude", [1e3, 1e4])
 @pytest.mark.parametrize("name", MASKABLE)
-def test_float32_huge_scores_stay_finite_and_match_float64(name, magnitude, return_weights):
+def test_float32_huge_scores_stay_finite_and_match_float64(name, magnitude, need_weights):
     g = gen_(21)
     q = (torch.rand(2, 5, 4, generator=g, dtype=DT) * 2 - 1) * magnitude
     k = (torch.rand(2, 7, 4, generator=g, dtype=DT) * 2 - 1) * magnitude
@@ -621,24 +622,24 @@ def test_float32_huge_scores_stay_finite_and_match_float64(name, magnitude, retu
     mask[3] = False  # an empty row
     mask[4, :3] = False
     if name == "softmax":
-        call = partial(softmax_attention, scale=1.0, mask=mask)
+        call = partial(softmax_attention, scale=1.0, attn_mask=mask)
     else:  # bandwidth 1: every compact-kernel query falls back to its nearest key
         bw = 1e-2 if name == "von_mises_fisher" else 1.0  # vMF: logits cos / 1e-2
-        call = partial(kernel_attention, kernel=name, bandwidth=bw, mask=mask)
-    ref_out, ref_w = call(q64, k64, v64, return_weights=True)
-    res = as_tuple(call(q32, k32, v32, return_weights=return_weights))
+        call = partial(kernel_attention, kernel=name, bandwidth=bw, attn_mask=mask)
+    ref_out, ref_w = call(q64, k64, v64, need_weights=True)
+    res = as_tuple(call(q32, k32, v32, need_weights=need_weights))
     assert all(r.dtype == torch.float32 and torch.isfinite(r).all() for r in res)
     close(res[0].double(), ref_out, 1e-5)
-    if return_weights:
+    if need_weights:
         close(res[1].double(), ref_w, 1e-5)
     if name not in ("cauchy", "von_mises_fisher"):  # heavy-tailed / bounded logits
         # (near) one-hot, or empty: a well-conditioned answer
         assert ((ref_w.amax(-1) > 1 - 1e-9) | (ref_w.sum(-1) == 0)).all()
 
 
-@pytest.mark.parametrize("return_weights", [False, True], ids=["sdpa", "weights"])
+@pytest.mark.parametrize("need_weights", [False, True], ids=["sdpa", "weights"])
 @pytest.mark.parametrize("kernel", DISTANCE_KERNELS)
-def test_float32_distance_kernels_are_translation_invariant(kernel, return_weights):
+def test_float32_distance_kernels_are_translation_invariant(kernel, need_weights):
     """Distance kernels depend on q - k only: a common offset of 1e3 must not change the float32
     answer beyond float32 rounding of the inputs (which the reference shares, exactly)."""
     g = gen_(22)
@@ -648,38 +649,319 @@ def test_float32_distance_kernels_are_translation_invariant(kernel, return_weigh
     bw = 3.0 if kernel in COMPACT else 1.0  # compact kernels: keys in range
     ref = kernel_attention(q64 - offset, k64 - offset, v64, kernel=kernel, bandwidth=bw)
     out = as_tuple(kernel_attention(q32, k32, v32, kernel=kernel, bandwidth=bw,
-                                    return_weights=return_weights))[0]
+                                    need_weights=need_weights))[0]
     close(out.double(), ref, 1e-3)
 
 
 # ============================================================================ gradients
 @pytest.mark.parametrize("kernel", GP_KERNELS)
-def test_gp_attention_gradients_are_finite(kernel):
+def test_gp_attention_gradcheck(kernel):
     g = gen_(23)
-    q, k, v = randn(g, 4, 2), randn(g, 6, 2), randn(g, 6, 3)
-    for t in (q, k, v):
-        t.requires_grad_(True)
-    lengthscale = torch.tensor(1.2, dtype=DT, requires_grad=True)
-    mean, var = gp_attention(q, k, v, kernel=kernel, lengthscale=lengthscale,
-                             return_variance=True)
-    (mean.sum() + var.sum()).backward()
-    for t in (q, k, v, lengthscale):
-        assert torch.isfinite(t.grad).all()
+    q, k, v = randn(g, 3, 2), randn(g, 4, 2), randn(g, 4, 2)
+    lengthscale = torch.tensor(1.2, dtype=DT)
+    inputs = tuple(t.requires_grad_(True) for t in (q, k, v, lengthscale))
+
+    def fn(q, k, v, ls):
+        mean, var = gp_attention(q, k, v, kernel=kernel, lengthscale=ls, ridge=0.1,
+                                 return_variance=True)
+        return mean, var
+
+    assert torch.autograd.gradcheck(fn, inputs)
 
 
-@pytest.mark.parametrize(
-    "kernel", ["gaussian", "laplace", "cauchy", "epanechnikov", "von_mises_fisher"]
-)
-def test_kernel_attention_gradients_are_finite_when_a_query_equals_a_key(kernel):
+#: Kernels smooth in the query where a query equals a key (Laplace has a kink there).
+SMOOTH_AT_ZERO = ("gaussian", "cauchy", "epanechnikov", "von_mises_fisher")
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplace", "cauchy", "epanechnikov",
+                                    "von_mises_fisher"])
+def test_kernel_attention_gradcheck_when_a_query_equals_a_key(kernel):
+    """Where a query equals a key: gradcheck in the bandwidth and the values (and the query
+    for kernels smooth there); Laplace's gradient in the query is the finite one-sided 0 of
+    the safe sqrt, so only finiteness is checked for it."""
     g = gen_(24)
-    k, v = randn(g, 6, 2), randn(g, 6, 3)
-    q = k[:4].clone()
-    for t in (q, k, v):
-        t.requires_grad_(True)
+    k, v = randn(g, 5, 2), randn(g, 5, 2)
+    q = k[:3].clone()
     bandwidth = torch.tensor(_kernel_bw(kernel), dtype=DT, requires_grad=True)
+    v.requires_grad_(True)
+    if kernel in SMOOTH_AT_ZERO:
+        q.requires_grad_(True)
+        assert torch.autograd.gradcheck(
+            lambda q, v, h: kernel_attention(q, k, v, kernel=kernel, bandwidth=h), (q, v, bandwidth)
+        )
+        return
+    assert torch.autograd.gradcheck(
+        lambda v, h: kernel_attention(q, k, v, kernel=kernel, bandwidth=h), (v, bandwidth)
+    )
+    q.requires_grad_(True)
     kernel_attention(q, k, v, kernel=kernel, bandwidth=bandwidth).sum().backward()
-    for t in (q, k, v, bandwidth):
-        assert torch.isfinite(t.grad).all()
+    assert torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize("kernel", COMPACT)
+def test_compact_kernel_gradient_at_the_support_edge(kernel):
+    """Integer grid, bandwidth 1: key 2 lies exactly at r = 1 from the query (weight 0 for
+    Epanechnikov, the edge of the boxcar). The gradient is finite and equals the gradient with
+    that key treated as outside (the one-sided derivative from outside the support)."""
+    k = torch.tensor([[0.0], [0.5], [1.0]], dtype=DT)
+    v = torch.tensor([[1.0], [2.0], [4.0]], dtype=DT, requires_grad=True)
+    q = torch.zeros(1, 1, dtype=DT, requires_grad=True)
+    h = torch.tensor(1.0, dtype=DT, requires_grad=True)
+    out = kernel_attention(q, k, v, kernel=kernel, bandwidth=h)
+    grads = torch.autograd.grad(out.sum(), (q, h), allow_unused=True)
+    gq, gh = (torch.zeros_like(t) if g is None else g for g, t in zip(grads, (q, h), strict=True))
+    assert torch.isfinite(gq).all() and torch.isfinite(gh).all()
+    if kernel == "epanechnikov":  # the edge key has weight 0: same as masking it out
+        q2 = q.detach().clone().requires_grad_(True)
+        h2 = h.detach().clone().requires_grad_(True)
+        ref = kernel_attention(q2, k[:2], v[:2].detach(), kernel=kernel, bandwidth=h2)
+        close(out, ref, 1e-15)
+        rq, rh = torch.autograd.grad(ref.sum(), (q2, h2))
+        close(gq, rq, 1e-12)
+        close(gh, rh, 1e-12)
+    else:  # boxcar: piecewise constant weights, gradient 0
+        close(gq, torch.zeros(1, 1, dtype=DT), 0.0)
+
+
+def test_least_squares_and_linear_gradcheck():
+    g = gen_(26)
+    q, k, v = randn(g, 3, 2), randn(g, 5, 2), randn(g, 5, 2)
+    ridge = torch.tensor(0.4, dtype=DT)
+    mask = torch.ones(3, 5, dtype=torch.bool).tril(1)
+    inputs = tuple(t.requires_grad_(True) for t in (q, k, v, ridge))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, r: least_squares_attention(q, k, v, mask, ridge=r, return_variance=True),
+        inputs)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, r: least_squares_attention(q, k[:1], v[:1], ridge=r), inputs)  # dual
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: linear_attention(q, k, v, mask, feature_map="elu", normalize=True),
+        inputs[:3])
+
+
+# ============================================================================ kernel densities
+def test_kernel_log_density_matches_torch_distributions():
+    g = gen_(27)
+    x, loc = randn(g, 7, 1), randn(g, 7, 1)
+    h = torch.tensor(0.8, dtype=DT)
+    D = torch.distributions
+    expected = {
+        "gaussian": D.Normal(loc, h).log_prob(x)[:, 0],
+        "laplace": D.Laplace(loc, h).log_prob(x)[:, 0],
+        "cauchy": D.Cauchy(loc, h).log_prob(x)[:, 0],
+    }
+    for kernel, ref in expected.items():
+        close(Fn.kernel_log_density(x, loc, kernel=kernel, bandwidth=h), ref, 1e-12)
+    x3, loc3 = randn(g, 7, 3), randn(g, 7, 3)
+    h3 = torch.tensor([0.5, 1.0, 2.0], dtype=DT)
+    close(Fn.kernel_log_density(x3, loc3, kernel="gaussian", bandwidth=h3),
+          D.Normal(loc3, h3).log_prob(x3).sum(-1), 1e-12)
+    inside = torch.tensor([[0.3], [-0.7]], dtype=DT)  # boxcar in 1-D: Uniform(loc - h, loc + h)
+    close(Fn.kernel_log_density(inside, torch.zeros(2, 1, dtype=DT), kernel="boxcar",
+                                bandwidth=h),
+          D.Uniform(-h, h).log_prob(inside)[:, 0], 1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplace", "epanechnikov", "boxcar"])
+def test_kernel_log_density_integrates_to_one_in_two_dims(kernel):
+    """Riemann sum of exp(log-density) over a grid covering the (effective) support."""
+    h = 0.7
+    t = torch.linspace(-12 * h, 12 * h, 1201, dtype=DT)
+    xx, yy = torch.meshgrid(t, t, indexing="ij")
+    x = torch.stack([xx, yy], -1).reshape(-1, 2)
+    dens = Fn.kernel_log_density(x, torch.zeros(2, dtype=DT), kernel=kernel, bandwidth=h).exp()
+    total = float(dens.sum()) * float(t[1] - t[0]) ** 2
+    assert abs(total - 1.0) < (5e-3 if kernel == "boxcar" else 1e-3)
+
+
+def test_kernel_log_density_bandwidth_gradient_where_x_equals_loc():
+    """The Laplace density at x = loc: d/dh of -log Z(h) = -E / h, finite (no raw sqrt)."""
+    x = torch.zeros(1, 3, dtype=DT)
+    h = torch.tensor(0.9, dtype=DT, requires_grad=True)
+    for kernel in DISTANCE_KERNELS:
+        fn = partial(Fn.kernel_log_density, x, x, kernel=kernel,
+                     normalized=kernel != "cauchy")
+        assert torch.autograd.gradcheck(lambda h, fn=fn: fn(bandwidth=h), (h,))
+    (grad,) = torch.autograd.grad(
+        Fn.kernel_log_density(x, x, kernel="laplace", bandwidth=h).sum(), h)
+    close(grad, torch.tensor(-3 / 0.9, dtype=DT), 1e-12)
+
+
+# ============================================================================ SDPA conventions
+def test_is_causal_equals_the_explicit_top_left_mask():
+    g = gen_(28)
+    q, k, v = randn(g, 2, 4, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2)  # L < S: top-left
+    tril = torch.ones(4, 6, dtype=torch.bool).tril()
+    calls = [
+        partial(softmax_attention, scale=0.7),
+        partial(kernel_attention, bandwidth=1.3),
+        partial(kernel_attention, kernel="laplace", bandwidth=1.3),
+        partial(least_squares_attention, ridge=0.5),
+        partial(linear_attention, feature_map="elu", normalize=True),
+    ]
+    for fn in calls:
+        close(fn(q, k, v, is_causal=True), fn(q, k, v, attn_mask=tril), 1e-12)
+    # and the reference: each query by hand on its visible keys (softmax)
+    ref = torch.stack([softmax_attention(q[:, i : i + 1], k[:, : i + 1], v[:, : i + 1],
+                                         scale=0.7)[:, 0] for i in range(4)], 1)
+    close(softmax_attention(q, k, v, is_causal=True, scale=0.7), ref, 1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax", "gaussian", "laplace"])
+def test_dropout_is_unbiased_within_monte_carlo_error(name):
+    """SDPA's dropout rescales kept weights by 1 / (1 - p): the mean output over draws is the
+    output without dropout, within 5 standard errors per entry."""
+    torch.manual_seed(29)
+    g = gen_(29)
+    q, k, v = randn(g, 3, 2), randn(g, 5, 2), randn(g, 5, 2)
+    fn = partial(masked_call, name)
+    n = 4000
+    draws = torch.stack([fn(q, k, v, dropout_p=0.3) for _ in range(n)])
+    se = draws.std(0) / math.sqrt(n)
+    assert ((draws.mean(0) - fn(q, k, v)).abs() <= 5 * se).all()
+    assert (draws.std(0) > 0).all()  # dropout did something
+
+
+@pytest.mark.parametrize("rank", [2, 3, 5])
+@pytest.mark.parametrize("name", ["softmax", "gaussian", "von_mises_fisher"])
+def test_sdpa_sees_exactly_four_dims_for_any_batch_rank(name, rank, monkeypatch):
+    """SDPA's fused kernels (no L x S matrix) need 4-D inputs: every call reaches SDPA with
+    4-D tensors, and the answer equals the per-element reference."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dim(), k.dim(), v.dim(), None if kw.get("attn_mask") is None
+                     else kw["attn_mask"].dim()))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    g = gen_(30)
+    batch = {2: (), 3: (3,), 5: (2, 1, 3)}[rank]
+    q, k, v = randn(g, *batch, 4, 3), randn(g, *batch, 6, 3), randn(g, *batch, 6, 2)
+    out = masked_call(name, q, k, v)
+    assert seen and all(d == 4 for dims in seen for d in dims if d is not None)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", sdpa)
+    flat = (t.reshape(-1, *t.shape[-2:]) for t in (q, k, v))
+    ref = torch.stack([masked_call(name, a, b, c, need_weights=True)[0]
+                       for a, b, c in zip(*flat, strict=True)])
+    close(out.reshape(-1, 4, 2), ref, 1e-12)
+
+
+def test_validation_off_makes_no_host_sync(monkeypatch):
+    """With validation off no function converts a tensor to a Python value (a host sync)."""
+    g = gen_(31)
+    q, k, v = randn(g, 2, 4, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2)
+    mask = torch.ones(4, 6, dtype=torch.bool).tril(2)
+    bw, ridge = torch.tensor(1.2, dtype=DT), torch.tensor(0.5, dtype=DT)
+    calls = [
+        lambda: softmax_attention(q, k, v, mask, need_weights=True),
+        lambda: softmax_attention(q, k, v, mask.to(DT).log()),
+        lambda: kernel_attention(q, k, v, mask, bandwidth=bw),
+        lambda: kernel_attention(q, k, v, kernel="epanechnikov", bandwidth=bw),
+        lambda: least_squares_attention(q, k, v, mask, ridge=ridge, return_variance=True),
+        lambda: least_squares_attention(q, k, v, ridge=0.0, need_weights=True),
+        lambda: linear_attention(q, k, v, mask, feature_map="elu", normalize=True),
+        lambda: gp_attention(q, k, v, lengthscale=bw, return_variance=True),
+        lambda: softmax_least_squares_attention(q, k, v, ridge=0.5),
+    ]
+    expected = [fn() for fn in calls]
+
+    def sync(*args, **kwargs):
+        raise AssertionError("host sync")
+
+    for name in ("__bool__", "item", "__float__", "__int__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    Fn.set_validation(False)
+    try:
+        got = [fn() for fn in calls]
+    finally:
+        Fn.set_validation(True)
+        monkeypatch.undo()
+    for a, b in zip(got, expected, strict=True):
+        for x, y in zip(as_tuple(a), as_tuple(b), strict=True):
+            close(x, y, 1e-12)
+
+
+def test_validation_switch_and_per_call_override():
+    q, k, v = _qkv()
+    bad = q.clone()
+    bad[0, 0] = math.nan
+    with pytest.raises(ValueError, match="query contains NaN"):
+        kernel_attention(bad, k, v)
+    out = kernel_attention(bad, k, v, validate_args=False)  # documented: NaN propagates
+    assert torch.isnan(out[0]).all() and torch.isfinite(out[1:]).all()
+    Fn.set_validation(False)
+    try:
+        assert not Fn.is_validating()
+        with pytest.raises(ValueError, match="query contains NaN"):
+            kernel_attention(bad, k, v, validate_args=True)
+    finally:
+        Fn.set_validation(True)
+    with pytest.raises(TypeError, match="set_validation takes a bool"):
+        Fn.set_validation(0)
+
+
+def test_legacy_keywords_warn_and_agree():
+    g = gen_(32)
+    q, k, v = randn(g, 4, 3), randn(g, 6, 3), randn(g, 6, 2)
+    mask = torch.rand(4, 6, generator=g) < 0.7
+    mask[:, 0] = True
+    prior = randn(g, 4, 6)
+    with pytest.warns(FutureWarning, match="attn_mask"):
+        old = kernel_attention(q, k, v, mask=mask, log_prior=prior, return_weights=True)
+    new = kernel_attention(q, k, v, prior.masked_fill(~mask, -math.inf), need_weights=True)
+    for a, b in zip(old, new, strict=True):
+        close(a, b, 0.0)
+    with pytest.raises(TypeError, match="not with mask"):
+        softmax_attention(q, k, v, mask, log_prior=prior)
+
+
+# ============================================================================ numerics
+def test_least_squares_ridge_zero_is_stable_for_nearly_collinear_keys():
+    """cond(K) ~ 2e8: the normal equations (cond^2 ~ 4e16) lose every digit in float64; the
+    QR solve matches numpy's SVD-based lstsq. In float32 the system is numerically singular:
+    a named error."""
+    g = gen_(33)
+    base = randn(g, 40, 1)
+    k = torch.cat([base, base + 5e-9 * randn(g, 40, 1), randn(g, 40, 1)], 1)
+    w_true = torch.tensor([[1.0], [-2.0], [0.5]], dtype=DT)
+    v = k @ w_true + 1e-3 * randn(g, 40, 1)
+    q = randn(g, 5, 3)
+    assert np.linalg.cond(k.numpy()) > 1e8
+    ref = q.numpy() @ np.linalg.lstsq(k.numpy(), v.numpy(), rcond=None)[0]
+    close(least_squares_attention(q, k, v, ridge=0), ref, 0.0, 1e-6)
+    with pytest.raises(IllConditionedError, match="rank deficient in torch.float32"):
+        least_squares_attention(q.float(), k.float(), v.float(), ridge=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_solves_in_float32(dtype):
+    g = gen_(34)
+    q, k, v = (t.to(dtype) for t in (randn(g, 4, 3), randn(g, 8, 3), randn(g, 8, 2)))
+    for fn in (partial(least_squares_attention, ridge=0.5),
+               partial(gp_attention, lengthscale=1.5),
+               partial(softmax_least_squares_attention, ridge=0.5)):
+        out = fn(q, k, v)
+        ref = fn(q.double(), k.double(), v.double())  # the same rounded inputs, exactly
+        assert out.dtype == dtype
+        close(out.double(), ref, 4 * torch.finfo(dtype).eps * float(ref.abs().max()) + 1e-3)
+
+
+@pytest.mark.parametrize("fn_name", ["softmax", "kernel", "least_squares", "linear"])
+def test_torch_compile_fullgraph(fn_name):
+    torch._dynamo.reset()
+    fn = {
+        "softmax": partial(softmax_attention, scale=0.5),
+        "kernel": partial(kernel_attention, bandwidth=1.3),
+        "least_squares": partial(least_squares_attention, ridge=0.5),
+        "linear": partial(linear_attention, feature_map="elu", normalize=True),
+    }[fn_name]
+    g = gen_(35)
+    q, k, v = randn(g, 2, 4, 3), randn(g, 2, 6, 3), randn(g, 2, 6, 2)
+    mask = torch.ones(4, 6, dtype=torch.bool).tril(2)
+    compiled = torch.compile(fn, fullgraph=True, backend="eager")
+    close(compiled(q, k, v, mask), fn(q, k, v, mask), 1e-12)
 
 
 # ============================================================================ errors
@@ -814,27 +1096,50 @@ BAD_ARGUMENTS = {
                             r"unknown feature_map 'relu'"),
     "feature_map number": (linear_attention, {"feature_map": 3}, ValueError,
                            r"unknown feature_map 3"),
-    # masks and priors (L = 3, S = 4)
-    "float mask": (softmax_attention, {"mask": _mask((3, 4), DT)}, TypeError,
-                   r"mask must be a bool tensor"),
-    "int mask (kernel)": (kernel_attention, {"mask": _mask((3, 4), torch.int64)}, TypeError,
-                          r"mask must be a bool tensor"),
-    "mask not a tensor": (softmax_attention, {"mask": [[True] * 4] * 3}, TypeError,
-                          r"mask must be a torch\.Tensor"),
-    "mask shape": (softmax_attention, {"mask": _mask((4, 4))}, ValueError,
-                   r"mask of shape \(4, 4\) does not broadcast to \(\.\.\., L, S\)"),
-    "mask shape (kernel)": (kernel_attention, {"mask": _mask((3, 5))}, ValueError,
-                            r"mask of shape \(3, 5\) does not broadcast"),
-    "mask (L, S, 1)": (softmax_log_weights, {"mask": _mask((3, 4, 1))}, ValueError,
-                       r"mask of shape \(3, 4, 1\) does not broadcast"),
-    "mask shape (log weights)": (kernel_log_weights, {"mask": _mask((2, 4))}, ValueError,
-                                 r"mask of shape \(2, 4\)"),
-    "log_prior shape": (softmax_attention, {"log_prior": torch.zeros(3, 3, dtype=DT)},
-                        ValueError, r"log_prior of shape \(3, 3\) does not broadcast"),
-    "log_prior NaN": (kernel_attention, {"log_prior": torch.full((3, 4), math.nan, dtype=DT)},
-                      ValueError, r"log_prior contains NaN or \+inf"),
-    "log_prior bool": (softmax_attention, {"log_prior": _mask((3, 4))}, TypeError,
-                       r"log_prior must be a floating-point tensor"),
+    # masks (L = 3, S = 4)
+    "int mask": (softmax_attention, {"attn_mask": _mask((3, 4), torch.int64)}, TypeError,
+                 r"attn_mask must be bool \(True = takes part\) or floating point"),
+    "int mask (kernel)": (kernel_attention, {"attn_mask": _mask((3, 4), torch.int64)},
+                          TypeError, r"attn_mask must be bool"),
+    "mask not a tensor": (softmax_attention, {"attn_mask": [[True] * 4] * 3}, TypeError,
+                          r"attn_mask must be a torch\.Tensor"),
+    "mask shape": (softmax_attention, {"attn_mask": _mask((4, 4))}, ValueError,
+                   r"attn_mask of shape \(4, 4\) does not broadcast to \(\.\.\., L, S\)"),
+    "mask shape (kernel)": (kernel_attention, {"attn_mask": _mask((3, 5))}, ValueError,
+                            r"attn_mask of shape \(3, 5\) does not broadcast"),
+    "mask (L, S, 1)": (softmax_log_weights, {"attn_mask": _mask((3, 4, 1))}, ValueError,
+                       r"attn_mask of shape \(3, 4, 1\) does not broadcast"),
+    "mask shape (log weights)": (kernel_log_weights, {"attn_mask": _mask((2, 4))}, ValueError,
+                                 r"attn_mask of shape \(2, 4\)"),
+    "float mask shape": (softmax_attention, {"attn_mask": torch.zeros(3, 3, dtype=DT)},
+                         ValueError, r"attn_mask of shape \(3, 3\) does not broadcast"),
+    "float mask NaN": (kernel_attention, {"attn_mask": torch.full((3, 4), math.nan, dtype=DT)},
+                       ValueError, r"attn_mask contains NaN or \+inf"),
+    "float mask +inf": (softmax_attention, {"attn_mask": torch.full((3, 4), math.inf, dtype=DT)},
+                        ValueError, r"attn_mask contains NaN or \+inf"),
+    "float mask (least squares)": (least_squares_attention,
+                                   {"attn_mask": torch.zeros(3, 4, dtype=DT)}, TypeError,
+                                   r"no additive log-prior over keys"),
+    "float mask (linear)": (linear_attention, {"attn_mask": torch.zeros(3, 4, dtype=DT)},
+                            TypeError, r"no additive log-prior over keys"),
+    "mask and is_causal": (softmax_attention, {"attn_mask": _mask((3, 4)), "is_causal": True},
+                           ValueError, r"either attn_mask or is_causal"),
+    "dropout_p 1": (kernel_attention, {"dropout_p": 1.0}, ValueError, r"dropout_p must be"),
+    "dropout_p < 0": (least_squares_attention, {"dropout_p": -0.1}, ValueError,
+                      r"dropout_p must be"),
+    "unknown keyword": (softmax_attention, {"masks": _mask((3, 4))}, TypeError,
+                        r"unexpected keyword arguments \['masks'\]"),
+    "E = 0": (lambda q, k, v, **kw: softmax_attention(q[:, :0], k[:, :0], v), {}, ValueError,
+              r"E = 0"),
+    "E = 0 (least squares)": (lambda q, k, v, **kw: least_squares_attention(q[:, :0], k[:, :0],
+                                                                           v), {}, ValueError,
+                              r"E = 0"),
+    # float32 magnitudes that would overflow (named errors instead of NaN)
+    "bandwidth 1e-30 float32": (lambda q, k, v, **kw: kernel_attention(
+        q.float(), k.float(), v.float(), bandwidth=1e-30), {}, ValueError, r"overflow"),
+    "softmax 1e19 float32": (lambda q, k, v, **kw: softmax_attention(
+        q.float() * 1e19, k.float() * 1e19, v.float(), need_weights=True), {}, ValueError,
+        r"overflow"),
 }
 
 
@@ -847,12 +1152,13 @@ def test_bad_arguments_raise_naming_the_argument(case):
         fn(*args, **kwargs)
 
 
-def test_degenerate_systems_raise_value_errors():
+def test_degenerate_systems_raise_typed_errors():
     q, k, v = _qkv(S=4, E=2)
     k_dup = torch.cat([k[:2], k[:2]])
-    with pytest.raises(ValueError, match=r"K\^T K \+ ridge I is not positive definite"):
+    with pytest.raises(IllConditionedError, match=r"K is numerically rank deficient"):
         least_squares_attention(q, k[:, :1].expand(4, 2).contiguous(), v, ridge=0)
-    with pytest.raises(ValueError, match=r"k\(K, K\) \+ ridge I is not positive definite"):
+    with pytest.raises(NotPositiveDefiniteError,
+                       match=r"k\(K, K\) \+ ridge I is not positive definite"):
         gp_attention(q, k_dup, v, ridge=0)
     with pytest.raises(ValueError, match=r"return_variance needs ridge > 0"):
         least_squares_attention(q, k[:1], v[:1], ridge=0, return_variance=True)

@@ -29,6 +29,12 @@ from bayesattn.nn.training import predict_proba, train_classifier
 D64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global RNG state (inputs drawn without a generator)."""
+    torch.manual_seed(0)
+
+
 def _mha(kind, E=8, H=2, seed=0, **kw):
     torch.manual_seed(seed)
     kw.setdefault("batch_first", True)
@@ -125,6 +131,104 @@ def test_encoder_layer_loads_torch_state_dict():
         assert torch.allclose(got[keep], expect[keep], atol=1e-9)
 
 
+# ----------------------------------------------------------------------------- inside torch's
+def _torch_encoder_with(kind, seed=0, num_layers=2):
+    """torch's TransformerEncoder (float32, the fast path's dtype) with our self-attention."""
+    torch.manual_seed(seed)
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    layer.self_attn = MultiheadAttention(8, 2, batch_first=True, attention=kind)
+    with pytest.warns(UserWarning, match="_qkv_same_embed_dim"):  # declines nested tensors
+        encoder = torch.nn.TransformerEncoder(layer, num_layers)
+    return encoder
+
+
+def _eager_encoder(encoder, x, kpm):
+    """The same encoder (post-norm, relu) computed layer by layer from its submodules."""
+    for mod in encoder.layers:
+        a = mod.self_attn(x, x, x, key_padding_mask=kpm, need_weights=False)[0]
+        x = mod.norm1(x + a)
+        x = mod.norm2(x + mod.linear2(torch.relu(mod.linear1(x))))
+    return x
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_inside_torch_encoder_our_kind_is_computed(kind):
+    encoder = _torch_encoder_with(kind)
+    torch.manual_seed(1)
+    x = torch.randn(3, 5, 8)
+    kpm = torch.zeros(3, 5, dtype=torch.bool)
+    kpm[0, 3:] = True  # left-aligned padding: what torch's nested-tensor path would take
+    encoder.eval()
+    with torch.no_grad():
+        expect = _eager_encoder(encoder, x, kpm)
+    with torch.inference_mode():
+        got_inference = encoder(x, src_key_padding_mask=kpm)
+        got_unpadded = encoder(x)
+    with torch.no_grad():
+        got_no_grad = encoder(x, src_key_padding_mask=kpm)
+        expect_unpadded = _eager_encoder(encoder, x, None)
+    encoder.train()
+    got_train = encoder(x, src_key_padding_mask=kpm)
+    for got in (got_inference, got_no_grad, got_train):
+        assert torch.allclose(got, expect, atol=1e-5, rtol=0)
+    assert torch.allclose(got_unpadded, expect_unpadded, atol=1e-5, rtol=0)
+    if kind != "softmax":  # torch's fused softmax kernel would have given a different answer
+        softmax = _torch_encoder_with("softmax")
+        softmax.load_state_dict(encoder.state_dict(), strict=False)
+        softmax.eval()
+        with torch.inference_mode():
+            other = softmax(x, src_key_padding_mask=kpm)
+        assert (other - got_inference)[~kpm].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_inside_torch_decoder_layer(kind):
+    torch.manual_seed(2)
+    layer = torch.nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    layer.self_attn = MultiheadAttention(8, 2, batch_first=True, attention=kind)
+    layer.multihead_attn = MultiheadAttention(8, 2, batch_first=True, attention=kind)
+    tgt, memory = torch.randn(3, 4, 8), torch.randn(3, 6, 8)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(4)
+    mpm = torch.zeros(3, 6, dtype=torch.bool)
+    mpm[1, 4:] = True
+    layer.eval()
+    with torch.inference_mode():
+        got = layer(tgt, memory, tgt_mask=causal, tgt_is_causal=True,
+                    memory_key_padding_mask=mpm)
+    with torch.no_grad():
+        x = tgt
+        sa = layer.self_attn(x, x, x, attn_mask=causal, need_weights=False)[0]
+        x = layer.norm1(x + sa)
+        ca = layer.multihead_attn(x, memory, memory, key_padding_mask=mpm, need_weights=False)[0]
+        x = layer.norm2(x + ca)
+        expect = layer.norm3(x + layer.linear2(torch.relu(layer.linear1(x))))
+    assert torch.allclose(got, expect, atol=1e-5, rtol=0)
+    layer.train()
+    assert torch.allclose(layer(tgt, memory, tgt_mask=causal, memory_key_padding_mask=mpm),
+                          expect, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
+def test_strict_load_from_torch_mha(kind):
+    torch.manual_seed(3)
+    ref = torch.nn.MultiheadAttention(8, 2, batch_first=True, dtype=D64)
+    mine = MultiheadAttention(8, 2, batch_first=True, attention=kind, dtype=D64,
+                              bandwidth=1.5, ridge=0.5)
+    result = mine.load_state_dict(ref.state_dict())  # strict
+    assert not result.missing_keys and not result.unexpected_keys
+    for name, p in ref.state_dict().items():
+        assert torch.equal(mine.state_dict()[name], p)
+    if kind == "kernel":  # the extra parameters keep the constructor's values
+        assert math.isclose(mine.bandwidth.item(), 1.5, rel_tol=1e-12)
+    if kind == "least_squares":
+        assert math.isclose(mine.ridge.item(), 0.5, rel_tol=1e-12)
+    # a genuinely missing torch key is still an error
+    partial = dict(ref.state_dict())
+    del partial["in_proj_weight"]
+    with pytest.raises(RuntimeError, match="in_proj_weight"):
+        mine.load_state_dict(partial)
+
+
 # ----------------------------------------------------------------------------- functional forms
 def _sh_reference(q, k, v, ratios, lengths):
     """Attention-SH by explicit loops: per head, window means of real keys, softmax over them."""
@@ -169,9 +273,9 @@ def test_layer_equals_its_functional_form(kind):
     mask = (~kpm)[:, None, None, :]
     keep = mask.transpose(-1, -2).to(D64)  # (N, 1, S, 1)
     if kind == "softmax":
-        heads = BF.softmax_attention(q, k, v, mask=mask)
+        heads = BF.softmax_attention(q, k, v, attn_mask=mask)
     elif kind == "kernel":
-        heads = BF.kernel_attention(q, k, v, bandwidth=layer.bandwidth, mask=mask)
+        heads = BF.kernel_attention(q, k, v, attn_mask=mask, bandwidth=layer.bandwidth)
     elif kind == "least_squares":
         heads = BF.least_squares_attention(q, k * keep, v * keep, ridge=layer.ridge)
     elif kind == "linear":
@@ -197,10 +301,15 @@ def test_layer_equals_its_functional_form(kind):
     assert torch.allclose(out, _merge(layer, heads), atol=1e-10)
 
 
-def test_named_subclasses_fix_the_kind():
-    assert AttentionBN(8, 2).attention == "bn"
-    assert AttentionSH(8, 2, head_ratios=(1, 4)).head_ratios == (1, 4)
-    assert AttentionBNSH(8, 2).attention == "bn_sh"
+def test_named_subclasses_equal_the_kind_option():
+    x = torch.randn(2, 7, 8, dtype=D64)
+    for cls, kind in ((AttentionBN, "bn"), (AttentionSH, "sh"), (AttentionBNSH, "bn_sh")):
+        named = cls(8, 2, batch_first=True, dtype=D64, head_ratios=(1, 3))
+        generic = MultiheadAttention(8, 2, batch_first=True, dtype=D64, head_ratios=(1, 3),
+                                     attention=kind)
+        generic.load_state_dict(named.state_dict())
+        assert named.attention == kind
+        assert torch.equal(named(x, x, x)[0], generic(x, x, x)[0])
 
 
 def test_returned_weights_reproduce_the_output():
@@ -280,6 +389,12 @@ def test_bad_arguments_raise():
         MultiheadAttention(8, 2, attention="sh", head_ratios=(1, 0))
     with pytest.raises(ValueError, match="add_bias_kv"):
         MultiheadAttention(8, 2, attention="bn", add_bias_kv=True)
+    with pytest.raises(ValueError, match="bandwidth must be positive"):
+        MultiheadAttention(8, 2, attention="kernel", bandwidth=0.0)
+    with pytest.raises(ValueError, match="ridge must be positive and finite"):
+        MultiheadAttention(8, 2, attention="least_squares", ridge=math.inf)
+    with pytest.raises(TypeError, match="ridge must be a positive number"):
+        MultiheadAttention(8, 2, attention="least_squares", ridge=torch.tensor(1.0))
     layer = _mha("softmax")
     x = torch.randn(2, 4, 8, dtype=D64)
     with pytest.raises(ValueError, match="key_padding_mask"):
@@ -313,34 +428,23 @@ def test_shapes_batch_first_and_not(kind):
     assert torch.allclose(out_u, out1[0], atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["least_squares", "kernel"])
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
 def test_gradcheck(kind):
+    """Gradients in the inputs and in the learnable bandwidth / ridge, with padding."""
     layer = _mha(kind, E=4, H=2)
     x = torch.randn(2, 4, 4, dtype=D64, requires_grad=True)
     kpm = torch.tensor([[False, False, False, True], [False] * 4])
+    extra = {n: p.detach().clone().requires_grad_(True) for n, p in layer.named_parameters()
+             if n in MultiheadAttention._EXTRA_PARAMETERS}
 
-    def f(inp, log_scale):
-        if kind == "least_squares":
-            layer.log_ridge.data = log_scale.detach()
-        out, _ = layer(inp, inp, inp, key_padding_mask=kpm, need_weights=False)
+    def f(inp, *values):
+        params = dict(zip(extra, values, strict=True))
+        out, _ = torch.func.functional_call(
+            layer, params, (inp, inp, inp), {"key_padding_mask": kpm, "need_weights": False}
+        )
         return out
 
-    assert torch.autograd.gradcheck(lambda inp: f(inp, torch.tensor(0.0, dtype=D64)), (x,))
-    # gradient with respect to the learnable bandwidth / ridge as well
-    param = layer.log_ridge if kind == "least_squares" else layer.log_bandwidth
-
-    def g(p):
-        with torch.no_grad():
-            param.copy_(p)
-        return layer(x.detach(), x.detach(), x.detach(), need_weights=False)[0].sum()
-
-    p0 = param.detach().clone()
-    loss = layer(x.detach(), x.detach(), x.detach(), need_weights=False)[0].sum()
-    (grad,) = torch.autograd.grad(loss, param)
-    h = 1e-6
-    numeric = (g(p0 + h) - g(p0 - h)) / (2 * h)
-    g(p0)
-    assert torch.allclose(grad, numeric.detach(), rtol=1e-5, atol=1e-8)
+    assert torch.autograd.gradcheck(f, (x, *extra.values()))
 
 
 @pytest.mark.parametrize("kind", ATTENTION_KINDS)
@@ -366,7 +470,7 @@ def test_slot_attention_one_iteration_by_hand():
     kpm = torch.zeros(2, 6, dtype=torch.bool)
     kpm[1, 4:] = True
     slots0 = torch.randn(2, 3, 8, dtype=D64)
-    got, attn = layer(x, kpm, slots0, return_attention=True)
+    got, attn = layer(x, kpm, slots0, need_weights=True)
     xn = layer.norm_input(x)
     k, v = layer.to_k(xn), layer.to_v(xn)
     q = layer.to_q(layer.norm_slots(slots0))
@@ -393,7 +497,7 @@ def test_hopfield_retrieval():
     one = HopfieldRetrieval(beta=0.25)
     assert torch.allclose(one(noisy, patterns),
                           BF.softmax_attention(noisy, patterns, patterns, scale=0.25))
-    out, w = HopfieldRetrieval(beta=8.0, steps=3)(noisy, patterns, return_weights=True)
+    out, w = HopfieldRetrieval(beta=8.0, steps=3)(noisy, patterns, need_weights=True)
     assert torch.allclose(out, patterns[3:4], atol=1e-6) and w.argmax() == 3
     # beta -> 0: every pattern weighs the same, the state becomes the mean pattern
     assert torch.allclose(HopfieldRetrieval(beta=1e-12)(noisy, patterns), patterns.mean(0),

@@ -98,7 +98,7 @@ class LeastSquaresAttentionModel(_RegressionModel):
         p = self._fixed(params, key.dtype)
         mean, var = Fn.least_squares_attention(
             query, key, value, ridge=p["noise"] ** 2 / p["prior_scale"] ** 2,
-            noise=p["noise"] ** 2, return_variance=True,
+            noise=p["noise"], return_variance=True,
         )
         return {"mean": mean, "variance": var}
 

@@ -248,25 +248,8 @@ class KeySelectionModel(BayesianModel):
 
 
 def _kernel_log_normaliser(kernel: str, bandwidth, E: int):
-    """``log Z`` with ``int K(|(q - k) / h|) dq = Z`` in E dims, or None if not normalisable.
-
-    Gaussian ``(2 pi)^(E/2)``; Laplace ``2 pi^(E/2) Gamma(E) / Gamma(E/2)`` (the surface area
-    of the unit sphere times ``Gamma(E)``); Epanechnikov ``V_E 2 / (E + 2)``; boxcar ``V_E``
-    (``V_E = pi^(E/2) / Gamma(E/2 + 1)``, the unit-ball volume); Cauchy ``pi`` for E = 1 only;
-    each times ``prod(h)``.
-    """
-    bw = torch.as_tensor(bandwidth)
-    log_h = torch.log(bw).sum() if bw.dim() else E * torch.log(bw)
-    half = E / 2.0
-    log_ball = half * math.log(math.pi) - math.lgamma(half + 1)
-    const = {
-        "gaussian": half * math.log(2 * math.pi),
-        "laplace": math.log(2) + half * math.log(math.pi) + math.lgamma(E) - math.lgamma(half),
-        "epanechnikov": log_ball + math.log(2.0 / (E + 2)),
-        "boxcar": log_ball,
-        "cauchy": math.log(math.pi) if E == 1 else None,
-    }.get(kernel)
-    return None if const is None else const + log_h
+    """``log Z`` of the kernel density (:func:`bayesattn.functional.kernel_log_normaliser`)."""
+    return Fn.kernel_log_normaliser(kernel, bandwidth, E)
 
 
 class KernelAttentionModel(KeySelectionModel):
@@ -300,9 +283,11 @@ class KernelAttentionModel(KeySelectionModel):
         return {"bandwidth": self.bandwidth}
 
     def _log_weights(self, query, params, mask, log_prior):
+        if mask is not None and log_prior is not None:
+            log_prior, mask = log_prior.masked_fill(~mask, -math.inf), None
         return Fn.kernel_log_weights(
-            query, self.key, kernel=self.kernel, bandwidth=params["bandwidth"], mask=mask,
-            log_prior=log_prior,
+            query, self.key, log_prior if mask is None else mask, kernel=self.kernel,
+            bandwidth=params["bandwidth"],
         )
 
     def _selection_terms(self, query, params):
@@ -323,20 +308,8 @@ class KernelAttentionModel(KeySelectionModel):
             if self.kernel == "gaussian":
                 pyro.sample("query", dist.Normal(self.key[z], bw).to_event(1), obs=query)
                 return
-            k = self.key[z]  # (S?, L, E) under enumeration
-            if self.kernel == "von_mises_fisher":
-                cos = torch.nn.functional.cosine_similarity(query, k, dim=-1)
-                pyro.factor("query", cos / bw - log_z)
-                return
-            r2 = (((query - k) / bw) ** 2).sum(-1)
-            log_k = {
-                "laplace": lambda: -r2.sqrt(),
-                "cauchy": lambda: -torch.log1p(r2),
-                "epanechnikov": lambda: torch.where(
-                    r2 < 1, torch.log1p(-r2.clamp_max(1.0)), -math.inf
-                ),
-                "boxcar": lambda: torch.where(r2 <= 1, 0.0, -math.inf).to(r2.dtype),
-            }[self.kernel]()
+            log_k = Fn.kernel_log_density(query, self.key[z], kernel=self.kernel,
+                                          bandwidth=bw, normalized=False)
             pyro.factor("query", log_k - log_z)
 
         return prior, query_loglik
@@ -372,8 +345,10 @@ class SoftmaxAttentionModel(KeySelectionModel):
         return {"scale": self.scale}
 
     def _log_weights(self, query, params, mask, log_prior):
+        if mask is not None and log_prior is not None:
+            log_prior, mask = log_prior.masked_fill(~mask, -math.inf), None
         return Fn.softmax_log_weights(
-            query, self.key, scale=params["scale"], mask=mask, log_prior=log_prior
+            query, self.key, log_prior if mask is None else mask, scale=params["scale"]
         )
 
     def _selection_terms(self, query, params):

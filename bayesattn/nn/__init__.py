@@ -19,8 +19,6 @@ from .attention import (
     AttentionBNSH,
     AttentionSH,
     MultiheadAttention,
-    batch_normalized_query,
-    scaled_heads_pool,
 )
 from .bayesian import (
     BayesianMultiheadAttention,
@@ -28,6 +26,7 @@ from .bayesian import (
     predict_bayesian,
     train_svi,
 )
+from .bn_sh import batch_normalized_query, scaled_heads_pool
 from .layers import (
     AdditiveAttention,
     HopfieldRetrieval,

@@ -4,7 +4,7 @@
 :class:`torch.nn.MultiheadAttention`; with ``attention="softmax"`` it is a drop-in (same
 parameter names, same ``state_dict``, same outputs and weights). Other kinds replace the
 per-head scaled dot-product attention (Vaswani et al. 2017, eq. 1) by another posterior mean
-(DESIGN.md sections 1, 3 and 4):
+(docs/design.md, "Key-selection models", "Least-squares attention", "Support-vector view"):
 
 ==================  =====================================================================
 ``softmax``         :func:`bayesattn.functional.softmax_attention`, scale ``1/sqrt(d)``
@@ -34,11 +34,13 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import functional as BF
-from .._checks import check_choice
+from .. import functional as Fn
+from .._checks import check_choice, check_positive
+from .bn_sh import batch_normalized_query, default_ratios, scaled_heads_pool
+from .masks import bool_only, merge_masks, pad_masks, sdpa_mask
+from .projection import in_projection, split_heads
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -46,8 +48,6 @@ __all__ = [
     "AttentionBN",
     "AttentionSH",
     "AttentionBNSH",
-    "batch_normalized_query",
-    "scaled_heads_pool",
 ]
 
 #: Attention kinds accepted by :class:`MultiheadAttention`.
@@ -56,215 +56,25 @@ ATTENTION_KINDS = ("softmax", "kernel", "least_squares", "linear", "bn", "sh", "
 _SELECTION_KINDS = ("softmax", "kernel", "bn")
 
 
-# ----------------------------------------------------------------------------- masks
-def merge_masks(
-    attn_mask: torch.Tensor | None,
-    key_padding_mask: torch.Tensor | None,
-    *,
-    is_causal: bool,
-    batch: int,
-    num_heads: int,
-    L: int,
-    S: int,
-    dtype: torch.dtype,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Turn PyTorch-style masks into ``(allowed, log_prior)`` of shape ``(N|1, H|1, L, S)``.
-
-    ``allowed`` is bool, True where a query may attend (the convention of
-    :mod:`bayesattn.functional`); ``log_prior`` collects float masks (additive). Either may be
-    None.
-
-    Args:
-        attn_mask: ``(L, S)`` or ``(N * H, L, S)``; bool (True = not allowed) or float (added).
-        key_padding_mask: ``(N, S)``; bool (True = padded) or float (added).
-        is_causal: without ``attn_mask``, build the causal mask ``j <= i``.
-        batch, num_heads, L, S: the sizes the masks must match.
-        dtype: dtype of the float ``log_prior``.
-
-    Raises:
-        TypeError: a mask that is neither bool nor floating point.
-        ValueError: a mask of the wrong shape; ``is_causal`` with ``L != S``.
-    """
-    allowed = None
-    log_prior = None
-
-    def add(m: torch.Tensor, name: str):
-        nonlocal allowed, log_prior
-        if m.dtype == torch.bool:
-            allowed = ~m if allowed is None else allowed & ~m
-        elif m.is_floating_point():
-            m = m.to(dtype)
-            log_prior = m if log_prior is None else log_prior + m
-        else:
-            raise TypeError(f"{name} must be a bool or floating-point tensor, got {m.dtype}")
-
-    if attn_mask is not None:
-        if not isinstance(attn_mask, torch.Tensor):
-            raise TypeError(f"attn_mask must be a torch.Tensor, got {type(attn_mask).__name__}")
-        if attn_mask.dim() == 2 and tuple(attn_mask.shape) == (L, S):
-            add(attn_mask.view(1, 1, L, S), "attn_mask")
-        elif attn_mask.dim() == 3 and tuple(attn_mask.shape) == (batch * num_heads, L, S):
-            add(attn_mask.reshape(batch, num_heads, L, S), "attn_mask")
-        else:
-            raise ValueError(
-                f"attn_mask must have shape (L, S) = ({L}, {S}) or (N * H, L, S) = "
-                f"({batch * num_heads}, {L}, {S}), got {tuple(attn_mask.shape)}"
-            )
-    elif is_causal:
-        if L != S:
-            raise ValueError(f"is_causal needs L == S (self-attention), got L={L}, S={S}")
-        causal = torch.ones(L, S, dtype=torch.bool).triu(1)
-        add(causal.view(1, 1, L, S), "attn_mask")
-    if key_padding_mask is not None:
-        if not isinstance(key_padding_mask, torch.Tensor):
-            raise TypeError(
-                f"key_padding_mask must be a torch.Tensor, got {type(key_padding_mask).__name__}"
-            )
-        if tuple(key_padding_mask.shape) != (batch, S):
-            raise ValueError(
-                f"key_padding_mask must have shape (N, S) = ({batch}, {S}), "
-                f"got {tuple(key_padding_mask.shape)}"
-            )
-        add(key_padding_mask.reshape(batch, 1, 1, S), "key_padding_mask")
-    return allowed, log_prior
-
-
-def _bool_only(allowed, log_prior, kind: str):
-    """Fold a float mask of 0 / -inf into ``allowed``; other float masks are an error."""
-    if log_prior is None:
-        return allowed
-    finite = torch.isfinite(log_prior)
-    if bool((log_prior[finite] != 0).any()):
-        raise ValueError(
-            f"attention={kind!r} has no additive log-prior: float masks may only hold 0 and "
-            "-inf (use a bool mask)"
-        )
-    extra = ~torch.isneginf(log_prior)
-    return extra if allowed is None else allowed & extra
-
-
-def _key_only(allowed: torch.Tensor | None) -> bool:
-    """True when the mask is the same for every query (padding only)."""
-    return allowed is None or allowed.shape[-2] == 1 or bool(
-        (allowed == allowed[..., :1, :]).all()
-    )
-
-
-# ----------------------------------------------------------------------------- BN and SH
-def batch_normalized_query(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    allowed: torch.Tensor | None = None,
-    *,
-    mean_weight: float = 1.0,
-    eps: float = 1e-5,
-) -> torch.Tensor:
-    """The query of Attention-BN: ``q~_i = (q_i - w mu_i) / (s_i^2 + eps)`` (elementwise).
-
-    Attention-BN standardises queries and keys with the per-feature mean ``mu`` and (biased)
-    variance ``s^2`` of the keys and takes the dot product:
-    ``l_ij = sum_f (q_if - w mu_f) (k_jf - mu_f) / (s_f^2 + eps)``. Expanding,
-    ``l_ij = q~_i . k_j - q~_i . mu``; the second term is the same for every key of query
-    ``i`` and cancels in the softmax, so softmax attention with ``q~`` and the *raw* keys is
-    exactly softmax attention with both standardised. Our reading of Attention-BN (Nguyen et
-    al., ICLR 2023, arXiv 2406.13781, section 3: the SVR whose primal layer is batch-normalised);
-    in the key-selection model of DESIGN.md section 1 a diagonal (ARD) Gaussian kernel with
-    precision ``1 / s^2`` centred on the key mean.
-
-    The statistics of query ``i`` are those of the keys it may attend to (``allowed``): all real
-    keys of its sequence under padding alone; its past under a causal mask (so no information
-    flows from masked keys).
-
-    Args:
-        query: ``(..., L, d)``.
-        key: ``(..., S, d)``.
-        allowed: bool, broadcastable to ``(..., L, S)``; True where a query may attend
-            (default all).
-        mean_weight: ``w``, weight of the mean term (1 = full centring, 0 = scaling only).
-        eps: added to the variance.
-
-    Returns:
-        ``q~`` with the shape of ``query``; a query with no allowed key gets ``q / eps`` (its
-        output is 0 anyway).
-    """
-    if allowed is None:
-        mu = key.mean(-2, keepdim=True)
-        var = (key - mu).pow(2).mean(-2, keepdim=True)
-    else:
-        a = allowed.to(key.dtype)
-        n = a.sum(-1, keepdim=True).clamp_min(1.0)
-        mu = (a @ key) / n
-        var = ((a @ (key * key)) / n - mu * mu).clamp_min(0.0)
-    return (query - mean_weight * mu) / (var + eps)
-
-
-def scaled_heads_pool(
-    key: torch.Tensor,
-    value: torch.Tensor,
-    ratio: int,
-    key_valid: torch.Tensor | None = None,
-    allowed: torch.Tensor | None = None,
-):
-    """Mean-pool keys and values along the sequence in windows of ``ratio`` (Attention-SH).
-
-    Window ``m`` covers keys ``m r .. m r + r - 1`` (the last window may be shorter). A pooled
-    key/value is the mean of the *real* keys/values in its window; a window with none is
-    padded. A query may attend to a pooled key iff it may attend to every real key of the
-    window (so a causal mask stays causal). Our reading of Attention-SH (Nguyen et al., ICLR
-    2023, arXiv 2406.13781): each head fits its SVR on fewer training points (keys), here
-    ``ceil(S / r)`` window means; in the key-selection model, a compressed memory.
-
-    Args:
-        key: ``(N, h, S, d)``.
-        value: ``(N, h, S, dv)``.
-        ratio: positive int window length ``r``.
-        key_valid: bool ``(N, 1, S)`` (or broadcastable), True for real keys.
-        allowed: bool ``(N|1, h|1, L, S)``, True where a query may attend.
-
-    Returns:
-        ``(key (N, h, M, d), value (N, h, M, dv), pooled_valid (N|1, 1|h, M),
-        pooled_allowed (..., L, M) or None, spread (N, 1|h, S))`` with ``M = ceil(S / r)``;
-        ``spread[..., j]`` is the share of pooled key ``j // r`` that key ``j`` carries, so
-        that the weights on the original keys are ``w_pooled[..., j // r] * spread[..., j]``.
-    """
-    S = key.shape[-2]
-    M = math.ceil(S / ratio)
-    pad = M * ratio - S
-    if key_valid is None:
-        key_valid = torch.ones(1, 1, S, dtype=torch.bool, device=key.device)
-    valid = F.pad(key_valid.to(key.dtype), (0, pad))  # (N, 1, S + pad)
-    kw = F.pad(key, (0, 0, 0, pad)).unflatten(-2, (M, ratio))
-    vw = F.pad(value, (0, 0, 0, pad)).unflatten(-2, (M, ratio))
-    vwin = valid.unflatten(-1, (M, ratio))  # (N, 1, M, r)
-    count = vwin.sum(-1)  # (N, 1, M)
-    denom = count.clamp_min(1.0).unsqueeze(-1)
-    pooled_k = (kw * vwin.unsqueeze(-1)).sum(-2) / denom
-    pooled_v = (vw * vwin.unsqueeze(-1)).sum(-2) / denom
-    pooled_valid = count > 0
-    spread = (vwin / count.clamp_min(1.0).unsqueeze(-1)).flatten(-2)[..., :S]
-    pooled_allowed = None
-    if allowed is not None:
-        ok = allowed | ~key_valid.unsqueeze(-2).to(torch.bool)
-        ok = F.pad(ok, (0, pad), value=True).unflatten(-1, (M, ratio)).all(-1)
-        pooled_allowed = ok & pooled_valid.unsqueeze(-2)
-    return pooled_k, pooled_v, pooled_valid, pooled_allowed, spread
-
-
-def _default_ratios(num_heads: int) -> tuple[int, ...]:
-    """Half the heads see every key (ratio 1), the other half window means of 2 keys."""
-    return tuple(1 if h < (num_heads + 1) // 2 else 2 for h in range(num_heads))
-
-
 # ----------------------------------------------------------------------------- the layer
 class MultiheadAttention(nn.Module):
     """Multi-head attention with a choice of mechanism; a drop-in for torch's.
 
     ``MultiHead(Q, K, V) = Concat(head_1..head_H) W_O`` with
     ``head_h = Attn(Q W_Q^h, K W_K^h, V W_V^h)`` (Vaswani et al. 2017, section 3.2.2); in the
-    key-selection model each head has its own latent ``z`` (DESIGN.md section 1). ``Attn`` is
-    chosen by ``attention`` (see the module docstring for the kinds). With
+    key-selection model each head has its own latent ``z`` (docs/design.md, "Key-selection models").
+    ``Attn`` is chosen by ``attention`` (see the module docstring for the kinds). With
     ``attention="softmax"`` the parameters, ``state_dict``, outputs and weights are those of
     :class:`torch.nn.MultiheadAttention` (tested to 1e-9 in float64).
+
+    Inside torch's own modules: it can be assigned as ``self_attn`` / ``multihead_attn`` of
+    :class:`torch.nn.TransformerEncoderLayer`, :class:`torch.nn.TransformerEncoder` and
+    :class:`torch.nn.TransformerDecoderLayer`, and the chosen kind is computed in train and
+    eval mode, under ``no_grad`` and ``inference_mode``: the module reports
+    ``_qkv_same_embed_dim = False`` so that torch never replaces its forward by the fused
+    softmax fast path (see :attr:`_qkv_same_embed_dim`). ``load_state_dict`` accepts a
+    state_dict of :class:`torch.nn.MultiheadAttention` (strict) for every kind; the extra
+    parameters (``log_bandwidth``, ``log_ridge``) keep their initial values.
 
     Differences from torch, all documented here: a query with no allowed key outputs 0 (torch
     gives NaN); ``is_causal=True`` without ``attn_mask`` builds the causal mask (torch raises).
@@ -309,6 +119,44 @@ class MultiheadAttention(nn.Module):
 
     __constants__ = ["batch_first"]
 
+    #: Parameters that :class:`torch.nn.MultiheadAttention` does not have; a state_dict from
+    #: torch's module may lack them (they keep their initial values).
+    _EXTRA_PARAMETERS = ("log_bandwidth", "log_ridge")
+
+    @property
+    def _qkv_same_embed_dim(self) -> bool:
+        """Always False, so that torch's own modules never bypass :meth:`forward`.
+
+        ``torch.nn.TransformerEncoderLayer.forward`` (eval mode, no grad) runs its fused
+        softmax kernel on ``self_attn.in_proj_weight`` instead of calling ``self_attn`` when
+        this flag is True, and ``torch.nn.TransformerEncoder`` then converts padded inputs to
+        nested tensors. Both check this flag (torch 2.x, ``transformer.py``, the
+        ``why_not_sparsity_fast_path`` checks), so reporting False makes torch take its Python
+        path, which calls this module's forward: the chosen kind is always computed. The
+        weight layout is given by ``in_proj_weight is not None`` (packed, as torch's module
+        with ``kdim == vdim == embed_dim``). A side effect: ``torch.nn.TransformerEncoder``
+        built with ``enable_nested_tensor=True`` (its default) warns that it will not use
+        nested tensors.
+        """
+        return False
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+        error_msgs,
+    ):
+        """Load as :class:`torch.nn.Module` does, allowing only our extra parameters to be
+        missing (a state_dict of :class:`torch.nn.MultiheadAttention`): they keep their
+        current values (the constructor's ``bandwidth`` / ``ridge``)."""
+        n_before = len(missing_keys)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+            error_msgs,
+        )
+        extras = {prefix + name for name in self._EXTRA_PARAMETERS}
+        mine = missing_keys[n_before:]
+        del missing_keys[n_before:]
+        missing_keys.extend(k for k in mine if k not in extras)
+
     def __init__(
         self,
         embed_dim: int,
@@ -340,7 +188,7 @@ class MultiheadAttention(nn.Module):
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         attention = check_choice("attention", attention, ATTENTION_KINDS)
-        kernel = check_choice("kernel", kernel, BF.KERNELS)
+        kernel = check_choice("kernel", kernel, Fn.KERNELS)
         if (add_bias_kv or add_zero_attn) and attention in ("bn", "sh", "bn_sh"):
             raise ValueError(f"add_bias_kv / add_zero_attn are not defined for {attention!r}")
         factory = {"device": device, "dtype": dtype}
@@ -348,14 +196,14 @@ class MultiheadAttention(nn.Module):
         self.embed_dim = embed_dim
         self.kdim = kdim if kdim is not None else embed_dim
         self.vdim = vdim if vdim is not None else embed_dim
-        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        packed = self.kdim == embed_dim and self.vdim == embed_dim
         self.num_heads = num_heads
         self.dropout = float(dropout)
         self.batch_first = batch_first
         self.head_dim = embed_dim // num_heads
         self.attention = attention
         self.kernel = kernel
-        if self._qkv_same_embed_dim:
+        if packed:
             self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **factory))
             self.register_parameter("q_proj_weight", None)
             self.register_parameter("k_proj_weight", None)
@@ -379,14 +227,16 @@ class MultiheadAttention(nn.Module):
 
         if attention == "kernel":
             bw = self.head_dim**0.25 if bandwidth is None else bandwidth
-            if not (isinstance(bw, int | float) and math.isfinite(bw) and bw > 0):
-                raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
+            if isinstance(bw, torch.Tensor):
+                raise TypeError("bandwidth must be a positive number (the initial value)")
+            bw = check_positive("bandwidth", bw)
             self.log_bandwidth = nn.Parameter(torch.tensor(math.log(bw), **factory))
         if attention == "least_squares":
-            if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge > 0):
-                raise ValueError(f"ridge must be a positive number, got {ridge!r}")
+            if isinstance(ridge, torch.Tensor):
+                raise TypeError("ridge must be a positive number (the initial value)")
+            ridge = check_positive("ridge", ridge)
             self.log_ridge = nn.Parameter(torch.tensor(math.log(ridge), **factory))
-        ratios = _default_ratios(num_heads) if head_ratios is None else tuple(head_ratios)
+        ratios = default_ratios(num_heads) if head_ratios is None else tuple(head_ratios)
         if len(ratios) != num_heads or not all(
             isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ratios
         ):
@@ -400,7 +250,7 @@ class MultiheadAttention(nn.Module):
 
     def _reset_parameters(self) -> None:
         """Initialise as torch does: Xavier-uniform projections, zero biases."""
-        if self._qkv_same_embed_dim:
+        if self.in_proj_weight is not None:
             nn.init.xavier_uniform_(self.in_proj_weight)
         else:
             nn.init.xavier_uniform_(self.q_proj_weight)
@@ -435,19 +285,13 @@ class MultiheadAttention(nn.Module):
     # ------------------------------------------------------------------ projections
     def in_projection(self, query, key, value):
         """Project ``(N, L, E)``, ``(N, S, kdim)``, ``(N, S, vdim)`` to ``(N, ., E)`` each."""
-        E = self.embed_dim
-        b_q = b_k = b_v = None
-        if self.in_proj_bias is not None:
-            b_q, b_k, b_v = self.in_proj_bias.split(E)
-        if self._qkv_same_embed_dim:
-            w_q, w_k, w_v = self.in_proj_weight.split(E)
-        else:
-            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
-        return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+        return in_projection(
+            query, key, value, self.embed_dim, self.in_proj_weight, self.in_proj_bias,
+            self.q_proj_weight, self.k_proj_weight, self.v_proj_weight,
+        )
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        N, T, _ = x.shape
-        return x.view(N, T, self.num_heads, self.head_dim).transpose(1, 2)
+        return split_heads(x, self.num_heads)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -496,12 +340,12 @@ class MultiheadAttention(nn.Module):
         if self.bias_k is not None:
             k = torch.cat([k, self.bias_k.expand(N, 1, -1)], dim=1)
             v = torch.cat([v, self.bias_v.expand(N, 1, -1)], dim=1)
-            attn_mask, key_padding_mask = _pad_masks(attn_mask, key_padding_mask)
+            attn_mask, key_padding_mask = pad_masks(attn_mask, key_padding_mask)
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
         if self.add_zero_attn:
             k = torch.cat([k, k.new_zeros(N, self.num_heads, 1, self.head_dim)], dim=2)
             v = torch.cat([v, v.new_zeros(N, self.num_heads, 1, self.head_dim)], dim=2)
-            attn_mask, key_padding_mask = _pad_masks(attn_mask, key_padding_mask)
+            attn_mask, key_padding_mask = pad_masks(attn_mask, key_padding_mask)
         S = k.shape[2]
         allowed, log_prior = merge_masks(
             attn_mask, key_padding_mask, is_causal=is_causal, batch=N,
@@ -570,14 +414,14 @@ class MultiheadAttention(nn.Module):
         kind = self.attention
         drop = self.dropout if self.training else 0.0
         if kind in ("least_squares", "linear"):
-            allowed = _bool_only(allowed, log_prior, kind)
-            if drop > 0:
-                N, H, S = q.shape[0], q.shape[1], k.shape[2]
-                keep = torch.rand(N, H, 1, S, device=q.device) >= drop
-                allowed = keep if allowed is None else allowed & keep
+            allowed = bool_only(allowed, log_prior, kind)
             if kind == "least_squares":
-                return self._least_squares(q, k, v, allowed, need_weights)
-            return self._linear(q, k, v, allowed, need_weights)
+                res = Fn.least_squares_attention(q, k, v, allowed, drop, ridge=self.ridge,
+                                                 need_weights=need_weights)
+            else:
+                res = Fn.linear_attention(q, k, v, allowed, drop, feature_map="elu",
+                                          normalize=True, need_weights=need_weights)
+            return res if need_weights else (res, None)
         if kind in ("bn", "bn_sh"):
             stats = allowed
             if log_prior is not None:
@@ -587,63 +431,15 @@ class MultiheadAttention(nn.Module):
                 q, k, stats, mean_weight=self.bn_mean_weight, eps=self.bn_eps
             )
         if kind in ("sh", "bn_sh"):
-            allowed = _bool_only(allowed, log_prior, kind)
+            allowed = bool_only(allowed, log_prior, kind)
             return self._scaled_heads(q, k, v, allowed, key_valid, need_weights, drop)
+        mask = sdpa_mask(allowed, log_prior)
         if kind == "kernel":
-            kw = {"kernel": self.kernel, "bandwidth": self.bandwidth}
-            log_weights_fn, attention_fn = BF.kernel_log_weights, BF.kernel_attention
+            res = Fn.kernel_attention(q, k, v, mask, drop, kernel=self.kernel,
+                                      bandwidth=self.bandwidth, need_weights=need_weights)
         else:
-            kw = {}
-            log_weights_fn, attention_fn = BF.softmax_log_weights, BF.softmax_attention
-        if need_weights or drop > 0:
-            weights = log_weights_fn(q, k, mask=allowed, log_prior=log_prior, **kw).exp()
-            if drop > 0:
-                weights = F.dropout(weights, drop)
-            return weights @ v, weights
-        return attention_fn(q, k, v, mask=allowed, log_prior=log_prior, **kw), None
-
-    def _least_squares(self, q, k, v, allowed, need_weights):
-        ridge = self.ridge
-        if _key_only(allowed):
-            m = None if allowed is None else allowed[..., :1, :].transpose(-1, -2).to(k.dtype)
-            k0, v0 = (k, v) if m is None else (k * m, v * m)
-            out = BF.least_squares_attention(q, k0, v0, ridge=ridge)
-            weights = None
-            if need_weights:
-                eye = torch.eye(k.shape[-2], dtype=k.dtype, device=k.device)
-                eye = eye if m is None else eye * m
-                weights = BF.least_squares_attention(q, k0, eye, ridge=ridge)
-            return out, weights
-        # a per-query mask: query i regresses on the keys it may attend to
-        m = allowed.unsqueeze(-1).to(k.dtype)  # (., ., L, S, 1)
-        k_i, v_i = k.unsqueeze(-3) * m, v.unsqueeze(-3) * m  # (N, H, L, S, d)
-        out = BF.least_squares_attention(q.unsqueeze(-2), k_i, v_i, ridge=ridge).squeeze(-2)
-        weights = None
-        if need_weights:
-            eye = torch.eye(k.shape[-2], dtype=k.dtype, device=k.device) * m
-            weights = BF.least_squares_attention(q.unsqueeze(-2), k_i, eye, ridge=ridge)
-            weights = weights.squeeze(-2)
-        return out, weights
-
-    def _linear(self, q, k, v, allowed, need_weights):
-        d = v.shape[-1]
-        aug = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # numerator | normaliser
-        if need_weights:
-            eye = torch.eye(k.shape[-2], dtype=k.dtype, device=k.device)
-            aug = torch.cat([aug, eye.expand(*v.shape[:-1], -1)], dim=-1)
-        if _key_only(allowed):
-            m = None if allowed is None else allowed[..., :1, :].transpose(-1, -2).to(k.dtype)
-            raw = BF.linear_attention(q, k, aug if m is None else aug * m, feature_map="elu")
-        else:
-            m = allowed.unsqueeze(-1).to(k.dtype)
-            raw = BF.linear_attention(
-                q.unsqueeze(-2), k.unsqueeze(-3), aug.unsqueeze(-3) * m, feature_map="elu"
-            ).squeeze(-2)
-        denom = raw[..., d : d + 1]
-        safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-        scaled = torch.where(denom > 0, raw / safe, torch.zeros_like(raw))
-        weights = scaled[..., d + 1 :] if need_weights else None
-        return scaled[..., :d], weights
+            res = Fn.softmax_attention(q, k, v, mask, drop, need_weights=need_weights)
+        return res if need_weights else (res, None)
 
     def _scaled_heads(self, q, k, v, allowed, key_valid, need_weights, drop):
         N, H, L, d = q.shape
@@ -662,26 +458,13 @@ class MultiheadAttention(nn.Module):
             if pallowed is None and key_valid is not None:
                 pallowed = pvalid.unsqueeze(-2)  # (N, 1, 1, M)
             qh = q.index_select(1, idx)
-            if need_weights or drop > 0:
-                w = BF.softmax_log_weights(qh, kp, mask=pallowed).exp()
-                if drop > 0:
-                    w = F.dropout(w, drop)
-                out[:, idx] = w @ vp
-                if need_weights:
-                    full = w.repeat_interleave(ratio, dim=-1)[..., :S] * spread.unsqueeze(-2)
-                    weights[:, idx] = full
+            res = Fn.softmax_attention(qh, kp, vp, pallowed, drop, need_weights=need_weights)
+            if need_weights:
+                out[:, idx], w = res
+                weights[:, idx] = w.repeat_interleave(ratio, dim=-1)[..., :S] * spread.unsqueeze(-2)
             else:
-                out[:, idx] = BF.softmax_attention(qh, kp, vp, mask=pallowed)
+                out[:, idx] = res
         return out, weights
-
-
-def _pad_masks(attn_mask, key_padding_mask):
-    """Allow attention to one appended key (torch's ``add_bias_kv`` / ``add_zero_attn``)."""
-    if attn_mask is not None:
-        attn_mask = F.pad(attn_mask, (0, 1))
-    if key_padding_mask is not None:
-        key_padding_mask = F.pad(key_padding_mask, (0, 1))
-    return attn_mask, key_padding_mask
 
 
 class AttentionBN(MultiheadAttention):

@@ -44,13 +44,14 @@ from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 from torch import nn
-from tqdm import tqdm
 
-from .. import functional as BF
+from .. import functional as Fn
 from .._checks import check_choice
-from .attention import merge_masks
+from ..functional._core import _log_normalise
+from .masks import merge_masks, sdpa_mask
 from .metrics import predictive_uncertainty
-from .training import check_sequence_data, iterate_minibatches
+from .projection import in_projection, split_heads
+from .training import check_sequence_data, iterate_minibatches, minibatch_descent
 from .transformer import TransformerClassifier
 
 __all__ = [
@@ -70,15 +71,17 @@ _names = itertools.count()
 
 
 def lognormal_kl(mu_q, sigma_q, mu_p, sigma_p):
-    """``KL(LogNormal(mu_q, sigma_q) || LogNormal(mu_p, sigma_p))`` (= the KL of the normals).
+    """``KL(LogNormal(mu_q, sigma_q) || LogNormal(mu_p, sigma_p))``, elementwise.
 
-    ``log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2``.
+    Computed by :func:`torch.distributions.kl_divergence` (the KL is invariant under the
+    shared ``exp`` transform, so it equals the KL of the underlying normals:
+    ``log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2``).
+    ``mu_*`` tensors, ``sigma_*`` positive numbers or tensors.
     """
-    return (
-        math.log(sigma_p / sigma_q)
-        + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2 * sigma_p**2)
-        - 0.5
-    )
+    D = torch.distributions
+    sigma_q = torch.as_tensor(sigma_q, dtype=mu_q.dtype)
+    sigma_p = torch.as_tensor(sigma_p, dtype=mu_q.dtype)
+    return D.kl_divergence(D.LogNormal(mu_q, sigma_q), D.LogNormal(mu_p, sigma_p))
 
 
 def weibull_gamma_kl(k, log_lam, alpha, log_beta):
@@ -98,14 +101,6 @@ def weibull_gamma_kl(k, log_lam, alpha, log_beta):
         - alpha * log_beta
         + math.lgamma(alpha)
     )
-
-
-def _log_normalise(logits: torch.Tensor) -> torch.Tensor:
-    """log-softmax over keys; an all ``-inf`` row stays all ``-inf`` (no allowed key)."""
-    row_max = logits.amax(-1, keepdim=True)
-    empty = torch.isneginf(row_max)
-    out = torch.log_softmax(logits.masked_fill(empty, 0.0), dim=-1)
-    return out.masked_fill(empty, -math.inf)
 
 
 class BayesianMultiheadAttention(PyroModule):
@@ -258,25 +253,18 @@ class BayesianMultiheadAttention(PyroModule):
         if E != self.embed_dim or key.shape[-1] != E or value.shape[-1] != E:
             raise ValueError(f"query, key and value must have {self.embed_dim} features")
         H, d = self.num_heads, self.head_dim
-        w_q, w_k, w_v = self.in_proj_weight.split(E)
-        b_q = b_k = b_v = None
-        if self.in_proj_bias is not None:
-            b_q, b_k, b_v = self.in_proj_bias.split(E)
-
-        def heads(x, w, b):
-            return nn.functional.linear(x, w, b).view(N, -1, H, d).transpose(1, 2)
-
-        q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+        q, k, v = (split_heads(t, H) for t in in_projection(
+            query, key, value, E, self.in_proj_weight, self.in_proj_bias))
         allowed, log_prior = merge_masks(
             attn_mask, key_padding_mask, is_causal=is_causal, batch=N, num_heads=H, L=L, S=S,
             dtype=q.dtype,
         )
         scale = torch.exp(-self.log_temperature).view(1, H, 1, 1) / math.sqrt(d)
-        phi = BF.softmax_log_weights(q * scale, k, scale=1.0, mask=allowed, log_prior=log_prior)
+        phi = Fn.softmax_log_weights(q * scale, k, sdpa_mask(allowed, log_prior), scale=1.0)
         prior_logits = self.prior_net(k).squeeze(-1).unsqueeze(-2)  # (N, H, 1, S)
-        theta = BF.softmax_log_weights(
-            q.new_zeros(N, H, L, 1), q.new_zeros(N, H, S, 1), mask=allowed,
-            log_prior=prior_logits if log_prior is None else prior_logits + log_prior,
+        theta = Fn.softmax_log_weights(
+            q.new_zeros(N, H, L, 1), q.new_zeros(N, H, S, 1),
+            sdpa_mask(allowed, prior_logits if log_prior is None else prior_logits + log_prior),
         )
         keep = torch.isfinite(phi)  # allowed entries (N, H, L, S)
         phi0 = torch.where(keep, phi, torch.zeros_like(phi))
@@ -572,32 +560,18 @@ def train_svi(
     own = [(n, p) for n, p in store.named_parameters() if n.startswith(mine) or is_guide_param(n)]
     point = [p for n, p in own if n.startswith(mine)]
     variational = [p for n, p in own if not n.startswith(mine)]
-    opt = torch.optim.AdamW([{"params": point, "weight_decay": weight_decay},
-                             {"params": variational, "weight_decay": 0.0}], lr=lr)
-    steps = epochs * math.ceil(N / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    params = point + variational
-    losses = []
-    warm_steps = kl_warmup * steps
-    step = 0
-    bar = tqdm(range(epochs), desc="svi", disable=not progress, leave=False)
+    warm_steps = kl_warmup * math.ceil(N / batch_size) * epochs
+
+    def anneal(step, _):
+        model.kl_anneal = min(1.0, step / warm_steps) if warm_steps else 1.0
+
     try:
-        for _ in bar:
-            total = 0.0
-            for _, xb, pm, yb in iterate_minibatches(x, padding_mask, y, batch_size,
-                                                     shuffle=True, generator=gen):
-                step += 1
-                model.kl_anneal = min(1.0, step / warm_steps) if warm_steps else 1.0
-                loss = loss_fn(xb, pm, yb)
-                opt.zero_grad()
-                loss.backward()
-                if clip_norm:
-                    nn.utils.clip_grad_norm_(params, clip_norm)
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * yb.shape[0]
-            losses.append(total / N)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        losses = minibatch_descent(
+            [{"params": point, "weight_decay": weight_decay},
+             {"params": variational, "weight_decay": 0.0}], loss_fn, x, padding_mask, y,
+            epochs=epochs, batch_size=batch_size, lr=lr, clip_norm=clip_norm, generator=gen,
+            progress=progress, desc="svi", before_step=anneal,
+        )
     finally:
         model.kl_anneal = 1.0
     model.eval()

@@ -1,7 +1,7 @@
 """Further attention layers on :mod:`bayesattn.functional`.
 
 * :class:`SlotAttention` (Locatello et al. 2020): reversed selection, the softmax runs over
-  slots; an amortised EM (DESIGN.md section 2).
+  slots; an amortised EM (docs/design.md, "Reversed selection").
 * :class:`HopfieldRetrieval` (Ramsauer et al. 2021): iterated posterior mean with keys =
   values = stored patterns.
 * :class:`AdditiveAttention` (Bahdanau, Cho & Bengio 2015): key selection whose log-prior is
@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from .. import functional as BF
+from .. import functional as Fn
 
 __all__ = [
     "SlotAttention",
@@ -41,8 +41,9 @@ class SlotAttention(nn.Module):
 
     ``K`` slots compete for ``N`` inputs. Each iteration: ``attn = softmax over slots of
     k(x_j) . q(slot_k) / sqrt(D)`` (inputs pick slots: the reversed key-selection model of
-    DESIGN.md section 2, computed as :func:`bayesattn.functional.softmax_log_weights` with the
-    inputs as queries and the slots as keys), ``attn += eps``, the update is the
+    docs/design.md, "Reversed selection", computed as
+    :func:`bayesattn.functional.softmax_log_weights` with the inputs as queries and the slots as
+    keys), ``attn += eps``, the update is the
     attention-weighted *mean* of ``v(x_j)`` per slot (the EM M-step), followed by a
     ``GRUCell`` and a residual MLP (the amortised update). Padded inputs get zero attention.
 
@@ -97,7 +98,7 @@ class SlotAttention(nn.Module):
             padding_mask: ``(B, N)`` bool, True at padded inputs.
         """
         q = self.to_q(slots)
-        attn = BF.softmax_log_weights(inputs_k, q, scale=1.0 / math.sqrt(self.dim)).exp()
+        attn = Fn.softmax_log_weights(inputs_k, q, scale=1.0 / math.sqrt(self.dim)).exp()
         if padding_mask is not None:
             attn = attn.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         return attn
@@ -109,7 +110,7 @@ class SlotAttention(nn.Module):
         slots: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
-        return_attention: bool = False,
+        need_weights: bool = False,
     ):
         """Bind ``K`` slots to the inputs.
 
@@ -118,7 +119,7 @@ class SlotAttention(nn.Module):
             padding_mask: ``(B, N)`` bool, True at padded inputs.
             slots: initial slots ``(B, K, D)``; default a draw from ``N(mu, sigma^2)``.
             generator: random generator for the initial draw.
-            return_attention: also return the last responsibilities ``(B, N, K)``.
+            need_weights: also return the last responsibilities ``(B, N, K)``.
 
         Returns:
             slots ``(B, K, D)`` (and the attention).
@@ -154,7 +155,7 @@ class SlotAttention(nn.Module):
             slots = self.gru(updates.reshape(-1, self.dim), prev.reshape(-1, self.dim))
             slots = slots.view(B, self.num_slots, self.dim)
             slots = slots + self.mlp(self.norm_mlp(slots))
-        return (slots, attn) if return_attention else slots
+        return (slots, attn) if need_weights else slots
 
 
 class HopfieldRetrieval(nn.Module):
@@ -164,8 +165,8 @@ class HopfieldRetrieval(nn.Module):
     as rows, applied ``steps`` times to each state pattern. Each step is
     :func:`bayesattn.functional.softmax_attention` with keys = values = ``X`` and
     ``scale = beta``: the posterior mean of the key-selection model with ``sigma^2 = 1/beta``
-    (DESIGN.md section 2). Large ``beta`` retrieves single patterns; small ``beta`` averages
-    (metastable states).
+    (docs/design.md, "Reversed selection"). Large ``beta`` retrieves single patterns; small ``beta``
+    averages (metastable states).
 
     Args:
         beta: inverse temperature, positive (default ``1/sqrt(E)`` at call time).
@@ -203,7 +204,7 @@ class HopfieldRetrieval(nn.Module):
         patterns: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         *,
-        return_weights: bool = False,
+        need_weights: bool = False,
     ):
         """Retrieve: ``state (..., L, E)`` against ``patterns (..., S, E)``.
 
@@ -211,7 +212,7 @@ class HopfieldRetrieval(nn.Module):
             state: ``(..., L, E)`` state (query) patterns.
             patterns: ``(..., S, E)`` stored patterns.
             padding_mask: ``(..., S)`` bool, True at padded patterns.
-            return_weights: also return the last step's weights ``(..., L, S)``.
+            need_weights: also return the last step's weights ``(..., L, S)``.
 
         Returns:
             updated state ``(..., L, E)`` (and the weights).
@@ -227,13 +228,13 @@ class HopfieldRetrieval(nn.Module):
         beta = self.beta(state.shape[-1])
         weights = None
         for _ in range(self.steps):
-            if return_weights:
-                state, weights = BF.softmax_attention(
-                    state, patterns, patterns, scale=beta, mask=mask, return_weights=True
+            if need_weights:
+                state, weights = Fn.softmax_attention(
+                    state, patterns, patterns, mask, scale=beta, need_weights=True
                 )
             else:
-                state = BF.softmax_attention(state, patterns, patterns, scale=beta, mask=mask)
-        return (state, weights) if return_weights else state
+                state = Fn.softmax_attention(state, patterns, patterns, mask, scale=beta)
+        return (state, weights) if need_weights else state
 
 
 class AdditiveAttention(nn.Module):
@@ -241,8 +242,8 @@ class AdditiveAttention(nn.Module):
 
     ``score(q_i, k_j) = w_v^T tanh(W_q q_i + W_k k_j)``, weights ``softmax_j(score)`` over the
     allowed keys, output ``sum_j w_ij v_j``. As inference: key selection whose log-prior is the
-    score (computed by :func:`bayesattn.functional.softmax_log_weights` with ``log_prior =
-    score`` and zero-dimensional dot products).
+    score (computed by :func:`bayesattn.functional.softmax_log_weights` with the float
+    ``attn_mask = score`` and zero-dimensional dot products).
 
     Args:
         query_dim: ``Eq``.
@@ -299,10 +300,11 @@ class AdditiveAttention(nn.Module):
         B, S = key.shape[:2]
         key_padding_mask = _check_padding("key_padding_mask", key_padding_mask, (B, S))
         scores = self.scores(query, key)
-        mask = None if key_padding_mask is None else (~key_padding_mask).unsqueeze(-2)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask.unsqueeze(-2), -math.inf)
         zq = scores.new_zeros(*query.shape[:-1], 1)
         zk = scores.new_zeros(*key.shape[:-1], 1)
-        weights = BF.softmax_log_weights(zq, zk, mask=mask, log_prior=scores).exp()
+        weights = Fn.softmax_log_weights(zq, zk, scores).exp()
         return self.dropout(weights) @ value, weights
 
 

@@ -72,7 +72,7 @@ def train_classifier(
 ) -> list[float]:
     """Fit a classifier ``model(x, padding_mask) -> logits (N, C)`` by cross-entropy.
 
-    AdamW (Loshchilov & Hutter 2019) with a one-cycle learning-rate schedule (Smith & Topsekar
+    AdamW (Loshchilov & Hutter 2019) with a one-cycle learning-rate schedule (Smith & Topin
     2019), gradient-norm clipping, shuffled minibatches trimmed to their longest sequence; a
     tqdm bar over epochs shows the mean training loss.
 
@@ -102,28 +102,82 @@ def train_classifier(
     if seed is not None:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.train()
+
+    def loss_fn(xb, pm, yb):
+        return F.cross_entropy(model(xb, pm), yb)
+
+    history = minibatch_descent(
+        [{"params": list(model.parameters()), "weight_decay": weight_decay}], loss_fn, x,
+        padding_mask, y, epochs=epochs, batch_size=batch_size, lr=lr, clip_norm=clip_norm,
+        generator=gen, progress=progress, desc="train",
+    )
+    model.eval()
+    return history
+
+
+def minibatch_descent(
+    param_groups: list[dict],
+    loss_fn,
+    x: torch.Tensor,
+    padding_mask: torch.Tensor | None,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    clip_norm: float,
+    generator: torch.Generator | None,
+    progress: bool,
+    desc: str,
+    before_step=None,
+) -> list[float]:
+    """The package's one training loop: AdamW, one-cycle schedule, gradient clipping.
+
+    AdamW (Loshchilov & Hutter 2019) on ``param_groups`` (each group may set its own
+    ``weight_decay``) with a one-cycle learning-rate schedule peaking at ``lr`` (Smith &
+    Topin 2019), gradient-norm clipping at ``clip_norm`` (0 = none), shuffled minibatches
+    trimmed to their longest sequence (:func:`iterate_minibatches`), a tqdm bar over epochs.
+    Used by :func:`train_classifier` (cross-entropy) and :func:`bayesattn.nn.train_svi`
+    (negative ELBO).
+
+    Args:
+        param_groups: torch optimiser parameter groups.
+        loss_fn: ``(x_batch, padding_mask_batch, y_batch) -> 0-dim loss`` (mean per example).
+        x, padding_mask, y: the data (see :func:`check_sequence_data`).
+        epochs, batch_size, lr, clip_norm: optimisation settings.
+        generator: seeds the minibatch order (or None).
+        progress: show the bar; ``desc`` its label.
+        before_step: called as ``before_step(step, total_steps)`` (1-based) before each step.
+
+    Returns:
+        the mean loss per example and epoch.
+    """
+    opt = torch.optim.AdamW(param_groups, lr=lr)
     steps = epochs * math.ceil(x.shape[0] / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    params = [p for group in param_groups for p in group["params"]]
     history = []
-    model.train()
-    bar = tqdm(range(epochs), desc="train", disable=not progress, leave=False)
+    step = 0
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for _ in bar:
         total, count = 0.0, 0
         for _, xb, pm, yb in iterate_minibatches(x, padding_mask, y, batch_size, shuffle=True,
-                                                 generator=gen):
-            loss = F.cross_entropy(model(xb, pm), yb)
+                                                 generator=generator):
+            step += 1
+            if before_step is not None:
+                before_step(step, steps)
+            loss = loss_fn(xb, pm, yb)
             opt.zero_grad()
             loss.backward()
             if clip_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                nn.utils.clip_grad_norm_(params, clip_norm)
             opt.step()
             sched.step()
             total += float(loss.detach()) * yb.shape[0]
             count += yb.shape[0]
         history.append(total / count)
         bar.set_postfix(loss=f"{history[-1]:.4f}")
-    model.eval()
     return history
 
 

@@ -1,0 +1,106 @@
+"""Gaussian-process attention: kernelised least squares (docs/design.md,
+"Least-squares attention")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import check_choice, check_positive, check_qkv
+from ._core import _safe_sqrt, _solve_dtype, _sq_dist, cholesky, is_validating
+
+__all__ = ["GP_KERNELS", "gp_kernel", "gp_attention"]
+
+#: Covariance functions of :func:`gp_attention`.
+GP_KERNELS = ("rbf", "matern12", "matern32", "matern52")
+
+
+def gp_kernel(a, b, *, kernel="rbf", lengthscale=1.0) -> torch.Tensor:
+    """Stationary covariance ``k(a_i, b_j)`` with unit amplitude, ``(..., N, M)``.
+
+    With ``r = |(a - b) / lengthscale|``: ``rbf`` ``exp(-r^2/2)``; ``matern12`` ``exp(-r)``;
+    ``matern32`` ``(1 + sqrt3 r) exp(-sqrt3 r)``; ``matern52``
+    ``(1 + sqrt5 r + 5 r^2 / 3) exp(-sqrt5 r)`` (Rasmussen & Williams 2006, eqs. 4.9, 4.17).
+
+    Equivalent to::
+
+        r = torch.cdist(a / lengthscale, b / lengthscale)
+        {"rbf": exp(-r**2 / 2), "matern12": exp(-r), ...}[kernel]
+
+    Args:
+        a: ``(..., N, E)``.
+        b: ``(..., M, E)``.
+        kernel: one of :data:`GP_KERNELS`.
+        lengthscale: positive number, 0-dim tensor or ``(E,)`` tensor (ARD), feature units.
+
+    Raises:
+        ValueError: unknown ``kernel``, non-positive ``lengthscale``.
+    """
+    kernel = check_choice("kernel", kernel, GP_KERNELS)
+    lengthscale = check_positive("lengthscale", lengthscale, feature_dim=a.shape[-1],
+                                 check_values=is_validating())
+    r2 = _sq_dist(a / lengthscale, b / lengthscale)
+    if kernel == "rbf":
+        return torch.exp(-0.5 * r2)
+    r = _safe_sqrt(r2)
+    if kernel == "matern12":
+        return torch.exp(-r)
+    if kernel == "matern32":
+        return (1 + math.sqrt(3) * r) * torch.exp(-math.sqrt(3) * r)
+    return (1 + math.sqrt(5) * r + (5.0 / 3.0) * r2) * torch.exp(-math.sqrt(5) * r)
+
+
+def gp_attention(
+    query, key, value, *, kernel="rbf", lengthscale=1.0, ridge=1e-2, return_variance=False,
+    validate_args=None,
+):
+    """Gaussian-process attention: the kernelised least-squares attention.
+
+    Posterior mean ``k(Q, K) (k(K, K) + ridge I)^{-1} V`` and latent variance
+    ``k(q, q) - k(q, K) (k(K, K) + ridge I)^{-1} k(K, q)`` of a zero-mean GP with unit
+    amplitude and noise variance ``ridge`` (Rasmussen & Williams 2006, eqs. 2.25-2.26). The
+    variance is the latent function's, without noise, as scikit-learn's
+    ``GaussianProcessRegressor.predict(return_std=True)`` reports it. Cholesky solve,
+    ``O(S^3 + L S (E + Ev))``; half / bfloat16 solved in float32.
+
+    Equivalent to::
+
+        A = gp_kernel(key, key) + ridge * I
+        mean = gp_kernel(query, key) @ torch.linalg.solve(A, value)
+
+    Args:
+        query: ``(..., L, E)``.
+        key: ``(..., S, E)``.
+        value: ``(..., S, Ev)``.
+        kernel: one of :data:`GP_KERNELS`.
+        lengthscale: positive number, 0-dim tensor or ``(E,)`` tensor, feature units.
+        ridge: noise variance relative to the unit amplitude, non-negative.
+        return_variance: also return the latent variance ``(..., L)``.
+        validate_args: check values (see :func:`set_validation`).
+
+    Returns:
+        ``(..., L, Ev)``, or ``(mean, variance)``.
+
+    Raises:
+        TypeError, ValueError: bad tensors as in :func:`softmax_attention`; unknown ``kernel``;
+            non-positive ``lengthscale``; negative ``ridge``.
+        NotPositiveDefiniteError: ``k(K, K) + ridge I`` is not positive definite (duplicate
+            keys with ``ridge = 0``; validation on).
+    """
+    validate = is_validating(validate_args)
+    check_qkv(query, key, value, check_values=validate)
+    ridge = check_positive("ridge", ridge, allow_zero=True, check_values=validate)
+    dtype, work = query.dtype, _solve_dtype(query.dtype)
+    query, key, value = query.to(work), key.to(work), value.to(work)
+    k_kk = gp_kernel(key, key, kernel=kernel, lengthscale=lengthscale)
+    k_kk = k_kk + ridge * torch.eye(k_kk.shape[-1], dtype=work, device=k_kk.device)
+    chol = cholesky(k_kk, "k(K, K) + ridge I", validate=validate)
+    k_qk = gp_kernel(query, key, kernel=kernel, lengthscale=lengthscale)
+    batch = torch.broadcast_shapes(chol.shape[:-2], value.shape[:-2])
+    chol_b = chol.expand(*batch, *chol.shape[-2:])
+    mean = k_qk @ torch.cholesky_solve(value.expand(*batch, *value.shape[-2:]), chol_b)
+    if not return_variance:
+        return mean.to(dtype)
+    half = torch.linalg.solve_triangular(chol, k_qk.mT, upper=False)
+    return mean.to(dtype), (1.0 - (half * half).sum(-2)).clamp_min(0.0).to(dtype)
