@@ -24,13 +24,16 @@ and symbolic links are replaced, never written through).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import UsageError
 
-__all__ = ["MAX_SEED", "METHOD_CHOICES", "MODEL_CHOICES", "UsageError", "build_parser", "main",
-           "prepare_out_dir"]
+__all__ = ["MAX_SEED", "METHOD_CHOICES", "MODEL_CHOICES", "UsageError", "build_parser", "console",
+           "main", "prepare_out_dir"]
 
 #: models of ``bayesattn fit`` (the keys of :data:`bayesattn.experiments.regression.MODELS`,
 #: repeated here so that ``--help`` does not import torch; a test keeps them equal)
@@ -200,7 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    from bayesattn.cli import main as _main  # the package's classes, not __main__'s copies
+def console() -> NoReturn:
+    """The ``bayesattn`` program: :func:`main` on ``sys.argv``, then exit with its status.
 
-    sys.exit(_main())
+    After Ctrl-C the process ends at once (``os._exit`` once the message is flushed): the
+    interpreter's own teardown (torch, Pyro) takes seconds, and every file already written is
+    complete. After a finished run a late Ctrl-C is ignored while the interpreter shuts down,
+    so the exit status stays the run's.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code == 130:
+        os._exit(130)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from bayesattn.cli import console as _console  # the package's classes, not __main__'s
+
+    _console()
