@@ -174,10 +174,10 @@ class OutputDir:
         written: names written by this run, in order.
     """
 
-    def __init__(self, path: Path, *, manifest: dict | None, created: bool) -> None:
+    def __init__(self, path: Path, *, manifest: dict | None, created=()) -> None:
         self.path = Path(path)
         self._manifest = manifest
-        self._created = created
+        self._created = list(created)  # folders abandon() may remove, deepest first
         self.written: list[str] = []
 
     def __fspath__(self) -> str:
@@ -200,7 +200,7 @@ class OutputDir:
         path = Path(path)
         if not path.is_dir():
             raise UsageError(f"{path}: not a folder")
-        return cls(path, manifest=None, created=False)
+        return cls(path, manifest=None)
 
     @classmethod
     def prepare(cls, path: str | Path, *, force: bool = False, planned: Iterable[str] = (),
@@ -229,19 +229,18 @@ class OutputDir:
         if not anchor.is_dir():
             where = "" if anchor == path else f" ({anchor} is a file)"
             raise UsageError(f"{flag} {path}: not a folder{where}")
-        created = not path.exists()
+        created = [p for p in (path, *path.parents) if not os.path.lexists(p)]
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
+            _remove_empty(created)
             raise UsageError(f"{flag} {path}: cannot create the folder ({_reason(err)})") from None
         try:
             check_writable(path, flag)
             out = cls._claim(path, force=force, planned=list(planned), command=command,
                              flag=flag, created=created)
         except BaseException:
-            if created:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
+            _remove_empty(created)
             raise
         return out
 
@@ -270,10 +269,11 @@ class OutputDir:
             _unlink_plain(path, name)
         manifest = {"tool": "bayesattn", "version": _MANIFEST_VERSION,
                     "command": list(command or []), "complete": False, "files": []}
-        # a folder this run created, or one that held only our earlier run, may be removed
+        # folders this run created, or one that held only our earlier run, may be removed
         # again by abandon() when this run writes nothing
-        out = cls(path, manifest=manifest, created=created or (previous is not None
-                                                                and not foreign))
+        if not created and previous is not None and not foreign:
+            created = [path]
+        out = cls(path, manifest=manifest, created=created)
         out._save_manifest()
         return out
 
@@ -340,15 +340,13 @@ class OutputDir:
             self._save_manifest()
 
     def abandon(self) -> None:
-        """After a failed run that wrote nothing: remove the manifest, and the folder if this
-        run created it or found it empty, so no empty folder is left behind."""
+        """After a failed run that wrote nothing: remove the manifest, and the folders this
+        run created (or one that held only our earlier run), so no empty folder is left."""
         if self._manifest is None or self._manifest["files"]:
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path / MANIFEST_NAME)
-        if self._created:
-            with contextlib.suppress(OSError):
-                self.path.rmdir()  # only succeeds when empty
+        _remove_empty(self._created)
 
     def _save_manifest(self) -> None:
         write_text_atomic(self.path / MANIFEST_NAME, json.dumps(self._manifest, indent=1) + "\n")
@@ -377,6 +375,15 @@ def _read_manifest(path: Path, flag: str) -> dict | None:
     data["files"] = [f for f in files if f and "/" not in f and os.sep not in f
                      and f not in (".", "..", MANIFEST_NAME)]
     return data
+
+
+def _remove_empty(folders) -> None:
+    """``rmdir`` each folder in turn (deepest first), stopping at the first that is not empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 def _unlink_plain(folder: Path, name: str) -> None:

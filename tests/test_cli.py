@@ -19,7 +19,7 @@ import pytest
 import bayesattn.experiments.mcycle as mcycle
 from bayesattn.cli import MAX_SEED, METHOD_CHOICES, MODEL_CHOICES, main
 from bayesattn.experiments.fit_csv import MAX_FIELD_CHARS, read_xy, row_limit
-from bayesattn.io import MANIFEST_NAME, TEMP_PREFIX
+from bayesattn.io import MANIFEST_NAME, TEMP_PREFIX, OutputDir, atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -330,15 +330,16 @@ def test_dollar_column_name_is_drawn_literally(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODEL_CHOICES)
 def test_exact_never_leaves_an_empty_folder(good_csv, tmp_path, capsys, model):
-    """``--method exact`` either fits or fails with one line, leaving no folder behind."""
-    out = tmp_path / "exact"
+    """``--method exact`` either fits or fails with one line, leaving no folder behind (not
+    even the parents it created)."""
+    out = tmp_path / "new" / "exact"
     code = main(fit_args(good_csv, out, model, "exact"))
     err = capsys.readouterr().err
     if code == 0:
         assert (out / "summary.md").is_file()
     else:
         assert_one_line_error(code, err, "--method exact")
-        assert not out.exists()
+        assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow
@@ -352,6 +353,50 @@ def test_exact_works_for_every_model(good_csv, tmp_path, capsys, model):
 
 
 # ----------------------------------------------------------------------------- safe files
+def test_atomic_write_interrupted_keeps_the_old_file_and_no_temporary(tmp_path):
+    dest = tmp_path / "summary.md"
+    dest.write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_path(dest) as tmp:
+        tmp.write_text("half of the new")
+        raise KeyboardInterrupt
+    assert dest.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.md"]
+    with atomic_path(dest) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".md"
+        tmp.write_text("new")
+    assert dest.read_text() == "new"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def test_atomic_write_replaces_a_link_instead_of_writing_through_it(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "a.png").symlink_to(outside)
+    out = OutputDir.plain(folder)
+    out.write_text("a.png", "ours")
+    assert not (folder / "a.png").is_symlink() and (folder / "a.png").read_text() == "ours"
+    assert outside.read_text() == "keep"
+    for bad in ("../escape.txt", "/tmp/x", "..", MANIFEST_NAME):
+        with pytest.raises(ValueError):
+            out.write_text(bad, "no")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_manifest_listing_a_path_outside_is_ignored(tmp_path, good_csv, capsys, no_fit):
+    """A tampered manifest cannot make --force delete outside the folder."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text(json.dumps(
+        {"tool": "bayesattn", "complete": True, "files": ["../victim.txt", str(victim)]}))
+    OutputDir.prepare(out, force=True)
+    assert victim.read_text() == "keep"
+
+
 @pytest.mark.slow
 def test_interrupt_during_a_write_leaves_no_partial_file_and_rerun_works(
         good_csv, tmp_path, capsys, monkeypatch):
