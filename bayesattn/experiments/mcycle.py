@@ -92,13 +92,12 @@ def _parameter_table(idata, var_names, method: str) -> pd.DataFrame:
     if num_posterior_draws(idata) == 1:
         rows = {}
         for name in var_names:
-            arr = np.asarray(idata.posterior[name].values).reshape(
-                idata.posterior[name].shape[2:])
+            arr = np.asarray(idata.posterior[name].values)[0, 0]  # the one (chain, draw)
             if arr.ndim == 0:
                 rows[name] = float(arr)
-            for idx in np.ndindex(arr.shape if arr.ndim else ()):
-                if arr.ndim:
-                    rows[f"{name}[{', '.join(map(str, idx))}]"] = float(arr[idx])
+                continue
+            for idx in np.ndindex(arr.shape):
+                rows[f"{name}[{', '.join(map(str, idx))}]"] = float(arr[idx])
         return pd.DataFrame({"point estimate": rows})
     kind = "all" if method == "nuts" else "stats"
     return az.summary(idata, var_names=var_names, kind=kind)
