@@ -114,6 +114,10 @@ def _bad_file(tmp_path, kind) -> Path:
         path.write_text("t,y\n1,2\n2,\"" + "9" * (MAX_FIELD_CHARS + 1) + "\"\n")
     elif kind == "huge_y":
         path.write_text("t,y\n1,1e200\n2,-3e199\n3,2e200\n4,1e199\n")
+    elif kind == "tiny_x":
+        path.write_text("t,y\n1e-120,1\n2e-120,2\n3e-120,1.5\n")
+    elif kind == "constant_y":
+        path.write_text("t,y\n1,1\n2,1\n3,1\n")
     elif kind == "empty":
         path.write_text("")
     elif kind == "folder":
@@ -129,6 +133,8 @@ def _bad_file(tmp_path, kind) -> Path:
         ("utf16", ["UTF-16", "iconv -f utf-16 -t utf-8"]),
         ("long_field", ["field larger than field limit", str(MAX_FIELD_CHARS), "line 3"]),
         ("huge_y", ["--y 'y'", "2e+200", "rescale"]),
+        ("tiny_x", ["--x 't'", "standard deviation", "rescale"]),
+        ("constant_y", ["--y 'y'", "constant"]),
         ("empty", ["empty file"]),
         ("folder", ["not a file"]),
     ],

@@ -35,12 +35,14 @@ MIN_SD = 1e-100
 #: N x N float64 matrices (about 35 at once: 280 MB at N = 1000, measured for MAP), so they are
 #: limited to 2500 rows (about 2 GB) for MAP, SVI and exact, and to 1000 rows for NUTS (each
 #: NUTS draw costs tens of gradient evaluations of about 0.15 s at N = 1000). Least squares is
-#: linear in N.
+#: linear in N, but every fit stores a log-likelihood and a replicated observation per draw
+#: and row (16 bytes x 1200 draws x N: 1.9 GB at N = 100,000).
 ROW_LIMITS = {
     **{name: {"nuts": 1000, "map": 2500, "svi": 2500, "exact": 2500}
        for name in ("kernel", "softmax", "gp")},
-    "least_squares": dict.fromkeys(("nuts", "map", "svi", "exact"), 1_000_000),
+    "least_squares": dict.fromkeys(("nuts", "map", "svi", "exact"), 100_000),
 }
+_QUADRATIC = ("kernel", "softmax", "gp")
 
 
 def row_limit(model: str, method: str) -> int:
@@ -226,8 +228,10 @@ def run_fit(args, *, command: list[str] | None = None) -> dict:
     except _TooManyRows:
         raise UsageError(
             f"--data {args.data}: more than {limit} rows; --model {args.model} --method "
-            f"{args.method} handles at most {limit} rows here (memory and time grow as N^2); "
-            + _size_hint(args.model, args.method)) from None
+            f"{args.method} handles at most {limit} rows here ("
+            + ("it holds N x N matrices" if args.model in _QUADRATIC else
+               "it stores a log-likelihood per draw and row")
+            + "); " + _size_hint(args.model, args.method)) from None
     check_xy(x, y, args.x, args.y)
     out = OutputDir.prepare(args.out, force=args.force, planned=planned_files([args.model]),
                             command=command)
