@@ -1,7 +1,5 @@
 """``python -m bayesattn``: the same as the ``bayesattn`` command."""
 
-import sys
+from .cli import console
 
-from .cli import main
-
-sys.exit(main())
+console()

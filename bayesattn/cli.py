@@ -3,114 +3,224 @@
 Commands (each imports its experiment module lazily, so ``bayesattn --help`` is instant)::
 
     bayesattn demo [mcycle|neuro] [--out DIR] [--quick] [--seed N] [--force]
-    bayesattn fit --data FILE.csv --x COL --y COL --model MODEL --method METHOD [--out DIR]
+    bayesattn fit --data FILE.csv --x COL --y COL [--model MODEL] [--method METHOD]
+                  [--out DIR] [--seed N] [--quick] [--num-steps N] [--force]
     bayesattn bench uea [--attention KIND[,KIND...]] [--seeds N] [--epochs N] [--out DIR]
 
-Bad input (missing file or column, non-numeric data, unknown model or method, an existing
-output folder without ``--force``) prints one line ``bayesattn: error: ...`` and exits with
-status 2, without a traceback.
+Errors: bad input (a missing, unreadable, non-UTF-8 or binary file; a missing column;
+non-numeric data; values too large to square; more rows than the model and method can fit;
+an unknown model or method; a seed outside 0..2**31-1; an output folder that cannot be
+created or written, or that holds files bayesattn did not write) prints one line
+``bayesattn: error: ...`` and exits with status 2, without a traceback, before any fitting.
+
+Output files: every file is written atomically (temporary file, ``fsync``, rename) and listed
+in the folder's manifest ``.bayesattn-manifest.json`` (see :mod:`bayesattn.io`). Ctrl-C stops
+the run with one line ``bayesattn: interrupted; ...`` and exit status 130, leaving only
+complete files; the same command run again starts over. ``--force`` replaces the previous
+run's files (and only those: files bayesattn did not write are never removed or overwritten,
+and symbolic links are replaced, never written through).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
+
+from .errors import UsageError
+
+__all__ = ["MAX_SEED", "METHOD_CHOICES", "MODEL_CHOICES", "UsageError", "build_parser", "console",
+           "main", "prepare_out_dir"]
+
+#: models of ``bayesattn fit`` (the keys of :data:`bayesattn.experiments.regression.MODELS`,
+#: repeated here so that ``--help`` does not import torch; a test keeps them equal)
+MODEL_CHOICES = ("kernel", "softmax", "gp", "least_squares")
+#: methods of ``bayesattn fit`` (:data:`bayesattn.inference.METHODS`, likewise)
+METHOD_CHOICES = ("exact", "map", "svi", "nuts")
+#: largest ``--seed``: fits seed chain ``c`` with ``seed + c`` and NumPy's legacy seeding (used
+#: by Pyro) accepts 0 .. 2**32 - 1, so 2**31 - 1 leaves room for any number of chains
+MAX_SEED = 2**31 - 1
 
 
-class UsageError(Exception):
-    """A user error: printed as one line by :func:`main`, exit status 2."""
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (:class:`UsageError`) instead of
+    usage + message + ``SystemExit``; :func:`main` prints it."""
+
+    def error(self, message):  # noqa: D102 - argparse's hook
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def prepare_out_dir(out: str | Path, force: bool) -> Path:
-    """Create the output folder; refuse to reuse a non-empty one unless ``force``.
+def _seed(text: str) -> int:
+    """argparse type of ``--seed``: an integer in ``0 .. MAX_SEED``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def prepare_out_dir(out: str | Path, force: bool, planned=(), command=None):
+    """Check, create and claim an output folder (:meth:`bayesattn.io.OutputDir.prepare`).
+
+    Returns:
+        the :class:`bayesattn.io.OutputDir`.
 
     Raises:
-        UsageError: ``out`` exists, is not empty and ``force`` is False; or it is a file.
+        UsageError: see :meth:`bayesattn.io.OutputDir.prepare`.
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UsageError(f"--out {out} already exists and is not empty; pass --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    from .io import OutputDir
+
+    return OutputDir.prepare(out, force=force, planned=planned, command=command)
+
+
+def _run_in(out, job) -> None:
+    """Run ``job()``; mark ``out`` complete on success, drop it if the job wrote nothing."""
+    try:
+        job()
+    except BaseException:
+        out.abandon()
+        raise
+    out.finish()
 
 
 def _demo(args) -> None:
-    out = prepare_out_dir(args.out or f"bayesattn-demo-{args.which}", args.force)
+    command = ["bayesattn", *args.argv]
     if args.which == "neuro":
-        from .experiments.neuro import run_neuro_demo
+        from .experiments.neuro import PLANNED_FILES, run_neuro_demo
 
-        run_neuro_demo(out, quick=args.quick, seed=args.seed)
+        out = prepare_out_dir(args.out or "bayesattn-demo-neuro", args.force,
+                              PLANNED_FILES, command)
+        _run_in(out, lambda: run_neuro_demo(out, quick=args.quick, seed=args.seed))
     else:
-        from .experiments.mcycle import run_demo
+        from .experiments.mcycle import DEMO_MODELS, planned_files, run_demo
 
-        run_demo(out, quick=args.quick, seed=args.seed)
+        out = prepare_out_dir(args.out or "bayesattn-demo-mcycle", args.force,
+                              planned_files(DEMO_MODELS), command)
+        _run_in(out, lambda: run_demo(out, quick=args.quick, seed=args.seed))
 
 
 def _fit(args) -> None:
     from .experiments.fit_csv import run_fit
 
-    run_fit(args, prepare_out=lambda: prepare_out_dir(args.out, args.force))
+    run_fit(args, command=["bayesattn", *args.argv])
 
 
 def _bench(args) -> None:
     from .experiments.uea import run_uea_bench
 
-    out = prepare_out_dir(args.out, args.force)
+    out = prepare_out_dir(args.out, args.force, (), ["bayesattn", *args.argv])
     kinds = [k.strip() for k in args.attention.split(",") if k.strip()] if args.attention else None
-    run_uea_bench(out, attention=kinds, seeds=args.seeds, epochs=args.epochs)
+    _run_in(out, lambda: run_uea_bench(out.path, attention=kinds, seeds=args.seeds,
+                                       epochs=args.epochs))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``bayesattn`` command."""
-    parser = argparse.ArgumentParser(prog="bayesattn", description=__doc__.split("\n")[0])
+    """The argument parser of the ``bayesattn`` command (errors raise :class:`UsageError`)."""
+    parser = _Parser(prog="bayesattn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    seed_help = f"seed of every random number, 0 to {MAX_SEED} (default 0)"
+    force_help = ("replace the previous bayesattn run in --out (only files bayesattn wrote, "
+                  "listed in its .bayesattn-manifest.json)")
 
     demo = sub.add_parser("demo", help="fit Bayesian attention models to shipped real data")
     demo.add_argument("which", nargs="?", default="mcycle", choices=["mcycle", "neuro"])
     demo.add_argument("--out", default=None, help="output folder (default bayesattn-demo-WHICH)")
     demo.add_argument("--quick", action="store_true", help="short chains (CI smoke run)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    demo.add_argument("--seed", type=_seed, default=0, help=seed_help)
+    demo.add_argument("--force", action="store_true", help=force_help)
     demo.set_defaults(func=_demo)
 
     fit = sub.add_parser("fit", help="fit an attention regression model to your own CSV")
-    fit.add_argument("--data", required=True, help="CSV file with a header row")
+    fit.add_argument("--data", required=True, help="CSV file (UTF-8) with a header row")
     fit.add_argument("--x", required=True, help="input column (queries and keys)")
     fit.add_argument("--y", required=True, help="target column (values)")
-    fit.add_argument("--model", default="kernel", help="kernel | softmax | least_squares | gp")
-    fit.add_argument("--method", default="nuts", help="nuts | svi | map | exact")
-    fit.add_argument("--out", default="bayesattn-fit")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--model", default="kernel", choices=MODEL_CHOICES,
+                     help="attention regression model (default kernel)")
+    fit.add_argument("--method", default="nuts", choices=METHOD_CHOICES,
+                     help="inference method (default nuts)")
+    fit.add_argument("--out", default="bayesattn-fit", help="output folder")
+    fit.add_argument("--seed", type=_seed, default=0, help=seed_help)
     fit.add_argument("--quick", action="store_true", help="short chains")
-    fit.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    fit.add_argument("--num-steps", type=_positive, default=None,
+                     help="optimisation steps of --method svi or map (default: the fit's own)")
+    fit.add_argument("--force", action="store_true", help=force_help)
     fit.set_defaults(func=_fit)
 
     bench = sub.add_parser("bench", help="benchmarks on real data")
     bench.add_argument("suite", choices=["uea"])
     bench.add_argument("--attention", default=None, help="comma-separated kinds (default all)")
-    bench.add_argument("--seeds", type=int, default=3)
-    bench.add_argument("--epochs", type=int, default=None)
+    bench.add_argument("--seeds", type=_positive, default=3)
+    bench.add_argument("--epochs", type=_positive, default=None)
     bench.add_argument("--out", default="bayesattn-bench-uea")
-    bench.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    bench.add_argument("--force", action="store_true", help=force_help)
     bench.set_defaults(func=_bench)
     return parser
 
 
+def _noninteractive_plots() -> None:
+    """Draw with Matplotlib's Agg backend unless pyplot is already in use (a notebook or a
+    caller's session keeps its backend): the command line only saves figures."""
+    if "matplotlib.pyplot" not in sys.modules:
+        import matplotlib
+
+        matplotlib.use("Agg")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bayesattn`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``bayesattn`` console script; returns the exit status.
+
+    0 on success; 2 with one line ``bayesattn: error: ...`` on a user error (including
+    argparse's); 130 with one line ``bayesattn: interrupted; ...`` on Ctrl-C.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        _noninteractive_plots()
         args.func(args)
     except UsageError as err:
-        print(f"bayesattn: error: {err}", file=sys.stderr)
+        print(f"bayesattn: error: {err}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:
+        print("\nbayesattn: interrupted; only complete files were kept; run the same command "
+              "again to start over", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    from bayesattn.cli import main as _main  # the package's classes, not __main__'s copies
+def console() -> NoReturn:
+    """The ``bayesattn`` program: :func:`main` on ``sys.argv``, then exit with its status.
 
-    sys.exit(_main())
+    After Ctrl-C the process ends at once (``os._exit`` once the message is flushed): the
+    interpreter's own teardown (torch, Pyro) takes seconds, and every file already written is
+    complete. After a finished run a late Ctrl-C is ignored while the interpreter shuts down,
+    so the exit status stays the run's.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code == 130:
+        os._exit(130)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from bayesattn.cli import console as _console  # the package's classes, not __main__'s
+
+    _console()

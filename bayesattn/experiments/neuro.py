@@ -23,25 +23,23 @@ Outputs in ``out``: ``tva_recovery.png`` (true vs posterior), ``tva_recovery.csv
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import arviz as az
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from ..inference import compare, fit  # noqa: E402
-from ..models.neuro.cueing import (  # noqa: E402
+from ..inference import compare, fit
+from ..io import OutputDir
+from ..models.neuro.cueing import (
     OBSERVERS,
     CueingObserver,
     simulate_cueing_design,
     simulate_cueing_responses,
 )
-from ..models.neuro.tva import TVA, simulate_whole_report, whole_report_design  # noqa: E402
+from ..models.neuro.tva import TVA, simulate_whole_report, whole_report_design
+from . import fit_threads
 
 __all__ = [
     "run_neuro_demo",
@@ -53,7 +51,12 @@ __all__ = [
     "model_selection_rate",
     "CUEING_DESIGN",
     "CUEING_TRUTH",
+    "PLANNED_FILES",
 ]
+
+#: the files :func:`run_neuro_demo` writes
+PLANNED_FILES = ("tva_recovery.png", "tva_recovery.csv", "cueing_loo.png", "cueing_loo.csv",
+                 "summary.md")
 
 #: The cued localisation design of the comparison.
 CUEING_DESIGN = {"num_locations": 4, "validity": 0.7, "num_levels": 3, "num_trials": 600}
@@ -314,11 +317,13 @@ def _describe(kw: dict) -> str:
     )
 
 
-def run_neuro_demo(out: Path, *, quick: bool, seed: int) -> dict:
+def run_neuro_demo(out, *, quick: bool, seed: int) -> dict:
     """Run both studies and write the plots, CSV tables and ``summary.md`` into ``out``.
 
+    Every file is written atomically (:mod:`bayesattn.io`).
+
     Args:
-        out: an existing (empty) folder.
+        out: a :class:`bayesattn.io.OutputDir` (the command line) or an existing folder.
         quick: 3 subjects and SVI fits (a smoke run of about a minute) instead of 6 subjects,
             NUTS and the model-selection study.
         seed: seed of the simulations and fits.
@@ -328,11 +333,9 @@ def run_neuro_demo(out: Path, *, quick: bool, seed: int) -> dict:
         float | None, "seconds": float}``.
     """
     start = time.perf_counter()
-    out = Path(out)
+    out = out if isinstance(out, OutputDir) else OutputDir.plain(out)
     s = _settings(quick)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: extra threads only add overhead
-    try:
+    with fit_threads():  # small tensors: extra threads only add overhead
         print(
             f"== TVA whole-report recovery: {s['subjects']} subjects, {_describe(s['tva_fit'])} ==",
             flush=True,
@@ -340,18 +343,14 @@ def run_neuro_demo(out: Path, *, quick: bool, seed: int) -> dict:
         subjects = simulate_tva_subjects(s["subjects"], seed=seed)
         recovery, _ = tva_recovery(subjects, s["tva_fit"])
         coverage = float(recovery.covered.mean())
-        recovery.to_csv(out / "tva_recovery.csv", index=False)
-        fig = plot_recovery(recovery)
-        fig.savefig(out / "tva_recovery.png", dpi=120)
-        plt.close(fig)
+        out.to_csv("tva_recovery.csv", recovery, index=False)
+        _save(out, "tva_recovery.png", plot_recovery(recovery))
 
         print(f"== cueing-model comparison: {_describe(s['cue_fit'])} ==", flush=True)
         data = simulate_cueing_data("bayesian", seed=seed)
         loo, _ = cueing_comparison(data, s["cue_fit"], seed=seed)
-        loo.to_csv(out / "cueing_loo.csv")
-        fig = plot_loo(loo)
-        fig.savefig(out / "cueing_loo.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        out.to_csv("cueing_loo.csv", loo)
+        _save(out, "cueing_loo.png", plot_loo(loo), bbox_inches="tight")
 
         rate, confusion = None, None
         if s["selection_datasets"]:
@@ -363,8 +362,6 @@ def run_neuro_demo(out: Path, *, quick: bool, seed: int) -> dict:
             rate, confusion = model_selection_rate(
                 s["selection_datasets"], s["selection_fit"], seed=seed
             )
-    finally:
-        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     _write_summary(out, recovery, coverage, loo, rate, confusion, s, quick, seconds)
     print(f"TVA coverage of the 94% HDI: {coverage:.1%}; LOO ranks {loo.index[0]} first.")
@@ -378,6 +375,13 @@ def run_neuro_demo(out: Path, *, quick: bool, seed: int) -> dict:
         "selection_rate": rate,
         "seconds": seconds,
     }
+
+
+def _save(out: OutputDir, name: str, fig, **kwargs) -> None:
+    try:
+        out.savefig(name, fig, dpi=120, **kwargs)
+    finally:
+        plt.close(fig)
 
 
 def _md(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
@@ -447,4 +451,4 @@ def _write_summary(out, recovery, coverage, loo, rate, confusion, s, quick, seco
             _md(confusion),
             "",
         ]
-    (out / "summary.md").write_text("\n".join(lines))
+    out.write_text("summary.md", "\n".join(lines))
