@@ -125,7 +125,7 @@ def _bench(args) -> None:
 
     out = prepare_out_dir(args.out, args.force, (), ["bayesattn", *args.argv])
     kinds = [k.strip() for k in args.attention.split(",") if k.strip()] if args.attention else None
-    _run_in(out, lambda: run_uea_bench(out.path, attention=kinds, seeds=args.seeds,
+    _run_in(out, lambda: run_uea_bench(out, attention=kinds, seeds=args.seeds,
                                        epochs=args.epochs))
 
 

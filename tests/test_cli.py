@@ -261,8 +261,6 @@ def test_imports_have_no_side_effects():
 
 def test_experiments_do_not_import_the_cli():
     for path in (ROOT / "bayesattn" / "experiments").glob("*.py"):
-        if path.name == "uea.py":  # not yet migrated (see the report): imports UsageError
-            continue
         text = path.read_text()
         assert "from ..cli" not in text and "bayesattn.cli" not in text, path.name
 

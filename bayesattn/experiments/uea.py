@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.japanese_vowels import load_japanese_vowels
+from ..io import OutputDir
 from ..nn.metrics import (
     accuracy,
     expected_calibration_error,
@@ -97,7 +98,7 @@ class BenchConfig:
 
 
 def _resolve_kinds(attention):
-    from ..cli import UsageError
+    from ..errors import UsageError
 
     if attention is None:
         return list(UEA_KINDS)
@@ -241,7 +242,7 @@ def _table(records, config, wall_seconds, kinds, seeds) -> str:
     return "\n".join(lines)
 
 
-def _plot(records, probs_by_run, y_test, path: Path) -> None:
+def _plot(records, probs_by_run, y_test, out, name: str) -> None:
     from matplotlib.figure import Figure
 
     rows = summarize(records)
@@ -292,7 +293,7 @@ def _plot(records, probs_by_run, y_test, path: Path) -> None:
     ax_rel.set_ylabel("accuracy")
     ax_rel.set_title("reliability (10 bins, all seeds; area ~ count)")
     ax_rel.legend(loc="lower right", fontsize=8)
-    fig.savefig(path, dpi=120)
+    out.savefig(name, fig, dpi=120)
 
 
 def run_uea_bench(
@@ -307,7 +308,8 @@ def run_uea_bench(
     """Run the benchmark and write ``results.json``, ``results.md``, ``results.png`` to ``out``.
 
     Args:
-        out: output folder (created if missing).
+        out: output folder (created if missing) or a :class:`bayesattn.io.OutputDir`; every
+            file is written atomically.
         attention: kinds to run (default all of :data:`UEA_KINDS`; hyphenated aliases such as
             ``least-squares`` are accepted).
         seeds: seeds ``0..seeds-1`` per kind.
@@ -319,9 +321,9 @@ def run_uea_bench(
         the list of result records (as in ``results.json``).
 
     Raises:
-        bayesattn.cli.UsageError: unknown kind, ``seeds < 1`` or ``epochs < 1``.
+        bayesattn.errors.UsageError: unknown kind, ``seeds < 1`` or ``epochs < 1``.
     """
-    from ..cli import UsageError
+    from ..errors import UsageError
 
     kinds = _resolve_kinds(attention)
     if not (isinstance(seeds, int) and seeds >= 1):
@@ -329,8 +331,9 @@ def run_uea_bench(
     if epochs is not None and not (isinstance(epochs, int) and epochs >= 1):
         raise UsageError(f"--epochs must be a positive integer, got {epochs}")
     config = config or BenchConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(out, OutputDir):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        out = OutputDir.plain(out)
     train, test = _load_data()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
@@ -344,16 +347,17 @@ def run_uea_bench(
             record, probs = run_one(kind, seed, train, test, config, epochs=epochs)
             records.append(record)
             probs_by_run[(kind, seed)] = probs
-            (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+            out.write_text("results.json", json.dumps(records, indent=2) + "\n")
     finally:
         torch.set_num_threads(old_threads)
     wall = time.perf_counter() - start
-    (out / "results.md").write_text(_table(records, config, wall, kinds, seeds))
-    np.savez_compressed(
-        out / "predictions.npz", y_test=test.y.numpy(),
-        **{f"{k}_seed{s}": p.numpy() for (k, s), p in probs_by_run.items()},
-    )
-    _plot(records, probs_by_run, test.y, out / "results.png")
+    out.write_text("results.md", _table(records, config, wall, kinds, seeds))
+    with out.file("predictions.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh, y_test=test.y.numpy(),
+            **{f"{k}_seed{s}": p.numpy() for (k, s), p in probs_by_run.items()},
+        )
+    _plot(records, probs_by_run, test.y, out, "results.png")
     if progress:
         print((out / "results.md").read_text())
     return records
