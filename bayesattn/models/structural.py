@@ -1,0 +1,267 @@
+"""Attention as structural inference (Singh & Buckley 2023, arXiv 2304.04556, NeurIPS 2023):
+the latent is a path or a distance in the token graph, not one key (docs/design.md,
+"Reversed selection: slot attention, Hopfield retrieval, mixtures").
+
+* :class:`MultihopAttentionModel`: a hop count ``h ~ Categorical(c)`` and a random walk
+  ``z_1 ~ Cat(A[i])``, ``z_2 ~ Cat(A[z_1])``, ... on the one-step softmax attention matrix
+  ``A``; the value read at the path's end. Its posterior-mean output is
+  :func:`bayesattn.functional.multihop_attention`; ``c`` can be learned under a Dirichlet
+  prior.
+* :class:`ExpandingAttentionModel`: a distance ``delta = x + 1``, ``x ~ Geometric(p)``,
+  ``p ~ Beta(alpha, beta)``; query ``i`` reads key ``i - delta``. Its exact posterior over the
+  distance is a closed form (beta functions); :func:`bayesattn.functional.expanding_attention`
+  is the authors' iterative approximation of it (see that function for what the loop is).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from .. import functional as Fn
+from .._checks import check_tensor
+from .base import BayesianModel, check_hyperparameter, hyperparameter, num_draws
+
+__all__ = ["MultihopAttentionModel", "ExpandingAttentionModel"]
+
+
+def _check_sequence(query, key, value):
+    """Check one sequence ``query (T, E)``, ``key (T, E)``, ``value (T, Ev)`` (self-attention).
+
+    Raises:
+        TypeError: non-tensors or integer tensors.
+        ValueError: wrong ranks or shapes, NaN/inf.
+    """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        check_tensor(name, t, min_dim=2)
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be 2-D (one sequence), got shape {tuple(t.shape)}")
+    if query.shape != key.shape or value.shape[0] != key.shape[0]:
+        raise ValueError(
+            "self-attention needs query (T, E), key (T, E) and value (T, Ev) of one sequence, "
+            f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+        )
+
+
+def _check_target(target, value):
+    if target is None:
+        return
+    check_tensor("target", target, min_dim=2)
+    if tuple(target.shape) != tuple(value.shape):
+        raise ValueError(
+            f"target must have the shape of value {tuple(value.shape)}, got {tuple(target.shape)}"
+        )
+
+
+# ----------------------------------------------------------------------------- multihop
+class MultihopAttentionModel(BayesianModel):
+    """Multihop attention as a random walk of random length (Singh & Buckley 2023).
+
+    For token ``i`` of one sequence: ``A = softmax(scale Q K^T + b)``
+    (:func:`bayesattn.functional.softmax_log_weights`), a hop count ``h ~ Categorical(c)``
+    over ``0..H``, a path ``z_0 = i``, ``z_k ~ Categorical(A[z_(k-1)])``, and a target
+    ``y_i ~ N(v_(z_h), noise^2 I)``. Summing the discrete latents out,
+    ``p(y_i) = sum_j M_ij N(y_i; v_j, noise^2 I)`` with ``M = sum_h c_h A^h``, so
+    ``E[y_i] = (M V)_i`` is :func:`bayesattn.functional.multihop_attention`.
+
+    Two programs: :meth:`model` (the regression, discrete latents summed out in closed form;
+    for NUTS / SVI / MAP on ``c``, ``scale``, ``noise``) and :meth:`path_model` (every hop
+    and step an enumerated ``pyro.sample`` site, with a site ``read`` for the token whose
+    value is read), on which Pyro's ``TraceEnum_ELBO().compute_marginals`` computes the exact
+    posterior of ``h`` and ``read``: the tests check it against the fast path.
+
+    Args:
+        key: ``(T, E)`` keys of the sequence.
+        value: ``(T, Ev)`` values.
+        hop_weights: ``c``: a sequence of ``H + 1`` probabilities, or a
+            :class:`pyro.distributions.Dirichlet` prior (its ``concentration`` has ``H + 1``
+            entries; the site is ``hop_weights``).
+        scale: logit multiplier ``1 / sigma^2`` (default ``1/sqrt(E)``), number or prior.
+        noise: target noise standard deviation (value units), number or prior.
+        attn_mask: bool ``(T, T)``, True where token ``i`` may point to token ``j``.
+
+    Raises:
+        TypeError, ValueError: bad shapes, a mask that is not bool ``(T, T)``, hop weights
+            that are not a probability vector or a Dirichlet, bad hyperparameters.
+    """
+
+    obs_name = "target"
+
+    def __init__(self, key, value, *, hop_weights=Fn.DEFAULT_HOP_WEIGHTS, scale=None,
+                 noise=1.0, attn_mask=None):
+        _check_sequence(key, key, value)
+        self.key, self.value = key, value
+        T = key.shape[0]
+        if isinstance(hop_weights, dist.Dirichlet):
+            if hop_weights.event_shape[0] < 1 or hop_weights.batch_shape != ():
+                raise ValueError("the Dirichlet prior of hop_weights must have batch shape ()")
+        else:
+            c = torch.as_tensor(hop_weights, dtype=key.dtype)
+            if c.dim() != 1 or c.numel() == 0 or not bool(torch.isfinite(c).all()) or bool(
+                (c < 0).any()
+            ) or abs(float(c.sum()) - 1.0) > 1e-6:
+                raise ValueError(
+                    f"hop_weights must be a probability vector over hop counts 0..H or a "
+                    f"Dirichlet prior, got {hop_weights!r}"
+                )
+            hop_weights = c
+        self.hop_weights = hop_weights
+        scale = 1.0 / math.sqrt(key.shape[1]) if scale is None else scale
+        self.scale = check_hyperparameter("scale", scale)
+        self.noise = check_hyperparameter("noise", noise)
+        if attn_mask is not None:
+            if not isinstance(attn_mask, torch.Tensor) or attn_mask.dtype != torch.bool:
+                raise TypeError("attn_mask must be a bool tensor (True = takes part)")
+            if tuple(attn_mask.shape) != (T, T) or not bool(attn_mask.any(-1).all()):
+                raise ValueError(
+                    f"attn_mask must have shape (T, T) = ({T}, {T}) and allow every token a key"
+                )
+        self.attn_mask = attn_mask
+
+    @property
+    def num_hops(self) -> int:
+        """``H``, the largest hop count."""
+        c = self.hop_weights
+        return (c.event_shape[0] if isinstance(c, dist.Distribution) else c.shape[0]) - 1
+
+    def _priors(self) -> dict:
+        return {"hop_weights": self.hop_weights, "scale": self.scale, "noise": self.noise}
+
+    def latent_names(self) -> list[str]:
+        """Names of the hyperparameters given priors (``hop_weights``, ``scale``, ``noise``)."""
+        return [n for n, v in self._priors().items() if isinstance(v, dist.Distribution)]
+
+    def _sample(self) -> dict:
+        return {n: hyperparameter(n, v, dtype=self.key.dtype) for n, v in self._priors().items()}
+
+    def _fixed(self, params) -> dict:
+        params = dict(params or {})
+        for name, v in self._priors().items():
+            if name not in params:
+                if isinstance(v, dist.Distribution):
+                    raise ValueError(f"{name} has a prior: pass its value in params")
+                params[name] = torch.as_tensor(v, dtype=self.key.dtype)
+        return params
+
+    def _check_query(self, query):
+        _check_sequence(query, self.key, self.value)
+
+    # -- closed forms (the fast path)
+    def transition(self, query, params: dict | None = None) -> torch.Tensor:
+        """One-step attention matrix ``A (T, T)``: the walk's transition probabilities."""
+        self._check_query(query)
+        params = self._fixed(params)
+        return Fn.softmax_log_weights(query, self.key, self.attn_mask,
+                                      scale=params["scale"]).exp()
+
+    def read_weights(self, query, params: dict | None = None) -> torch.Tensor:
+        """``M = sum_h c_h A^h (T, T)``: ``p(read = j)`` for token ``i`` (the prior of the read)."""
+        self._check_query(query)
+        params = self._fixed(params)
+        return Fn.multihop_attention(query, self.key, self.value,
+                                     hop_weights=params["hop_weights"], scale=params["scale"],
+                                     attn_mask=self.attn_mask, need_weights=True)[1]
+
+    def posterior(self, query, target=None, params: dict | None = None) -> dict:
+        """Exact posterior given fixed hyperparameters: ``read (T, T)`` = ``p(read = j | y_i)``,
+        ``hops (T, H + 1)`` = ``p(h | y_i)`` and ``mean (T, Ev)`` = ``E[v_read | y_i]``;
+        without ``target`` the prior (``mean`` is then the multihop output).
+
+        Raises:
+            ValueError: a hyperparameter has a prior and no value in ``params``; bad shapes.
+        """
+        self._check_query(query)
+        _check_target(target, self.value)
+        params = self._fixed(params)
+        A = self.transition(query, params)
+        c = params["hop_weights"]
+        powers = [torch.eye(A.shape[0], dtype=A.dtype)]
+        for _ in range(self.num_hops):
+            powers.append(powers[-1] @ A)
+        per_hop = c[:, None, None] * torch.stack(powers)  # (H+1, T, T): p(h, read = j)
+        if target is not None:
+            comp = dist.Normal(self.value.unsqueeze(0), params["noise"]).log_prob(
+                target.unsqueeze(1)).sum(-1)  # (T, T): log N(y_i; v_j)
+            per_hop = per_hop * (comp - comp.amax(-1, keepdim=True)).exp()
+        per_hop = per_hop / per_hop.sum((0, 2), keepdim=True)
+        read = per_hop.sum(0)
+        return {"read": read, "hops": per_hop.sum(-1).T, "mean": read @ self.value}
+
+    # -- Pyro programs
+    def model(self, query, target=None):
+        """Regression program: ``target_i ~ sum_j M_ij N(v_j, noise^2 I)`` (discrete latents
+        summed out exactly); deterministic site ``attention_output`` = ``M V``.
+
+        Args:
+            query: ``(T, E)``.
+            target: ``(T, Ev)`` or None (simulate).
+        """
+        self._check_query(query)
+        _check_target(target, self.value)
+        params = self._sample()
+        out, M = Fn.multihop_attention(query, self.key, self.value,
+                                       hop_weights=params["hop_weights"], scale=params["scale"],
+                                       attn_mask=self.attn_mask, need_weights=True)
+        pyro.deterministic("attention_output", out)
+        T = query.shape[0]
+        values = self.value.expand(T, *self.value.shape)
+        with pyro.plate("queries", T, dim=-1):
+            pyro.sample(
+                "target",
+                dist.MixtureSameFamily(dist.Categorical(probs=M),
+                                       dist.Normal(values, params["noise"]).to_event(1)),
+                obs=target,
+            )
+
+    def path_model(self, query, target=None):
+        """Generative path program, every discrete latent an enumerated site.
+
+        ``hops ~ Cat(c)``; ``z_k ~ Cat(A[z_(k-1)])`` for ``k = 1..H`` with ``z_0 = i``;
+        ``read ~ Cat(onehot(z_hops))`` (the token whose value is read, a deterministic
+        function of the path written as a site so that Pyro reports its marginal);
+        ``target ~ N(v_read, noise^2 I)`` when given. ``TraceEnum_ELBO().compute_marginals``
+        on it gives ``p(read | target)`` and ``p(hops | target)`` exactly (enumerate at least
+        two tokens: pyro-ppl/pyro#3102).
+        """
+        self._check_query(query)
+        _check_target(target, self.value)
+        params = self._sample()
+        A = Fn.softmax_log_weights(query, self.key, self.attn_mask,
+                                   scale=params["scale"]).exp()
+        T = query.shape[0]
+        with pyro.plate("queries", T, dim=-1):
+            hops = pyro.sample("hops", dist.Categorical(probs=params["hop_weights"]),
+                               infer={"enumerate": "parallel"})
+            z = torch.arange(T)
+            end = z * (hops == 0)
+            for k in range(1, self.num_hops + 1):
+                z = pyro.sample(f"z_{k}", dist.Categorical(probs=A[z]),
+                                infer={"enumerate": "parallel"})
+                end = end + z * (hops == k)
+            onehot = torch.nn.functional.one_hot(end, T).to(A.dtype)
+            read = pyro.sample("read", dist.Categorical(probs=onehot),
+                               infer={"enumerate": "parallel"})
+            if target is not None:
+                pyro.sample("target", dist.Normal(self.value[read], params["noise"]).to_event(1),
+                            obs=target)
+
+    def log_likelihood(self, draws: dict, data: dict) -> torch.Tensor:
+        """``log p(target_i | query, theta)`` with hops and path summed out, ``(D, T)``."""
+        query, target = data["query"], data["target"]
+        self._check_query(query)
+        _check_target(target, self.value)
+        out = []
+        for d in range(num_draws(draws)):
+            params = self._fixed({k: v[d] for k, v in draws.items()})
+            M = self.read_weights(query, params)
+            comp = dist.Normal(self.value.unsqueeze(0), params["noise"]).log_prob(
+                target.unsqueeze(1)).sum(-1)
+            out.append(torch.logsumexp(M.log() + comp, dim=-1))
+        return torch.stack(out)
+
+
+class ExpandingAttentionModel(BayesianModel):  # placeholder, completed below
+    pass

@@ -1,0 +1,246 @@
+"""Attention as structural inference (Singh & Buckley 2023): multihop and expanding attention.
+
+* Multihop: the fast path (SDPA per hop) against matrix powers written here, Pyro's exact
+  enumeration of the hop count and path against the fast path (1e-6, float64), recovery of the
+  hop weights under a Dirichlet prior.
+* Expanding: the vectorised loop against a per-query plain-Python loop, the Pyro model's
+  enumerated posterior against brute-force sums / integrals, and the loop's relation to the
+  model (each pass is the model's exact conditional posterior at the tempered rate, in the
+  window).
+* Layers: shapes, gradcheck, equality with the functional path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+from bayesattn import functional as Fn
+from bayesattn.models import MultihopAttentionModel
+
+DT = torch.float64
+
+
+def gen_(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(g, *shape, scale: float = 1.0):
+    return torch.randn(*shape, generator=g, dtype=DT) * scale
+
+
+def empty_guide(*args, **kwargs):
+    """The guide of ``compute_marginals`` when every latent is enumerated."""
+
+
+def matrix_power_reference(q, k, v, c, scale, mask=None):
+    """``sum_h c_h A^h V`` with ``A`` a plain softmax, for 2-D inputs (numpy)."""
+    q, k, v = (np.asarray(t, dtype=np.float64) for t in (q, k, v))
+    logits = scale * q @ k.T
+    if mask is not None:
+        logits = np.where(np.asarray(mask), logits, -np.inf)
+    logits = logits - logits.max(-1, keepdims=True)
+    A = np.exp(logits)
+    A = A / A.sum(-1, keepdims=True)
+    M = sum(ch * np.linalg.matrix_power(A, h) for h, ch in enumerate(c))
+    return M @ v, M
+
+
+# ----------------------------------------------------------------------------- multihop fast path
+@pytest.mark.parametrize("c", [(1 / 3, 1 / 3, 1 / 3), (0.1, 0.2, 0.3, 0.4), (1.0,), (0.0, 1.0)])
+def test_multihop_matches_matrix_powers(c):
+    g = gen_(1)
+    T, E, Ev = 6, 4, 3
+    q, k, v = randn(g, T, E), randn(g, T, E), randn(g, T, Ev)
+    ref_out, ref_M = matrix_power_reference(q, k, v, c, 0.7)
+    out = Fn.multihop_attention(q, k, v, hop_weights=c, scale=0.7)
+    out_w, M = Fn.multihop_attention(q, k, v, hop_weights=c, scale=0.7, need_weights=True)
+    np.testing.assert_allclose(out.numpy(), ref_out, atol=1e-12)
+    np.testing.assert_allclose(out_w.numpy(), ref_out, atol=1e-12)
+    np.testing.assert_allclose(M.numpy(), ref_M, atol=1e-12)
+
+
+def test_multihop_default_is_authors_layer_and_batches():
+    """Default ``c`` is ``(I + A + A^2) / 3``; batch dims broadcast; masks apply every hop."""
+    g = gen_(2)
+    B, H, T, E = 2, 3, 5, 4
+    q, k, v = randn(g, B, H, T, E), randn(g, B, 1, T, E), randn(g, 1, H, T, 2)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    out, M = Fn.multihop_attention(q, k, v, attn_mask=mask, need_weights=True)
+    assert out.shape == (B, H, T, 2) and M.shape == (B, H, T, T)
+    for b in range(B):
+        for h in range(H):
+            ref_out, ref_M = matrix_power_reference(q[b, h], k[b, 0], v[0, h], (1 / 3,) * 3,
+                                                    1 / math.sqrt(E), mask)
+            np.testing.assert_allclose(out[b, h].numpy(), ref_out, atol=1e-12)
+            np.testing.assert_allclose(M[b, h].numpy(), ref_M, atol=1e-12)
+    fast = Fn.multihop_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(fast, out, atol=1e-12, rtol=0)
+    assert torch.equal(M.triu(1), torch.zeros_like(M))  # a causal walk stays causal
+
+
+def test_multihop_float_mask_is_a_log_prior():
+    g = gen_(3)
+    T = 4
+    q, k, v = randn(g, T, 3), randn(g, T, 3), randn(g, T, 2)
+    bias = randn(g, T, T)
+    out = Fn.multihop_attention(q, k, v, attn_mask=bias, scale=1.0)
+    ref, _ = matrix_power_reference(q, k + 0, v, (1 / 3,) * 3, 1.0)
+    # reference with the bias folded into the logits by hand
+    logits = (q @ k.T + bias).numpy()
+    A = np.exp(logits - logits.max(-1, keepdims=True))
+    A /= A.sum(-1, keepdims=True)
+    M = (np.eye(T) + A + A @ A) / 3
+    np.testing.assert_allclose(out.numpy(), M @ v.numpy(), atol=1e-12)
+
+
+def test_multihop_errors():
+    g = gen_(4)
+    q, k, v = randn(g, 4, 3), randn(g, 4, 3), randn(g, 4, 2)
+    with pytest.raises(ValueError, match="self-attention"):
+        Fn.multihop_attention(q, randn(g, 5, 3), randn(g, 5, 2))
+    with pytest.raises(ValueError, match="hop_weights"):
+        Fn.multihop_attention(q, k, v, hop_weights=(0.5, -0.1))
+    with pytest.raises(ValueError, match="hop_weights"):
+        Fn.multihop_attention(q, k, v, hop_weights=())
+    with pytest.raises(TypeError, match="hop_weights"):
+        Fn.multihop_attention(q, k, v, hop_weights="abc")
+    with pytest.raises(ValueError, match="scale"):
+        Fn.multihop_attention(q, k, v, scale=-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        Fn.multihop_attention(q, k, v, hop_weights=torch.tensor([0.5, float("nan")], dtype=DT))
+
+
+def test_multihop_gradcheck():
+    g = gen_(5)
+    q, k, v = (randn(g, 4, 3).requires_grad_() for _ in range(2)), None, None
+    q, k = q
+    v = randn(g, 4, 2).requires_grad_()
+    c = torch.tensor([0.2, 0.5, 0.3], dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, c: Fn.multihop_attention(q, k, v, hop_weights=c), (q, k, v, c))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, c: Fn.multihop_attention(q, k, v, hop_weights=c, need_weights=True)[1],
+        (q, k, v, c))
+
+
+# ----------------------------------------------------------------------------- multihop model
+def _marginals(model, *args):
+    return TraceEnum_ELBO(max_plate_nesting=1).compute_marginals(model, empty_guide, *args)
+
+
+@pytest.mark.parametrize("c", [(1 / 3, 1 / 3, 1 / 3), (0.1, 0.2, 0.3, 0.4)])
+def test_multihop_enumeration_equals_fast_path(c):
+    """Pyro's exact marginal of the token read, ``sum_j p(read = j) v_j``, is the fast path."""
+    pyro.clear_param_store()
+    g = gen_(6)
+    T, E, Ev = 5, 3, 2
+    q, k, v = randn(g, T, E), randn(g, T, E), randn(g, T, Ev)
+    model = MultihopAttentionModel(k, v, hop_weights=c, scale=0.8)
+    marg = _marginals(model.path_model, q)
+    read = marg["read"].probs  # (T, T)
+    fast = Fn.multihop_attention(q, k, v, hop_weights=c, scale=0.8)
+    err = (read @ v - fast).abs().max().item()
+    assert err < 1e-6, err
+    hops = marg["hops"].probs  # prior over hop counts, untouched without a target
+    torch.testing.assert_close(hops, torch.tensor(c, dtype=DT).expand(T, -1), atol=1e-9,
+                               rtol=0)
+
+
+def test_multihop_enumeration_with_target_equals_closed_posterior():
+    """Given targets, Pyro's posterior of the hop count and the read equals the closed form
+    ``p(h, read = j | y_i) ~ c_h (A^h)_ij N(y_i; v_j)``, written here with matrix powers."""
+    pyro.clear_param_store()
+    g = gen_(7)
+    T, E, Ev = 4, 3, 2
+    q, k, v = randn(g, T, E), randn(g, T, E), randn(g, T, Ev)
+    y = randn(g, T, Ev)
+    c = (0.5, 0.3, 0.2)
+    model = MultihopAttentionModel(k, v, hop_weights=c, scale=1.1, noise=0.7)
+    marg = _marginals(model.path_model, q, y)
+    A = torch.softmax(1.1 * q @ k.T, -1).numpy()
+    lik = np.exp(-((y.numpy()[:, None, :] - v.numpy()[None]) ** 2).sum(-1) / (2 * 0.49))
+    joint = np.stack([ch * np.linalg.matrix_power(A, h) * lik for h, ch in enumerate(c)])
+    joint /= joint.sum((0, 2), keepdims=True)
+    err_read = np.abs(marg["read"].probs.numpy() - joint.sum(0)).max()
+    err_hops = np.abs(marg["hops"].probs.numpy() - joint.sum(-1).T).max()
+    assert err_read < 1e-6 and err_hops < 1e-6, (err_read, err_hops)
+    post = model.posterior(q, y)
+    np.testing.assert_allclose(post["read"].numpy(), joint.sum(0), atol=1e-12)
+    np.testing.assert_allclose(post["hops"].numpy(), joint.sum(-1).T, atol=1e-12)
+
+
+def test_multihop_log_likelihood_matches_model_density():
+    g = gen_(8)
+    T = 5
+    q, k, v = randn(g, T, 3), randn(g, T, 3), randn(g, T, 2)
+    y = randn(g, T, 2)
+    model = MultihopAttentionModel(k, v, hop_weights=dist.Dirichlet(torch.ones(3, dtype=DT)),
+                                   noise=0.5)
+    c = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]], dtype=DT)
+    ll = model.log_likelihood({"hop_weights": c}, {"query": q, "target": y})
+    for d in range(2):
+        tr = pyro.poutine.trace(pyro.poutine.condition(model.model, {"hop_weights": c[d]}))
+        site = tr.get_trace(q, y).nodes["target"]
+        np.testing.assert_allclose(ll[d].numpy(), site["fn"].log_prob(y).numpy(), atol=1e-12)
+    # independent: the path model's evidence by enumeration of hops and path
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    loss = elbo.loss(pyro.poutine.condition(model.path_model, {"hop_weights": c[0]}),
+                     empty_guide, q, y)
+    log_prior = dist.Dirichlet(torch.ones(3, dtype=DT)).log_prob(c[0]).item()  # conditioned site
+    np.testing.assert_allclose(-loss, ll[0].sum().item() + log_prior, atol=1e-8)
+
+
+def _simulate_multihop(seed, T, c, noise):
+    g = gen_(seed)
+    E = 4
+    q, k = randn(g, T, E, scale=3.0), randn(g, T, E, scale=3.0)
+    v = randn(g, T, 1, scale=3.0)
+    model = MultihopAttentionModel(k, v, hop_weights=c, scale=1.0, noise=noise)
+    M = model.read_weights(q)
+    read = torch.multinomial(M, 1, generator=g).squeeze(-1)
+    y = v[read] + noise * randn(g, T, 1)
+    return q, k, v, y
+
+
+@pytest.mark.slow
+def test_multihop_learns_hop_weights_under_dirichlet_prior():
+    """Simulated data with known ``c``: the exact posterior of ``c`` (a grid on the simplex)
+    covers the truth, and Pyro's MAP (AutoDelta, TraceEnum-free closed-form mixture) lands
+    inside one posterior sd of the exact posterior mean."""
+    true_c = (0.2, 0.5, 0.3)
+    q, k, v, y = _simulate_multihop(9, 120, true_c, 0.1)
+    prior = dist.Dirichlet(torch.full((3,), 2.0, dtype=DT))
+    model = MultihopAttentionModel(k, v, hop_weights=prior, scale=1.0, noise=0.1)
+    # exact posterior on a grid of the 2-simplex (log-likelihood linear in c inside the log)
+    n = 120
+    a, b = np.meshgrid(np.arange(1, n) / n, np.arange(1, n) / n, indexing="ij")
+    keep = a + b < 1
+    grid = torch.tensor(np.stack([a[keep], b[keep], 1 - a[keep] - b[keep]], -1), dtype=DT)
+    per_hop = model.log_likelihood({"hop_weights": torch.eye(3, dtype=DT)},
+                                   {"query": q, "target": y})  # (3, T): log p(y_i | h)
+    ll = torch.logsumexp(grid.log()[:, :, None] + per_hop[None], dim=1).sum(-1)
+    logp = ll + prior.log_prob(grid)
+    w = torch.softmax(logp, 0)
+    mean = (w[:, None] * grid).sum(0)
+    sd = ((w[:, None] * (grid - mean) ** 2).sum(0)).sqrt()
+    assert bool(((mean - torch.tensor(true_c, dtype=DT)).abs() < 3 * sd).all()), (mean, sd)
+    # MAP by Pyro's SVI on the model's own program
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = pyro.infer.autoguide.AutoDelta(model.model)
+    svi = pyro.infer.SVI(model.model, guide, pyro.optim.Adam({"lr": 0.05}),
+                         pyro.infer.Trace_ELBO())
+    for _ in range(300):
+        svi.step(q, y)
+    c_map = guide.median()["hop_weights"].detach()
+    mode = grid[logp.argmax()]
+    print("posterior mean", mean.numpy(), "sd", sd.numpy(), "MAP", c_map.numpy())
+    assert bool(((c_map - mode).abs() < 1.5 / n + 0.02).all()), (c_map, mode)
+    assert bool(((c_map - mean).abs() < sd).all()), (c_map, mean, sd)
