@@ -244,3 +244,191 @@ def test_multihop_learns_hop_weights_under_dirichlet_prior():
     print("posterior mean", mean.numpy(), "sd", sd.numpy(), "MAP", c_map.numpy())
     assert bool(((c_map - mode).abs() < 1.5 / n + 0.02).all()), (c_map, mode)
     assert bool(((c_map - mean).abs() < sd).all()), (c_map, mean, sd)
+
+
+# ----------------------------------------------------------------------------- expanding
+from bayesattn.models import ExpandingAttentionModel  # noqa: E402
+
+
+def expanding_reference(s, v, alpha, beta, coverage=0.95, max_iter=100, tol=0.01):
+    """The authors' loop, one query at a time, in plain Python (delta = 1..ceil(m))."""
+    T = len(s)
+    out, windows = [[0.0] * len(v[0])], [0.0]
+    for i in range(1, T):
+        a, b, m_old = alpha, beta, 0.0
+        for _ in range(max_iter):
+            m = math.log(1 - coverage) / math.log(1 - a / (a + b))
+            ds = range(1, min(math.ceil(m), i) + 1)
+            logits = [s[i][i - d] - d / m for d in ds]
+            top = max(logits)
+            e = [math.exp(x - top) for x in logits]
+            w = [x / sum(e) for x in e]
+            a, b = a + 1, b + sum(wd * d for wd, d in zip(w, ds, strict=True))
+            if m > i + 1 or m - m_old < tol:
+                break
+            m_old = m
+        out.append([sum(wd * v[i - d][c] for wd, d in zip(w, ds, strict=True))
+                    for c in range(len(v[0]))])
+        windows.append(m)
+    return np.array(out), np.array(windows)
+
+
+def _expanding_inputs(seed, T, E=3, far=True):
+    g = gen_(seed)
+    q, k, v = randn(g, T, E), randn(g, T, E), randn(g, T, 2)
+    if far:  # make a distant key match each late query strongly, so windows expand
+        k[: T // 3] = 4 * q[-T // 3:].mean(0)
+    return q, k, v
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.1, 0.9), (1.0, 3.0)])
+def test_expanding_loop_matches_per_query_reference(alpha, beta):
+    T = 70
+    q, k, v = _expanding_inputs(10, T)
+    scale = 0.6
+    out, (m, passes) = Fn.expanding_attention(q, k, v, alpha=alpha, beta=beta, scale=scale,
+                                              need_window=True)
+    s = (scale * q @ k.T).tolist()
+    ref, windows = expanding_reference(s, v.tolist(), alpha, beta)
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(m.numpy(), windows, atol=1e-9)
+    assert int(passes.max()) > 1  # some queries really iterate
+    # batch dims: each batch element is its own sequence
+    qb = torch.stack([q, q.flip(0)])
+    outb = Fn.expanding_attention(qb, k, v, alpha=torch.tensor(alpha, dtype=DT),
+                                  beta=beta, scale=scale)
+    torch.testing.assert_close(outb[0], out, atol=1e-12, rtol=0)
+    s2 = (scale * q.flip(0) @ k.T).tolist()
+    np.testing.assert_allclose(outb[1].numpy(), expanding_reference(s2, v.tolist(), alpha,
+                                                                    beta)[0], atol=1e-12)
+
+
+def test_expanding_weights_are_causal_and_exclude_self():
+    q, k, v = _expanding_inputs(11, 40)
+    out, w = Fn.expanding_attention(q, k, v, need_weights=True)
+    assert torch.equal(w.triu(0), torch.zeros_like(w))
+    np.testing.assert_allclose(w.sum(-1)[1:].numpy(), 1.0, atol=1e-12)
+    assert torch.equal(out[0], torch.zeros(2, dtype=DT))
+    torch.testing.assert_close(out, w @ v, atol=1e-12, rtol=0)
+
+
+def test_expanding_errors():
+    q, k, v = _expanding_inputs(12, 6)
+    with pytest.raises(ValueError, match="self-attention"):
+        Fn.expanding_attention(q, k[:5], v[:5])
+    with pytest.raises(ValueError, match="alpha"):
+        Fn.expanding_attention(q, k, v, alpha=0.0)
+    with pytest.raises(ValueError, match="coverage"):
+        Fn.expanding_attention(q, k, v, coverage=1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        Fn.expanding_attention(q, k, v, max_iter=0)
+    with pytest.raises(ValueError, match="tol"):
+        Fn.expanding_attention(q, k, v, tol=-1.0)
+
+
+def test_expanding_gradcheck():
+    q, k, v = _expanding_inputs(13, 7, far=False)
+    q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
+    a = torch.tensor(0.3, dtype=DT, requires_grad=True)
+    b = torch.tensor(0.9, dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, a, b: Fn.expanding_attention(q, k, v, alpha=a, beta=b, coverage=0.6),
+        (q, k, v, a, b))
+
+
+def test_expanding_model_enumeration_given_rate_matches_brute_force():
+    """Pyro's enumerated posterior of the distance given each token's rate equals
+    ``p (1-p)^(delta-1) exp(s) / Z`` summed here by hand (max error printed)."""
+    T = 8
+    q, k, v = _expanding_inputs(14, T, far=False)
+    model = ExpandingAttentionModel(k, v, scale=0.9)
+    rate = torch.linspace(0.05, 0.6, T - 1, dtype=DT)
+    cond = pyro.poutine.condition(model.model, {"rate": rate})
+    marg = _marginals(cond, q)["distance"].probs  # (T - 1, T + 1) over x = delta - 1
+    s = (0.9 * q @ k.T).numpy()
+    err = 0.0
+    for i in range(1, T):
+        p = float(rate[i - 1])
+        w = np.array([p * (1 - p) ** (d - 1) * math.exp(s[i, i - d]) for d in range(1, i + 1)])
+        w /= w.sum()
+        full = np.zeros(T + 1)
+        full[:i] = w
+        err = max(err, np.abs(marg[i - 1].numpy() - full).max())
+    assert err < 1e-9, err
+
+
+def test_expanding_model_exact_posterior_matches_quadrature():
+    """The closed-form posterior (rate integrated out) equals brute-force numerical
+    integration over the rate (scipy.integrate.quad) of the geometric-times-Beta joint."""
+    from scipy import integrate, stats
+
+    T = 7
+    q, k, v = _expanding_inputs(15, T, far=False)
+    alpha, beta = 0.7, 1.6
+    model = ExpandingAttentionModel(k, v, alpha=alpha, beta=beta, scale=0.8)
+    post = model.posterior(q)
+    s = (0.8 * q @ k.T).numpy()
+    err = 0.0
+    for i in range(1, T):
+        mass = [integrate.quad(lambda p, d=d: p * (1 - p) ** (d - 1)
+                               * stats.beta.pdf(p, alpha, beta), 0, 1, epsabs=1e-13)[0]
+                for d in range(1, i + 1)]
+        w = np.array([mass[d - 1] * math.exp(s[i, i - d]) for d in range(1, i + 1)])
+        w /= w.sum()
+        row = np.zeros(T)
+        row[[i - d for d in range(1, i + 1)]] = w
+        err = max(err, np.abs(post["weights"][i].numpy() - row).max())
+        rate = sum(wd * integrate.quad(lambda p, d=d: p * p * (1 - p) ** (d - 1)
+                                       * stats.beta.pdf(p, alpha, beta), 0, 1)[0] / mass[d - 1]
+                   for d, wd in zip(range(1, i + 1), w, strict=True))
+        assert abs(rate - float(post["rate_mean"][i])) < 1e-7
+    assert err < 1e-7, err
+
+
+def test_expanding_loop_pass_is_model_conditional_posterior_at_tempered_rate():
+    """The claimed relation: the loop's last pass for query ``i`` equals the model's exact
+    (Pyro-enumerated) posterior of the distance given rate ``p~ = 1 - exp(-1/m)`` with the
+    distance cut to the window ``ceil(m)``."""
+    T = 60
+    q, k, v = _expanding_inputs(16, T)
+    out, w, (m, passes) = Fn.expanding_attention(q, k, v, scale=0.6, need_weights=True,
+                                                 need_window=True)
+    model = ExpandingAttentionModel(k, v, scale=0.6)
+    rate = 1 - torch.exp(-1 / m[1:])
+    maxd = torch.ceil(m[1:]).long()
+    cond = pyro.poutine.condition(model.model, {"rate": rate})
+    marg = _marginals(cond, q, None, maxd)["distance"].probs  # over x = delta - 1
+    loop = torch.zeros(T - 1, T + 1, dtype=DT)
+    for i in range(1, T):
+        for d in range(1, i + 1):
+            loop[i - 1, d - 1] = w[i, i - d]
+    err = (marg - loop).abs().max().item()
+    assert err < 1e-9, err
+    assert int(passes.max()) > 1
+
+
+def test_expanding_exact_posterior_concentrated_prior_limit():
+    """As the Beta prior concentrates at ``p`` (``alpha = kappa p``, ``beta = kappa (1-p)``,
+    ``kappa -> inf``) the exact posterior tends to the conditional posterior at ``p``; and with
+    one key dominating inside the first window, loop and exact posterior read the same value."""
+    T = 12
+    q, k, v = _expanding_inputs(17, T, far=False)
+    p = 0.2
+    s = 0.5 * q @ k.T
+    idx = torch.arange(T)
+    delta = (idx[:, None] - idx[None]).to(DT)
+    cond = torch.softmax((s + (delta - 1) * math.log(1 - p)).masked_fill(delta < 1, -math.inf)[1:],
+                         -1)
+    errs = []
+    for kappa in (10.0, 1e3, 1e5):
+        model = ExpandingAttentionModel(k, v, alpha=kappa * p, beta=kappa * (1 - p), scale=0.5)
+        errs.append((model.posterior(q)["weights"][1:] - cond).abs().max().item())
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-4, errs
+    # a dominant key at distance 3 for every query i >= 3 (one-hot keys: score 40 vs 0)
+    k2 = torch.eye(T, dtype=DT)
+    q2 = torch.zeros(T, T, dtype=DT)
+    q2[3:] = 40 * k2[:-3]
+    loop = Fn.expanding_attention(q2, k2, v, scale=1.0)
+    exact = ExpandingAttentionModel(k2, v, scale=1.0).posterior(q2)["mean"]
+    torch.testing.assert_close(loop[3:], v[:-3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(exact[3:], v[:-3], atol=1e-5, rtol=0)

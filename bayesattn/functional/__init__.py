@@ -30,6 +30,7 @@ from ._core import (
     ridge_qr,
     set_validation,
 )
+from .expanding import expanding_attention
 from .gp import GP_KERNELS, gp_attention, gp_kernel
 from .kernels import (
     COMPACT_KERNELS,
@@ -67,4 +68,5 @@ __all__ = [
     "linear_attention",
     "DEFAULT_HOP_WEIGHTS",
     "multihop_attention",
+    "expanding_attention",
 ]

@@ -263,5 +263,133 @@ class MultihopAttentionModel(BayesianModel):
         return torch.stack(out)
 
 
-class ExpandingAttentionModel(BayesianModel):  # placeholder, completed below
-    pass
+# ----------------------------------------------------------------------------- expanding
+class ExpandingAttentionModel(BayesianModel):
+    """Expanding attention's generative model: a geometric distance with a Beta rate.
+
+    For token ``i >= 1`` of one sequence: a rate ``p_i ~ Beta(alpha, beta)`` (site ``rate``),
+    a distance ``delta_i = x_i + 1`` with ``x_i ~ Geometric(p_i)`` on ``0, 1, ...`` (site
+    ``distance`` holds ``x_i``, enumerated over ``0..T-1`` plus one category for "beyond
+    ``T``"), the key ``j = i - delta_i``, the query's evidence for that key
+    ``exp(scale q_i . k_j)`` (the softmax key-selection likelihood with the key-norm prior,
+    docs/design.md, "Key selection: softmax and kernel attention"), which is zero when no
+    token lies at that distance (``delta_i > i``, or beyond ``max_distance``), and a target
+    ``y_i ~ N(v_j, noise^2 I)``. Token 0 has no past and is left out.
+
+    The exact posterior of the distance integrates the rate in closed form (Bayes with the
+    beta-geometric marginal, ``int p (1-p)^(delta-1) Beta(p; alpha, beta) dp =
+    B(alpha + 1, beta + delta - 1) / B(alpha, beta)``)::
+
+        p(delta | q_i) ~ exp(s_(i, i - delta)) B(alpha + 1, beta + delta - 1),  1 <= delta <= i
+
+    (:meth:`posterior`), and the rate's posterior is the mixture
+    ``sum_delta p(delta | q_i) Beta(alpha + 1, beta + delta - 1)``. Given the rate, the
+    distance's posterior is ``softmax(s - delta log(1/(1 - p)))``; the authors' loop
+    (:func:`bayesattn.functional.expanding_attention`) iterates that with a tempered rate and
+    a growing window.
+
+    Args:
+        key: ``(T, E)``; value: ``(T, Ev)``.
+        alpha, beta: the Beta prior of the rate (positive numbers; the authors' 0.1, 0.9).
+        scale: logit multiplier (default ``1/sqrt(E)``), positive number.
+        noise: target noise standard deviation (value units), number or prior.
+
+    Raises:
+        TypeError, ValueError: bad shapes; non-positive hyperparameters; ``T < 3``.
+    """
+
+    obs_name = "target"
+
+    def __init__(self, key, value, *, alpha=0.1, beta=0.9, scale=None, noise=1.0):
+        _check_sequence(key, key, value)
+        if key.shape[0] < 3:
+            raise ValueError(f"the sequence needs T >= 3 tokens, got T={key.shape[0]}")
+        self.key, self.value = key, value
+        self.alpha = check_hyperparameter("alpha", alpha, allow_tensor=False)
+        self.beta = check_hyperparameter("beta", beta, allow_tensor=False)
+        if isinstance(self.alpha, dist.Distribution) or isinstance(self.beta, dist.Distribution):
+            raise TypeError("alpha and beta must be fixed positive numbers")
+        scale = 1.0 / math.sqrt(key.shape[1]) if scale is None else scale
+        self.scale = check_hyperparameter("scale", scale, allow_tensor=False)
+        if isinstance(self.scale, dist.Distribution):
+            raise TypeError("scale must be a fixed positive number")
+        self.noise = check_hyperparameter("noise", noise)
+
+    def latent_names(self) -> list[str]:
+        """The per-token rates ``rate`` and, with a prior, ``noise``."""
+        return ["rate"] + (["noise"] if isinstance(self.noise, dist.Distribution) else [])
+
+    def _max_distance(self, max_distance):
+        T = self.key.shape[0]
+        own = torch.arange(1, T)
+        if max_distance is None:
+            return own
+        if not isinstance(max_distance, torch.Tensor) or max_distance.shape != (T - 1,) or (
+            max_distance.is_floating_point()
+        ):
+            raise ValueError(f"max_distance must be an integer tensor of shape ({T - 1},)")
+        if bool((max_distance < 1).any()):
+            raise ValueError("max_distance must be >= 1 for every token")
+        return torch.minimum(max_distance.long(), own)
+
+    def scores(self, query) -> torch.Tensor:
+        """``s (T, T)``: ``scale q_i . k_j``."""
+        _check_sequence(query, self.key, self.value)
+        return self.scale * query @ self.key.T
+
+    def posterior(self, query, max_distance=None) -> dict:
+        """Exact posterior (rate integrated out) for tokens ``1..T-1``.
+
+        Returns ``weights (T, T)`` (``p(j = i - delta | q_i)``, row 0 zero), ``mean (T, Ev)``
+        (the attention output ``E[v_j | q_i]``, row 0 zero) and ``rate_mean (T,)``
+        (``E[p_i | q_i]``, the prior mean for token 0).
+
+        Raises:
+            ValueError: bad shapes or ``max_distance``.
+        """
+        s = self.scores(query)
+        T = s.shape[0]
+        maxd = torch.cat([torch.zeros(1, dtype=torch.long), self._max_distance(max_distance)])
+        idx = torch.arange(T)
+        delta = (idx[:, None] - idx[None, :]).to(s.dtype)
+        ok = (delta >= 1) & (delta <= maxd[:, None])
+        a, b = self.alpha, self.beta
+        log_bg = (torch.lgamma(torch.tensor(a + 1.0, dtype=s.dtype))
+                  + torch.lgamma(b + delta.clamp_min(1) - 1) - torch.lgamma(a + b + delta))
+        logits = (s + log_bg).masked_fill(~ok, -math.inf)
+        w = torch.cat([torch.zeros_like(s[:1]), torch.softmax(logits[1:], dim=-1)])
+        rate_mean = (w * (a + 1) / (a + b + delta.clamp_min(1))).sum(-1)
+        rate_mean[0] = a / (a + b)
+        return {"weights": w, "mean": w @ self.value, "rate_mean": rate_mean}
+
+    def model(self, query, target=None, max_distance=None):
+        """The Pyro program over tokens ``1..T-1`` (see the class docstring).
+
+        Args:
+            query: ``(T, E)``.
+            target: ``(T, Ev)`` or None; row 0 is ignored.
+            max_distance: optional integer ``(T - 1,)``: the largest distance token ``i``
+                may read (a window); default ``i`` (its whole past).
+        """
+        s = self.scores(query)
+        _check_target(target, self.value)
+        maxd = self._max_distance(max_distance)
+        noise = hyperparameter("noise", self.noise, dtype=s.dtype)
+        T = s.shape[0]
+        i = torch.arange(1, T)
+        x_support = torch.arange(T + 1, dtype=s.dtype)  # x = 0..T-1, and T = "beyond"
+        with pyro.plate("queries", T - 1, dim=-1):
+            rate = pyro.sample("rate", dist.Beta(torch.tensor(self.alpha, dtype=s.dtype),
+                                                 torch.tensor(self.beta, dtype=s.dtype)))
+            log_fail = torch.log1p(-rate).unsqueeze(-1)
+            logits = torch.where(x_support < T, rate.log().unsqueeze(-1), 0.0) + (
+                x_support * log_fail)
+            x = pyro.sample("distance", dist.Categorical(logits=logits),
+                            infer={"enumerate": "parallel"})
+            d = x + 1
+            exists = d <= maxd
+            j = (i - d).clamp(min=0)
+            pyro.factor("query", torch.where(exists, s[i, j], -math.inf))
+            if target is not None:
+                pyro.sample("target", dist.Normal(self.value[j], noise).to_event(1),
+                            obs=target[1:])
