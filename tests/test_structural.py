@@ -432,3 +432,128 @@ def test_expanding_exact_posterior_concentrated_prior_limit():
     exact = ExpandingAttentionModel(k2, v, scale=1.0).posterior(q2)["mean"]
     torch.testing.assert_close(loop[3:], v[:-3], atol=1e-5, rtol=0)
     torch.testing.assert_close(exact[3:], v[:-3], atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- layers
+from bayesattn.nn import ExpandingAttention, MultiheadAttention, MultihopAttention  # noqa: E402
+
+
+def _heads(layer, x):
+    w_q, w_k, w_v = layer.in_proj_weight.split(layer.embed_dim)
+    b_q, b_k, b_v = layer.in_proj_bias.split(layer.embed_dim)
+    N, T, E = x.shape
+    H = layer.num_heads
+
+    def split(t):
+        return t.view(N, T, H, E // H).transpose(1, 2)
+
+    return split(x @ w_q.T + b_q), split(x @ w_k.T + b_k), split(x @ w_v.T + b_v)
+
+
+def _merge(layer, heads):
+    N, H, T, d = heads.shape
+    return layer.out_proj(heads.transpose(1, 2).reshape(N, T, H * d))
+
+
+def test_multihop_layer_equals_functional_and_mha_kind():
+    torch.manual_seed(20)
+    layer = MultihopAttention(8, 2, hop_weights=(0.2, 0.3, 0.4, 0.1), dtype=DT)
+    with torch.no_grad():
+        layer.in_proj_bias.normal_()
+    x = torch.randn(3, 6, 8, dtype=DT)
+    kpm = torch.zeros(3, 6, dtype=torch.bool)
+    kpm[1, 4:] = True
+    out, M = layer(x, key_padding_mask=kpm, need_weights=True)
+    q, k, v = _heads(layer, x)
+    torch.testing.assert_close(layer.hop_weights, torch.tensor([0.2, 0.3, 0.4, 0.1], dtype=DT))
+    heads = torch.zeros_like(q)
+    for n in range(3):
+        for h in range(2):
+            ref, _ = matrix_power_reference(q[n, h].detach(), k[n, h].detach(), v[n, h].detach(),
+                                            (0.2, 0.3, 0.4, 0.1), 0.5,
+                                            (~kpm[n]).expand(6, 6))
+            heads[n, h] = torch.from_numpy(ref)
+    torch.testing.assert_close(out, _merge(layer, heads), atol=1e-10, rtol=0)
+    assert M.shape == (3, 2, 6, 6) and M[1, :, :4, 4:].abs().max() == 0  # real rows
+    mha = MultiheadAttention(8, 2, batch_first=True, attention="multihop", dtype=DT,
+                             hop_weights=(0.2, 0.3, 0.4, 0.1))
+    mha.load_state_dict(layer.state_dict())  # same names: in_proj_*, out_proj, hop_logits
+    out_mha, w_mha = mha(x, x, x, key_padding_mask=kpm, average_attn_weights=False)
+    torch.testing.assert_close(out_mha, out, atol=1e-12, rtol=0)
+    torch.testing.assert_close(w_mha, M, atol=1e-12, rtol=0)
+    # padded tokens never change a real token's output
+    junk = x.clone()
+    junk[1, 4:] = 1e3
+    torch.testing.assert_close(layer(junk, key_padding_mask=kpm)[0][1, :4], out[1, :4],
+                               atol=1e-9, rtol=0)
+
+
+def test_structural_layers_shapes_batch_first_and_unbatched():
+    torch.manual_seed(21)
+    x = torch.randn(2, 9, 8, dtype=DT)
+    for cls in (MultihopAttention, ExpandingAttention):
+        first = cls(8, 2, dtype=DT)
+        second = cls(8, 2, batch_first=False, dtype=DT)
+        second.load_state_dict(first.state_dict())
+        out1, w1 = first(x, need_weights=True)
+        out2, w2 = second(x.transpose(0, 1), need_weights=True)
+        assert out1.shape == (2, 9, 8) and w1.shape == (2, 2, 9, 9)
+        torch.testing.assert_close(out2.transpose(0, 1), out1, atol=1e-12, rtol=0)
+        out_u, w_u = first(x[1])
+        assert out_u.shape == (9, 8) and w_u is None
+        torch.testing.assert_close(out_u, out1[1], atol=1e-12, rtol=0)
+    m, passes = first.last_window
+    assert m.shape == passes.shape == (1, 2, 9)  # the unbatched call: (N=1, H, T)
+
+
+def test_expanding_layer_equals_functional():
+    torch.manual_seed(22)
+    layer = ExpandingAttention(8, 2, alpha=0.5, beta=2.0, dtype=DT)
+    x = torch.randn(2, 30, 8, dtype=DT)
+    out, w = layer(x, need_weights=True)
+    q, k, v = _heads(layer, x)
+    heads = Fn.expanding_attention(q, k, v, alpha=0.5, beta=2.0)
+    torch.testing.assert_close(out, _merge(layer, heads), atol=1e-12, rtol=0)
+    s = (q[0, 1] @ k[0, 1].T / 2.0).tolist()
+    ref, windows = expanding_reference(s, v[0, 1].tolist(), 0.5, 2.0)
+    np.testing.assert_allclose(heads[0, 1].detach().numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(layer.last_window[0][0, 1].numpy(), windows, atol=1e-9)
+    # causal: the future never changes the past
+    future = x.clone()
+    future[:, 20:] = 10 * torch.randn(2, 10, 8, dtype=DT)
+    torch.testing.assert_close(layer(future)[0][:, :20], out[:, :20], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("cls", [MultihopAttention, ExpandingAttention])
+def test_structural_layers_gradcheck(cls):
+    """Gradients in the input and in every parameter, including ``hop_logits`` and the Beta
+    prior's ``log_alpha`` / ``log_beta`` (float64, tiny)."""
+    torch.manual_seed(23)
+    kw = {"coverage": 0.6} if cls is ExpandingAttention else {}
+    layer = cls(4, 2, dtype=DT, **kw)
+    x = torch.randn(2, 5, 4, dtype=DT, requires_grad=True)
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in layer.named_parameters()}
+
+    def f(inp, *values):
+        return torch.func.functional_call(layer, dict(zip(params, values, strict=True)),
+                                          (inp,))[0]
+
+    assert torch.autograd.gradcheck(f, (x, *params.values()))
+
+
+def test_multihop_kind_arguments():
+    with pytest.raises(ValueError, match="dropout"):
+        MultiheadAttention(8, 2, attention="multihop", dropout=0.1)
+    with pytest.raises(ValueError, match="add_bias_kv"):
+        MultiheadAttention(8, 2, attention="multihop", add_bias_kv=True)
+    with pytest.raises(ValueError, match="hop_weights"):
+        MultiheadAttention(8, 2, attention="multihop", hop_weights=(0.5, 0.0))
+    with pytest.raises(ValueError, match="self-attention"):
+        x, kv = torch.randn(1, 4, 8), torch.randn(1, 5, 8)
+        MultiheadAttention(8, 2, attention="multihop", batch_first=True)(x, kv, kv)
+    torch.manual_seed(24)
+    ref = torch.nn.MultiheadAttention(8, 2, batch_first=True, dtype=DT)
+    mine = MultiheadAttention(8, 2, batch_first=True, attention="multihop", dtype=DT)
+    result = mine.load_state_dict(ref.state_dict())  # strict; hop_logits keep their init
+    assert not result.missing_keys and not result.unexpected_keys
+    torch.testing.assert_close(mine.hop_weights, torch.full((3,), 1 / 3, dtype=DT))
