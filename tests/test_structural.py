@@ -557,3 +557,19 @@ def test_multihop_kind_arguments():
     result = mine.load_state_dict(ref.state_dict())  # strict; hop_logits keep their init
     assert not result.missing_keys and not result.unexpected_keys
     torch.testing.assert_close(mine.hop_weights, torch.full((3,), 1 / 3, dtype=DT))
+
+
+def test_expanding_model_log_likelihood_matches_enumerated_evidence():
+    """``log_likelihood`` (distance summed out) equals Pyro's enumerated ``log p(y, q | rate)``
+    minus ``log p(q | rate)`` (two TraceEnum evidences, with and without the targets)."""
+    T = 6
+    q, k, v = _expanding_inputs(25, T, far=False)
+    y = randn(gen_(26), T, 2)
+    model = ExpandingAttentionModel(k, v, scale=0.7, noise=0.8)
+    rate = torch.linspace(0.1, 0.5, T - 1, dtype=DT)
+    ll = model.log_likelihood({"rate": rate[None]}, {"query": q, "target": y})
+    cond = pyro.poutine.condition(model.model, {"rate": rate})
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    joint = -elbo.loss(cond, empty_guide, q, y)
+    evidence = -elbo.loss(cond, empty_guide, q)
+    np.testing.assert_allclose(ll.sum().item(), joint - evidence, atol=1e-9)

@@ -362,6 +362,34 @@ class ExpandingAttentionModel(BayesianModel):
         rate_mean[0] = a / (a + b)
         return {"weights": w, "mean": w @ self.value, "rate_mean": rate_mean}
 
+    def distance_posterior(self, query, rate, max_distance=None) -> torch.Tensor:
+        """``p(j = i - delta | q_i, p_i) (T - 1, T)`` for tokens ``1..T-1`` given their rates
+        ``rate (T - 1,)``: ``softmax_delta(s_(i, i - delta) + (delta - 1) log(1 - p_i))`` over
+        ``1 <= delta <= max_distance_i``."""
+        s = self.scores(query)
+        T = s.shape[0]
+        maxd = self._max_distance(max_distance)
+        idx = torch.arange(T)
+        delta = (idx[1:, None] - idx[None, :]).to(s.dtype)
+        ok = (delta >= 1) & (delta <= maxd[:, None])
+        logits = s[1:] + (delta - 1) * torch.log1p(-rate).unsqueeze(-1)
+        return torch.softmax(logits.masked_fill(~ok, -math.inf), dim=-1)
+
+    def log_likelihood(self, draws: dict, data: dict) -> torch.Tensor:
+        """``log p(target_i | query, rate_i, noise)`` with the distance summed out,
+        ``(D, T - 1)`` (tokens ``1..T-1``); ``draws["rate"]`` is ``(D, T - 1)``."""
+        query, target = data["query"], data["target"]
+        _check_target(target, self.value)
+        out = []
+        for d in range(num_draws(draws)):
+            noise = draws["noise"][d] if "noise" in draws else torch.as_tensor(
+                self.noise, dtype=self.key.dtype)
+            w = self.distance_posterior(query, draws["rate"][d], data.get("max_distance"))
+            comp = dist.Normal(self.value.unsqueeze(0), noise).log_prob(
+                target[1:].unsqueeze(1)).sum(-1)  # (T - 1, T)
+            out.append(torch.logsumexp(w.log() + comp, dim=-1))
+        return torch.stack(out)
+
     def model(self, query, target=None, max_distance=None):
         """The Pyro program over tokens ``1..T-1`` (see the class docstring).
 
