@@ -573,3 +573,24 @@ def test_expanding_model_log_likelihood_matches_enumerated_evidence():
     joint = -elbo.loss(cond, empty_guide, q, y)
     evidence = -elbo.loss(cond, empty_guide, q)
     np.testing.assert_allclose(ll.sum().item(), joint - evidence, atol=1e-9)
+
+
+def test_multihop_token_with_no_allowed_key_is_an_empty_posterior():
+    """A token whose mask allows no key has a zero row of ``A``: its own output is
+    ``c_0 v_i`` and paths through it contribute nothing (no NaN on either path)."""
+    g = gen_(27)
+    T = 5
+    q, k, v = randn(g, T, 3), randn(g, T, 3), randn(g, T, 2)
+    mask = torch.ones(T, T, dtype=torch.bool)
+    mask[2] = False
+    c = (0.5, 0.3, 0.2)
+    out, M = Fn.multihop_attention(q, k, v, hop_weights=c, attn_mask=mask, need_weights=True)
+    fast = Fn.multihop_attention(q, k, v, hop_weights=c, attn_mask=mask)
+    logits = (q @ k.T / math.sqrt(3)).numpy()
+    A = np.exp(logits - logits.max(-1, keepdims=True))
+    A /= A.sum(-1, keepdims=True)
+    A[2] = 0.0
+    ref = (0.5 * np.eye(T) + 0.3 * A + 0.2 * A @ A) @ v.numpy()
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(fast.numpy(), ref, atol=1e-12)
+    torch.testing.assert_close(out[2], 0.5 * v[2])
