@@ -594,3 +594,15 @@ def test_multihop_token_with_no_allowed_key_is_an_empty_posterior():
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-12)
     np.testing.assert_allclose(fast.numpy(), ref, atol=1e-12)
     torch.testing.assert_close(out[2], 0.5 * v[2])
+
+
+@pytest.mark.slow
+def test_multihop_compiles_fullgraph():
+    """Validation is off while tracing, so the SDPA-per-hop path compiles as one graph."""
+    g = gen_(28)
+    q, k, v = randn(g, 2, 6, 4), randn(g, 2, 6, 4), randn(g, 2, 6, 3)
+    c = torch.tensor([0.2, 0.5, 0.3], dtype=DT)
+    compiled = torch.compile(
+        lambda q, k, v, c: Fn.multihop_attention(q, k, v, hop_weights=c), fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, c),
+                               Fn.multihop_attention(q, k, v, hop_weights=c), atol=1e-12, rtol=0)

@@ -4,6 +4,8 @@ structural-inference paragraph; Singh & Buckley 2023, arXiv 2304.04556)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .._checks import check_tensor
@@ -37,10 +39,13 @@ def _check_hop_weights(hop_weights, like: torch.Tensor, validate: bool) -> torch
             ) from err
         if any(isinstance(x, bool) for x in hop_weights):
             raise TypeError("hop_weights must hold numbers, not bools")
-        c = torch.tensor(values, dtype=like.dtype, device=like.device)
-        validate = True  # Python numbers: checking them costs no device sync
-        if not bool(torch.isfinite(c).all()):
+        if not all(math.isfinite(x) for x in values):
             raise ValueError(f"hop_weights contains NaN or inf: {values}")
+        if any(x < 0 for x in values):
+            raise ValueError("hop_weights must be non-negative (a distribution over hop counts)")
+        if not values:
+            raise ValueError("hop_weights must be 1-D with one weight per hop count 0..H, got ()")
+        return torch.tensor(values, dtype=like.dtype, device=like.device)
     if c.dim() != 1 or c.shape[0] == 0:
         raise ValueError(
             f"hop_weights must be 1-D with one weight per hop count 0..H, got shape "
