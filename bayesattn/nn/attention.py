@@ -83,7 +83,7 @@ class MultiheadAttention(nn.Module):
     ``_qkv_same_embed_dim = False`` so that torch never replaces its forward by the fused
     softmax fast path (see :attr:`_qkv_same_embed_dim`). ``load_state_dict`` accepts a
     state_dict of :class:`torch.nn.MultiheadAttention` (strict) for every kind; the extra
-    parameters (``log_bandwidth``, ``log_ridge``) keep their initial values.
+    parameters (``log_bandwidth``, ``log_ridge``, ``hop_logits``) keep their initial values.
 
     Differences from torch, all documented here: a query with no allowed key outputs 0 (torch
     gives NaN); ``is_causal=True`` without ``attn_mask`` builds the causal mask (torch raises).
