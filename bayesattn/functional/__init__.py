@@ -19,7 +19,7 @@ has an empty posterior: its weights are all 0 and its output is 0.
 Validation of tensor values (each a host sync) is on by default and can be turned off with
 :func:`set_validation` or per call with ``validate_args=False``; it is off while
 :func:`torch.compile` traces. Modules: :mod:`.softmax`, :mod:`.kernels`, :mod:`.least_squares`,
-:mod:`.gp`, :mod:`.linear`.
+:mod:`.gp`, :mod:`.linear`, :mod:`.multihop`, :mod:`.expanding`.
 """
 
 from ._core import (
@@ -30,6 +30,7 @@ from ._core import (
     ridge_qr,
     set_validation,
 )
+from .expanding import expanding_attention
 from .gp import GP_KERNELS, gp_attention, gp_kernel
 from .kernels import (
     COMPACT_KERNELS,
@@ -41,6 +42,7 @@ from .kernels import (
 )
 from .least_squares import least_squares_attention, softmax_least_squares_attention
 from .linear import linear_attention
+from .multihop import DEFAULT_HOP_WEIGHTS, multihop_attention
 from .softmax import softmax_attention, softmax_log_weights
 
 __all__ = [
@@ -64,4 +66,7 @@ __all__ = [
     "gp_kernel",
     "gp_attention",
     "linear_attention",
+    "DEFAULT_HOP_WEIGHTS",
+    "multihop_attention",
+    "expanding_attention",
 ]

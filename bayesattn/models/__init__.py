@@ -3,6 +3,7 @@
 from .base import BayesianModel, hyperparameter
 from .regression import GPAttentionModel, LeastSquaresAttentionModel
 from .selection import KernelAttentionModel, KeySelectionModel, SoftmaxAttentionModel
+from .structural import ExpandingAttentionModel, MultihopAttentionModel
 
 __all__ = [
     "BayesianModel",
@@ -10,6 +11,8 @@ __all__ = [
     "KernelAttentionModel",
     "KeySelectionModel",
     "LeastSquaresAttentionModel",
+    "ExpandingAttentionModel",
+    "MultihopAttentionModel",
     "SoftmaxAttentionModel",
     "hyperparameter",
 ]

@@ -3,7 +3,8 @@
 Deterministic layers: :class:`MultiheadAttention` (a drop-in for
 :class:`torch.nn.MultiheadAttention` with a choice of attention kind), :class:`AttentionBN`,
 :class:`AttentionSH`, :class:`AttentionBNSH`, :class:`SlotAttention`,
-:class:`HopfieldRetrieval`, :class:`AdditiveAttention`, :class:`SinusoidalPositionalEncoding`,
+:class:`HopfieldRetrieval`, :class:`AdditiveAttention`, :class:`MultihopAttention`,
+:class:`ExpandingAttention`, :class:`SinusoidalPositionalEncoding`,
 :class:`TransformerEncoderLayer` and :class:`TransformerClassifier`, trained with
 :func:`train_classifier`.
 
@@ -15,6 +16,7 @@ Calibration metrics live in :mod:`bayesattn.nn.metrics`.
 
 from .attention import (
     ATTENTION_KINDS,
+    SELF_ATTENTION_KINDS,
     AttentionBN,
     AttentionBNSH,
     AttentionSH,
@@ -33,12 +35,16 @@ from .layers import (
     SinusoidalPositionalEncoding,
     SlotAttention,
 )
+from .structural import ExpandingAttention, MultihopAttention
 from .training import predict_proba, train_classifier
 from .transformer import TransformerClassifier, TransformerEncoderLayer, masked_mean
 
 __all__ = [
     "ATTENTION_KINDS",
+    "SELF_ATTENTION_KINDS",
     "AdditiveAttention",
+    "ExpandingAttention",
+    "MultihopAttention",
     "AttentionBN",
     "AttentionBNSH",
     "AttentionSH",

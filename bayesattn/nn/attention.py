@@ -19,6 +19,10 @@ per-head scaled dot-product attention (Vaswani et al. 2017, eq. 1) by another po
 ``sh``              Attention-SH (Nguyen et al. 2023): keys/values mean-pooled along the
                     sequence by a per-head ratio, then softmax attention
 ``bn_sh``           both
+``multihop``        :func:`bayesattn.functional.multihop_attention` (Singh & Buckley 2023):
+                    ``sum_h c_h A^h V`` with learnable hop weights ``c = softmax(hop_logits)``;
+                    self-attention only (``L == S``), so it is in
+                    :data:`SELF_ATTENTION_KINDS`, not in :data:`ATTENTION_KINDS`
 ==================  =====================================================================
 
 Shapes follow :class:`torch.nn.MultiheadAttention`: ``L`` target (query) length, ``S`` source
@@ -41,9 +45,11 @@ from .._checks import check_choice, check_positive
 from .bn_sh import batch_normalized_query, default_ratios, scaled_heads_pool
 from .masks import bool_only, merge_masks, pad_masks, sdpa_mask
 from .projection import in_projection, split_heads
+from .structural import hop_logits_init
 
 __all__ = [
     "ATTENTION_KINDS",
+    "SELF_ATTENTION_KINDS",
     "MultiheadAttention",
     "AttentionBN",
     "AttentionSH",
@@ -52,6 +58,9 @@ __all__ = [
 
 #: Attention kinds accepted by :class:`MultiheadAttention`.
 ATTENTION_KINDS = ("softmax", "kernel", "least_squares", "linear", "bn", "sh", "bn_sh")
+#: Kinds defined for self-attention only (``L == S``: a hop moves from a key to that token's
+#: query), also accepted by :class:`MultiheadAttention`.
+SELF_ATTENTION_KINDS = ("multihop",)
 #: Kinds whose weights are a posterior over keys (convex, may take an additive log-prior).
 _SELECTION_KINDS = ("softmax", "kernel", "bn")
 
@@ -74,7 +83,7 @@ class MultiheadAttention(nn.Module):
     ``_qkv_same_embed_dim = False`` so that torch never replaces its forward by the fused
     softmax fast path (see :attr:`_qkv_same_embed_dim`). ``load_state_dict`` accepts a
     state_dict of :class:`torch.nn.MultiheadAttention` (strict) for every kind; the extra
-    parameters (``log_bandwidth``, ``log_ridge``) keep their initial values.
+    parameters (``log_bandwidth``, ``log_ridge``, ``hop_logits``) keep their initial values.
 
     Differences from torch, all documented here: a query with no allowed key outputs 0 (torch
     gives NaN); ``is_causal=True`` without ``attn_mask`` builds the causal mask (torch raises).
@@ -100,7 +109,7 @@ class MultiheadAttention(nn.Module):
         vdim: value feature dim (default ``E``).
         batch_first: inputs are ``(N, L, E)`` instead of ``(L, N, E)``.
         device, dtype: factory arguments.
-        attention: one of :data:`ATTENTION_KINDS`.
+        attention: one of :data:`ATTENTION_KINDS` or :data:`SELF_ATTENTION_KINDS`.
         kernel: kernel of ``attention="kernel"`` (see :data:`bayesattn.functional.KERNELS`).
         bandwidth: initial bandwidth of ``kernel`` attention (default ``d ** 0.25``, the
             Gaussian kernel's match to ``1/sqrt(d)`` softmax); learnable (``log_bandwidth``).
@@ -109,19 +118,24 @@ class MultiheadAttention(nn.Module):
             ``ceil(H/2)`` heads 1, the rest 2).
         bn_mean_weight: weight of the mean term of ``bn`` / ``bn_sh``.
         bn_eps: variance epsilon of ``bn`` / ``bn_sh``.
+        hop_weights: initial hop weights ``c`` of ``multihop`` over hop counts ``0..H``
+            (default the authors' ``(1/3, 1/3, 1/3)``); learnable as ``hop_logits``
+            (``c = softmax(hop_logits)``).
 
     Raises:
         ValueError: non-positive ``embed_dim`` / ``num_heads``; ``H`` not dividing ``E``;
             ``dropout`` outside ``[0, 1)``; unknown ``attention`` or ``kernel``; non-positive
             ``bandwidth`` or ``ridge``; ``head_ratios`` not ``H`` positive ints;
-            ``add_bias_kv`` / ``add_zero_attn`` with ``bn``, ``sh`` or ``bn_sh``.
+            ``add_bias_kv`` / ``add_zero_attn`` with ``bn``, ``sh``, ``bn_sh`` or
+            ``multihop``; ``dropout > 0`` with ``multihop``; ``hop_weights`` that are not
+            positive numbers.
     """
 
     __constants__ = ["batch_first"]
 
     #: Parameters that :class:`torch.nn.MultiheadAttention` does not have; a state_dict from
     #: torch's module may lack them (they keep their initial values).
-    _EXTRA_PARAMETERS = ("log_bandwidth", "log_ridge")
+    _EXTRA_PARAMETERS = ("log_bandwidth", "log_ridge", "hop_logits")
 
     @property
     def _qkv_same_embed_dim(self) -> bool:
@@ -178,6 +192,7 @@ class MultiheadAttention(nn.Module):
         head_ratios: Sequence[int] | None = None,
         bn_mean_weight: float = 1.0,
         bn_eps: float = 1e-5,
+        hop_weights: Sequence[float] | None = None,
     ) -> None:
         if not (isinstance(embed_dim, int) and embed_dim > 0):
             raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
@@ -187,9 +202,9 @@ class MultiheadAttention(nn.Module):
             raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        attention = check_choice("attention", attention, ATTENTION_KINDS)
+        attention = check_choice("attention", attention, ATTENTION_KINDS + SELF_ATTENTION_KINDS)
         kernel = check_choice("kernel", kernel, Fn.KERNELS)
-        if (add_bias_kv or add_zero_attn) and attention in ("bn", "sh", "bn_sh"):
+        if (add_bias_kv or add_zero_attn) and attention in ("bn", "sh", "bn_sh", "multihop"):
             raise ValueError(f"add_bias_kv / add_zero_attn are not defined for {attention!r}")
         factory = {"device": device, "dtype": dtype}
         super().__init__()
@@ -236,6 +251,10 @@ class MultiheadAttention(nn.Module):
                 raise TypeError("ridge must be a positive number (the initial value)")
             ridge = check_positive("ridge", ridge)
             self.log_ridge = nn.Parameter(torch.tensor(math.log(ridge), **factory))
+        if attention == "multihop":
+            if float(dropout) > 0:
+                raise ValueError("dropout is not defined for attention='multihop' (use 0.0)")
+            self.hop_logits = nn.Parameter(hop_logits_init(hop_weights, **factory))
         ratios = default_ratios(num_heads) if head_ratios is None else tuple(head_ratios)
         if len(ratios) != num_heads or not all(
             isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ratios
@@ -276,6 +295,11 @@ class MultiheadAttention(nn.Module):
     def bandwidth(self) -> torch.Tensor:
         """Kernel bandwidth (0-dim tensor); only for ``attention="kernel"``."""
         return self.log_bandwidth.exp()
+
+    @property
+    def hop_weights(self) -> torch.Tensor:
+        """Hop weights ``c = softmax(hop_logits)``; only for ``attention="multihop"``."""
+        return torch.softmax(self.hop_logits, dim=0)
 
     @property
     def ridge(self) -> torch.Tensor:
@@ -434,7 +458,10 @@ class MultiheadAttention(nn.Module):
             allowed = bool_only(allowed, log_prior, kind)
             return self._scaled_heads(q, k, v, allowed, key_valid, need_weights, drop)
         mask = sdpa_mask(allowed, log_prior)
-        if kind == "kernel":
+        if kind == "multihop":
+            res = Fn.multihop_attention(q, k, v, hop_weights=self.hop_weights, attn_mask=mask,
+                                        need_weights=need_weights)
+        elif kind == "kernel":
             res = Fn.kernel_attention(q, k, v, mask, drop, kernel=self.kernel,
                                       bandwidth=self.bandwidth, need_weights=need_weights)
         else:
