@@ -104,7 +104,7 @@ class KeyMixture(dist.TorchDistribution):
                 out.append(self._chunk_log_prob(value[sl], sl))
         return torch.cat(out)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         """Draws ``(*sample_shape, n, Ev)``: ``z_i ~ Cat(w_i)``, then ``v_z + noise * eps``."""
         with torch.no_grad():
             num = int(torch.Size(sample_shape).numel())
