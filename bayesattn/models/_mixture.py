@@ -99,7 +99,8 @@ class KeyMixture(dist.TorchDistribution):
         out = []
         for sl in self.chunks():
             if recompute:
-                out.append(checkpoint(self._chunk_log_prob, value[sl], sl, use_reentrant=False))
+                out.append(checkpoint(self._chunk_log_prob, value[sl], sl, use_reentrant=False,
+                                      preserve_rng_state=False))
             else:
                 out.append(self._chunk_log_prob(value[sl], sl))
         return torch.cat(out)
