@@ -52,7 +52,8 @@ def ref_loo_mixture(x, y, bandwidth, noise):
     logits = -0.5 * ((x[:, None] - x[None, :]) / bandwidth) ** 2
     np.fill_diagonal(logits, -np.inf)
     log_w = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-    comp = -0.5 * ((y[:, None] - y[None, :]) / noise) ** 2 - math.log(noise * math.sqrt(2 * math.pi))
+    comp = -0.5 * ((y[:, None] - y[None, :]) / noise) ** 2
+    comp -= math.log(noise * math.sqrt(2 * math.pi))
     return np.logaddexp.reduce(log_w + comp, axis=1)
 
 
