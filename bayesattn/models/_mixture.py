@@ -20,18 +20,13 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = ["KeyMixture", "rows_per_chunk"]
 
-#: intermediate ``(rows, S)`` tensors one chunk holds besides the ``(rows, S, Ev)`` residuals
-_WORK_FACTOR = 8
+def rows_per_chunk(num_keys: int, itemsize: int, matrix_bytes: int) -> int:
+    """Rows of one ``(rows, S)`` matrix of ``itemsize``-byte numbers in ``matrix_bytes`` (>= 1).
 
-
-def rows_per_chunk(num_keys: int, value_dim: int, itemsize: int, budget_bytes: int) -> int:
-    """Rows of ``(rows, S)`` weights whose evaluation fits in ``budget_bytes`` (at least 1).
-
-    One row costs about ``S * (Ev + 8)`` numbers of ``itemsize`` bytes: the residuals
-    ``y_i - v_j`` plus a few ``(rows, S)`` temporaries (logits, log-weights, log-densities).
+    One chunk holds about ``Ev + 8`` such matrices (the residuals ``y_i - v_j`` and a few
+    temporaries: logits, log-weights, log-densities).
     """
-    per_row = max(1, num_keys * (value_dim + _WORK_FACTOR) * itemsize)
-    return max(1, int(budget_bytes) // per_row)
+    return max(1, int(matrix_bytes) // max(1, num_keys * itemsize))
 
 
 class KeyMixture(dist.TorchDistribution):

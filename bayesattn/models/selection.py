@@ -66,8 +66,11 @@ class KeySelectionModel(BayesianModel):
     idata_obs_name = "y"
     supports_subsampling = True
     log_likelihood_sums_to_joint = True
-    #: memory budget (bytes) of one chunk of ``(rows, S)`` weights in the likelihood
-    chunk_bytes: int = 64 * 2**20
+    #: bytes of one ``(rows, S)`` matrix of the chunked likelihood (a chunk holds about
+    #: ``Ev + 8`` of them). Above glibc's largest dynamic mmap threshold (32 MiB), so that
+    #: every chunk's matrices are mapped and unmapped whole: smaller ones are carved up by the
+    #: small tensors each chunk keeps, and the heap then grows with the number of chunks.
+    chunk_bytes: int = 40 * 2**20
 
     def __init__(self, key, value=None, *, noise=1.0, mask=None, log_prior=None,
                  leave_one_out=False):
@@ -240,8 +243,8 @@ class KeySelectionModel(BayesianModel):
         return log_weights
 
     def _chunk_rows(self, dtype) -> int:
-        return rows_per_chunk(self.key.shape[0], self.value.shape[1],
-                              torch.finfo(dtype).bits // 8, self.chunk_bytes)
+        return rows_per_chunk(self.key.shape[0], torch.finfo(dtype).bits // 8,
+                              self.chunk_bytes)
 
     def _mixture(self, query, params, rows=None, views=None) -> KeyMixture:
         """The likelihood of the queries ``rows`` (all when None) as a :class:`KeyMixture`."""
@@ -258,8 +261,8 @@ class KeySelectionModel(BayesianModel):
 
         The key choice ``z_i ~ Cat(w_i)`` is marginalised in closed form (a mixture over keys),
         which is exact and much faster under NUTS than enumerating it. The weights are computed
-        ``chunk_bytes`` at a time (:class:`bayesattn.models._mixture.KeyMixture`), so memory
-        stays ``O(rows * S)``; the attention output is
+        ``rows`` queries at a time (:class:`bayesattn.models._mixture.KeyMixture`, ``rows * S``
+        numbers in :attr:`chunk_bytes`), so memory stays ``O(rows * S)``; the attention output is
         :meth:`per_observation_deterministics`, not a site of this program.
 
         Args:
@@ -318,7 +321,7 @@ class KeySelectionModel(BayesianModel):
     def log_likelihood(self, draws: dict, data: dict) -> torch.Tensor:
         """``log p(target_i | query_i, theta)`` with ``z`` marginalised, ``(D, L)``.
 
-        One draw at a time, ``chunk_bytes`` of weights at a time: memory ``O(rows * S + D L)``.
+        One draw at a time, ``rows`` queries at a time: memory ``O(rows * S + D L)``.
         """
         query, target = data["query"], data["target"]
         self._check_query(query)
@@ -366,8 +369,8 @@ class KeySelectionModel(BayesianModel):
     def full_data_bytes(self, data: dict) -> int:
         """Peak bytes of one likelihood + gradient evaluation over all ``L`` queries.
 
-        ``rows * S * (Ev + 8)`` numbers for the chunk being evaluated (``rows`` set by
-        :attr:`chunk_bytes`, at most ``L``) plus ``O((L + S) (E + Ev))`` for the data, the
+        ``rows * S * (Ev + 8)`` numbers for the chunk being evaluated (``rows * S`` numbers
+        fill :attr:`chunk_bytes`; at most ``L`` rows) plus ``O((L + S) (E + Ev))`` for the data, the
         per-query results and their gradients.
         """
         query = data["query"]
