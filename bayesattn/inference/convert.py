@@ -249,12 +249,18 @@ def _predictive(model, data, flat, num, seed):
 def _log_joint(model, data, flat, log_lik) -> torch.Tensor:
     """``log p(theta_d, y)`` for each draw, ``(D,)``: prior + likelihood, discrete latents summed.
 
-    The prior terms come from a trace of the model conditioned on the draw; the likelihood is
-    ``log_lik.sum(-1)`` when the model says so (``log_likelihood_sums_to_joint``), else the
-    observed site's log-density (or, with enumerated sites, ``-TraceEnum_ELBO`` with an empty
+    When the model says ``log_likelihood_sums_to_joint`` and has a vectorised
+    ``prior_log_density``: that plus ``log_lik.sum(-1)``. Otherwise the prior terms come from a
+    trace of the model conditioned on each draw, and the likelihood is ``log_lik.sum(-1)``
+    (when the model says so) or the observed site's log-density (or, with enumerated sites,
+    ``-TraceEnum_ELBO`` with an empty
     guide, which sums them out).
     """
     num = log_lik.shape[0]
+    if model.log_likelihood_sums_to_joint:
+        prior = model.prior_log_density(flat) if flat else torch.zeros(1, dtype=torch.float64)
+        if prior is not None:
+            return prior.expand(num) + log_lik.sum(-1)
     discrete = enumerated_sites(model, data)
     out = []
     for d in range(num):

@@ -18,6 +18,7 @@ What :func:`bayesattn.inference.to_inference_data` and the fitting code read bes
 * :attr:`log_likelihood_sums_to_joint`: ``log_likelihood(...).sum(-1)`` is the observed site's
   log-density (not true for GP attention, whose pointwise terms are leave-one-out predictives).
 * :meth:`full_data_bytes`, :meth:`likelihood_cost`: size of one full-data likelihood evaluation.
+* :meth:`prior_log_density`: vectorised ``log p(theta)`` of draws (for ``sample_stats.lp``).
 * :meth:`input_coordinate`, :meth:`per_observation_deterministics`,
   :meth:`observation_from_site`: the observation's input, per-observation outputs and the
   observed site's layout.
@@ -129,6 +130,11 @@ class BayesianModel:
             out.append(site["fn"].log_prob(site["value"]).reshape(-1))
         return torch.stack(out)
 
+    def prior_log_density(self, draws: dict) -> torch.Tensor | None:
+        """``log p(theta_d)`` of each draw, ``(D,)``, vectorised; None = not available (the
+        caller then traces the model once per draw). The default is None."""
+        return None
+
     def full_data_bytes(self, data: dict) -> int:
         """Estimated peak memory (bytes) of one full-data likelihood + gradient evaluation.
 
@@ -186,6 +192,17 @@ class BayesianModel:
             NotImplementedError: the model has no closed-form posterior.
         """
         raise NotImplementedError(f"{type(self).__name__} has no closed-form posterior")
+
+
+def hyperparameter_log_prior(priors: dict, draws: dict) -> torch.Tensor:
+    """``sum_k log p_k(draws[k])``, ``(D,)``, over the entries of ``priors`` that are
+    distributions (global sites: every dim after the first is summed)."""
+    num = num_draws(draws)
+    out = torch.zeros(num, dtype=torch.float64)
+    for name, prior in priors.items():
+        if isinstance(prior, dist.Distribution):
+            out = out + prior.log_prob(draws[name]).reshape(num, -1).sum(-1).to(out.dtype)
+    return out
 
 
 def single_input_column(x) -> torch.Tensor | None:

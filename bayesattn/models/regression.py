@@ -20,6 +20,7 @@ from .base import (
     check_hyperparameter,
     check_memory,
     hyperparameter,
+    hyperparameter_log_prior,
     num_draws,
     single_input_column,
 )
@@ -107,6 +108,16 @@ class LeastSquaresAttentionModel(_RegressionModel):
             if idx.shape[0] != key.shape[0]:
                 key, value = key[idx], None if value is None else value[idx]
             pyro.sample("value", dist.Normal(key @ W, p["noise"]).to_event(1), obs=value)
+
+    def prior_log_density(self, draws: dict) -> torch.Tensor:
+        """``log p(theta_d)`` ``(D,)``: hyperparameter priors + ``log N(W; 0, prior_scale^2)``."""
+        W = draws["W"]
+        num = W.shape[0]
+        scale = (draws["prior_scale"].reshape(num, 1, 1) if "prior_scale" in draws
+                 else torch.as_tensor(self.prior_scale, dtype=W.dtype))
+        w_term = dist.Normal(torch.zeros((), dtype=W.dtype), scale).log_prob(W)
+        return (hyperparameter_log_prior(self._priors(), draws)
+                + w_term.reshape(num, -1).sum(-1).to(torch.float64))
 
     def full_data_bytes(self, data: dict) -> int:
         """About ``8 S (E + Ev)`` numbers: keys, means, residuals and their gradients."""

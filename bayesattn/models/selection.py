@@ -35,6 +35,7 @@ from .base import (
     check_hyperparameter,
     check_memory,
     hyperparameter,
+    hyperparameter_log_prior,
     num_draws,
     single_input_column,
 )
@@ -365,6 +366,10 @@ class KeySelectionModel(BayesianModel):
                 rows.append(self.value[z] + params["noise"] * eps)
             out.append(torch.cat(rows))
         return torch.stack(out)
+
+    def prior_log_density(self, draws: dict) -> torch.Tensor:
+        """``log p(theta_d)`` ``(D,)``: the hyperparameters' priors at each draw."""
+        return hyperparameter_log_prior(self._priors(), draws)
 
     def full_data_bytes(self, data: dict) -> int:
         """Peak bytes of one likelihood + gradient evaluation over all ``L`` queries.
