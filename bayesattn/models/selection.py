@@ -49,6 +49,13 @@ class KeySelectionModel(BayesianModel):
     Subclasses define :meth:`log_weights` (the closed-form posterior of ``z``) and
     :meth:`_selection_terms` (prior logits and query log-likelihood per key).
 
+    Scale: the regression likelihood is evaluated :attr:`chunk_bytes` of ``(rows, S)``
+    weights at a time (recomputed in the backward pass), so memory does not grow as
+    ``L * S``; ``model(query, target, subsample_size=B)`` evaluates ``B`` random queries only
+    (against all ``S`` keys), scaled by ``L / B``, for minibatch SVI
+    (:attr:`supports_subsampling`). The time of one full evaluation still grows as ``L * S``
+    (:meth:`likelihood_cost`).
+
     Args:
         key: ``(S, E)`` stored keys (the memory).
         value: ``(S, Ev)`` stored values, or ``None`` (selection model only).
