@@ -280,3 +280,17 @@ def test_bad_arguments_raise_naming_them():
         to_inference_data(model, {"query": data["query"]}, draws, {})
     with pytest.raises(ValueError, match="entry 'y'"):
         to_inference_data(model, {**data, "y": data["target"]}, draws, {})
+
+
+def test_pointwise_false_skips_the_per_draw_passes_and_keeps_the_rest():
+    model, data, _ = build_model("kernel", *xy())
+    draws = sir_draws(model, data, chains=2, draws=5, proposals=20)
+    idata = to_inference_data(model, data, draws, {"energy": np.zeros((2, 5))},
+                              pointwise=False)
+    assert set(idata.groups()) == {"posterior", "sample_stats", "observed_data",
+                                   "constant_data"}
+    assert set(idata.sample_stats.data_vars) == {"energy"}
+    assert idata.attrs["pointwise"] == 0
+    assert idata.observed_data["y"].dims == (OBS_DIM,)
+    assert "x" in idata.observed_data.coords
+    assert list(az.summary(idata, kind="stats").index) == ["bandwidth", "noise"]

@@ -53,7 +53,7 @@ def _from_dict(groups: dict, dims: dict, coords: dict, attrs: dict) -> az.Infere
 
 def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int = 0,
                       method: str = "", svi_loss=None, num_prior_draws: int | None = None,
-                      attrs: dict | None = None) -> az.InferenceData:
+                      pointwise: bool = True, attrs: dict | None = None) -> az.InferenceData:
     """InferenceData from draws ``{name: (chain, draw, ...)}`` of ``model``'s latent sites.
 
     Groups (``y`` stands for ``model.idata_obs_name``, ``N`` observations, ``C`` chains,
@@ -74,11 +74,13 @@ def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int 
       (``P = num_prior_draws``; ``prior`` only when the model has latents);
     * ``svi_loss`` (``loss (step,)``) when ``svi_loss`` is given.
 
-    Every group with ``obs_id`` carries the coordinate ``x (obs_id)`` when the model's input
-    is one column (``model.input_coordinate``). Attributes: ``inference_library``,
+    ``pointwise=False`` leaves out ``log_likelihood``, ``posterior_predictive``, the prior
+    groups and the computed ``lp`` (see below). Every group with ``obs_id`` carries the
+    coordinate ``x (obs_id)`` when the model's input is one column
+    (``model.input_coordinate``). Attributes: ``inference_library``,
     ``inference_library_version``, ``method``, ``model`` (class name), ``observed_site`` (the
     Pyro site, e.g. ``target`` or ``value``), ``observed_variable`` (``y``), ``num_draws``
-    (``C * D``) and ``attrs``.
+    (``C * D``), ``pointwise`` (1 or 0) and ``attrs``.
 
     Args:
         model: a :class:`bayesattn.models.base.BayesianModel`.
@@ -91,6 +93,10 @@ def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int 
         num_prior_draws: prior draws; None = 500, fewer when the model's likelihood is
             expensive (``500 * model.likelihood_cost(data)`` capped at ``2e10``, at least
             10); 0 = no prior groups.
+        pointwise: False skips everything that costs one full-data likelihood pass per draw
+            (``D * model.likelihood_cost(data)``): ``log_likelihood``,
+            ``posterior_predictive``, the prior groups and the computed ``lp`` (a given ``lp``
+            is kept). For data too large for that (``attrs["pointwise"]`` is then 0).
         attrs: extra attributes (netCDF-compatible values: str, int, float).
 
     Raises:
@@ -122,17 +128,22 @@ def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int 
 
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        log_lik = model.log_likelihood(flat, data)
-        if log_lik.shape[0] == 1 and total > 1:
-            log_lik = log_lik.expand(total, -1)
-        num_obs = log_lik.shape[1]
-        post_extra, replicated = _predictive(model, data, flat, total, seed)
-        per_obs = model.per_observation_deterministics(flat, data)
         stats = dict(stats)
-        if "lp" not in stats:
-            stats["lp"] = _numpy(_log_joint(model, data, flat, log_lik)).reshape(chains, ndraw)
-        num_prior = _num_prior_draws(model, data, num_prior_draws)
-        prior, prior_pred = _prior(model, data, num_prior, seed) if num_prior else ({}, None)
+        post_extra, per_obs, num_prior, prior = {}, {}, 0, {}
+        num_obs = int(data[obs_site].shape[0])
+        if pointwise:
+            log_lik = model.log_likelihood(flat, data)
+            if log_lik.shape[0] == 1 and total > 1:
+                log_lik = log_lik.expand(total, -1)
+            num_obs = log_lik.shape[1]
+            post_extra, replicated = _predictive(model, data, flat, total, seed)
+            per_obs = model.per_observation_deterministics(flat, data)
+            if "lp" not in stats:
+                stats["lp"] = _numpy(_log_joint(model, data, flat, log_lik)).reshape(chains,
+                                                                                    ndraw)
+            num_prior = _num_prior_draws(model, data, num_prior_draws)
+            if num_prior:
+                prior, prior_pred = _prior(model, data, num_prior, seed)
 
     observed = _numpy(data[obs_site])
     squeeze = observed.ndim == 2 and observed.shape[0] == num_obs and observed.shape[1] == 1
@@ -149,7 +160,7 @@ def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int 
     posterior.update({k: shaped(v) for k, v in post_extra.items()})
     observed = obs_layout(observed, 0)
     dims = {name: _obs_dims(name, observed.shape, num_obs)}
-    pp = {name: shaped(obs_layout(replicated, 1))}
+    pp = {name: shaped(obs_layout(replicated, 1))} if pointwise else {}
     for k, v in per_obs.items():
         pp[k] = shaped(obs_layout(v, 1))
         dims[k] = _obs_dims(name, pp[k].shape[2:], num_obs)
@@ -161,18 +172,19 @@ def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int 
     groups = {
         "posterior": posterior,
         "sample_stats": {k: np.asarray(v) for k, v in stats.items()},
-        "log_likelihood": {name: shaped(log_lik)},
+        "log_likelihood": {name: shaped(log_lik)} if pointwise else {},
         "posterior_predictive": pp,
         "observed_data": {name: observed},
         "constant_data": constant,
     }
-    if num_prior:
+    if num_prior:  # (model.latent_names() empty: prior is {} and from_dict drops it)
         groups["prior"] = {k: v[None] for k, v in prior.items()}
         groups["prior_predictive"] = {name: obs_layout(prior_pred, 1)[None]}
     all_attrs = {
         "inference_library": "pyro", "inference_library_version": pyro.__version__,
         "method": method, "model": type(model).__name__, "observed_site": obs_site,
-        "observed_variable": name, "num_draws": int(total), **(attrs or {}),
+        "observed_variable": name, "num_draws": int(total), "pointwise": int(pointwise),
+        **(attrs or {}),
     }
     idata = _from_dict(groups, dims, {OBS_DIM: np.arange(num_obs)}, all_attrs)
     x = model.input_coordinate(data)
