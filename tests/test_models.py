@@ -54,6 +54,14 @@ def close(actual, expected, tol: float, rtol: float = 0.0) -> None:
     np.testing.assert_allclose(actual, expected, atol=tol, rtol=rtol)
 
 
+def variance_se(y: torch.Tensor, dim: int) -> torch.Tensor:
+    """Standard error of the sample variance of independent draws along ``dim``:
+    ``sqrt((m4 - m2^2) / n)`` with the sample central moments ``m2``, ``m4``."""
+    dev = y - y.mean(dim, keepdim=True)
+    m2, m4 = (dev**2).mean(dim), (dev**4).mean(dim)
+    return ((m4 - m2**2) / y.shape[dim]).sqrt()
+
+
 def empty_guide(*args, **kwargs):
     """The guide of ``compute_marginals`` when every latent is enumerated."""
 
@@ -162,7 +170,8 @@ def test_enumerated_posterior_of_z_is_kernel_attention_weights(kernel, ard, mask
     close(posterior, ref_weights(kernel, query, key, bandwidth, mask=mask, log_prior=log_prior),
           1e-6)
     close(model.log_weights(query, {"bandwidth": torch.as_tensor(bandwidth, dtype=DT),
-                                    "noise": torch.tensor(1.0, dtype=DT)}).exp(), weights, 1e-12)
+                                    "noise": torch.tensor(1.0, dtype=DT)}).exp(),
+          ref_weights(kernel, query, key, bandwidth, mask=mask, log_prior=log_prior), 1e-12)
     if masked:
         assert bool((posterior[~mask] == 0).all())
 
@@ -323,7 +332,9 @@ def test_regression_program_log_density_is_a_logsumexp_over_keys(case):
     trace = poutine.trace(poutine.condition(model.model, data=cond)).get_trace(query, target)
     expected = ref_mixture_loglik(w, value.numpy(), target.numpy(), noise)
     assert float(trace.log_prob_sum()) == pytest.approx(expected.sum() + prior_lp, abs=1e-8)
-    close(trace.nodes["attention_output"]["value"], w @ value.numpy(), 1e-10)
+    one = {k: v.reshape(1) for k, v in cond.items()}
+    out = model.per_observation_deterministics(one, {"query": query, "target": target})
+    close(out["attention_output"][0], w @ value.numpy(), 1e-10)
     assert trace.nodes["target"]["fn"].batch_shape == (query.shape[0],)
 
 
@@ -362,10 +373,9 @@ def test_posterior_mean_is_kernel_attention_and_variance_is_the_mixture_variance
         model = KernelAttentionModel(key, value, kernel=kernel, bandwidth=0.4, noise=0.3)
     params = {"bandwidth": torch.tensor(2.5 if kernel != "von_mises_fisher" else 0.4, dtype=DT)}
     post = model.posterior(query, params)
-    out = Fn.kernel_attention(query, key, value, kernel=kernel, bandwidth=params["bandwidth"])
-    close(post["mean"], out, 1e-12)
     w = ref_weights(kernel, query, key, float(params["bandwidth"]))
     v = value.numpy()
+    close(post["mean"], w @ v, 1e-12)
     var = np.empty((6, 2))
     for i in range(6):
         m = sum(w[i, j] * v[j] for j in range(8))
@@ -389,7 +399,7 @@ def test_posterior_of_softmax_model_matches_a_monte_carlo_of_the_program():
     post = model.posterior(query)
     se_mean = (post["variance"] / n).sqrt()
     assert bool(((y.mean(1) - post["mean"]).abs() <= 4 * se_mean).all())
-    close(y.var(1), post["variance"], 0.0, rtol=0.05)
+    assert bool((abs(y.var(1) - post["variance"]) <= 4 * variance_se(y, 1)).all())
 
 
 def test_posterior_needs_values_for_hyperparameters_with_priors():
@@ -431,8 +441,6 @@ def test_least_squares_closed_form_is_numpy_ridge_regression(S, E, Ev):
     _, _, mean, var = _numpy_ridge(key, value, query, 0.6, 0.8)
     close(post["mean"], mean, 1e-10)
     close(post["variance"], var, 1e-10)
-    close(post["mean"], Fn.least_squares_attention(query, key, value, ridge=0.6**2 / 0.8**2),
-          1e-12)
 
 
 def test_least_squares_exact_posterior_draws_have_the_closed_form_moments():
@@ -460,6 +468,7 @@ def test_least_squares_exact_posterior_needs_fixed_hyperparameters():
         model.exact_posterior({"key": key, "value": value}, 10, gen_(0))
 
 
+@pytest.mark.slow
 def test_least_squares_nuts_predictive_mean_matches_the_closed_form():
     key, value, query = _ls_problem(S=30, E=2, Ev=1, noise=0.5)
     model = LeastSquaresAttentionModel(prior_scale=1.0, noise=0.5)
@@ -477,7 +486,12 @@ def test_least_squares_nuts_predictive_mean_matches_the_closed_form():
         pred.mean(0), expected, mcse)
     # posterior sd of q^T W is noise * sqrt(q^T A^{-1} q); the predictive adds noise^2
     _, _, _, var = _numpy_ridge(key, value, query, 0.5, 1.0)
-    close(pred.var(0).numpy(), var - 0.5**2, 0.0, rtol=0.35)
+    # sample variance of correlated draws: MCSE from the ESS of the squared deviations
+    sq = ((pred - pred.mean(0)) ** 2).numpy()
+    ess_sq = np.array([float(az.ess(sq[:, i][None])) for i in range(query.shape[0])])
+    mcse_var = sq.std(0) / np.sqrt(ess_sq)
+    assert np.all(np.abs(sq.mean(0) - (var - 0.5**2)) <= 4 * mcse_var), (
+        sq.mean(0), var - 0.5**2, mcse_var)
 
 
 def test_least_squares_program_log_density_and_pointwise_log_likelihood():
@@ -739,7 +753,7 @@ def test_predictive_sample_draws_from_the_key_mixture():
     post = noisy.posterior(query[:1])
     assert abs(float(y.mean() - post["mean"][0, 0])) <= 4 * math.sqrt(
         float(post["variance"][0, 0]) / n)
-    assert float(y.var()) == pytest.approx(float(post["variance"][0, 0]), rel=0.05)
+    assert abs(float(y.var() - post["variance"][0, 0])) <= 4 * float(variance_se(y, 0))
 
 
 def test_least_squares_predictive_sample_is_gaussian_around_key_times_w():
@@ -751,4 +765,60 @@ def test_least_squares_predictive_sample_is_gaussian_around_key_times_w():
     y = model.predictive_sample(q, {"W": w}, {"key": key, "value": value}, gen_(2))
     assert y.shape == (n, 1)
     assert abs(float(y.mean() - query[0] @ w[:, 0])) <= 4 * 0.3 / math.sqrt(n)
-    assert float(y.std()) == pytest.approx(0.3, rel=0.03)
+    assert abs(float(y.var()) - 0.3**2) <= 4 * float(variance_se(y, 0))
+
+
+# ----------------------------------------------------------------------------- gradients
+def _positive(loc=0.0):
+    return dist.LogNormal(torch.tensor(loc, dtype=DT), torch.tensor(1.0, dtype=DT))
+
+
+def _gradcheck_case(case):
+    """``(model, data, {site: value})`` whose log joint is differentiated w.r.t. the values."""
+    key, value, query, g = memory(seed=16, S=6, L=4)
+    target = randn(g, 4, 2)
+    if case in ("gaussian", "laplace", "cauchy"):
+        mask, log_prior = mask_and_prior(g, 4, 6) if case == "laplace" else (None, None)
+        model = KernelAttentionModel(key, value, kernel=case, bandwidth=_positive(),
+                                     noise=_positive(), mask=mask, log_prior=log_prior)
+        return model, {"query": query, "target": target}, {"bandwidth": 0.8, "noise": 0.6}
+    if case == "softmax":
+        model = SoftmaxAttentionModel(key, value, scale=_positive(), noise=_positive(),
+                                      leave_one_out=True)
+        return model, {"query": key, "target": value + 0.1}, {"scale": 0.9, "noise": 0.5}
+    if case == "least_squares":
+        model = LeastSquaresAttentionModel(prior_scale=_positive(), noise=_positive())
+        return model, {"key": key, "value": value}, {
+            "W": [[0.3, -0.2], [0.1, 0.4]], "prior_scale": 1.2, "noise": 0.7}
+    model = GPAttentionModel(lengthscale=_positive(), amplitude=_positive(), noise=_positive())
+    return model, {"key": key, "value": value}, {"lengthscale": 0.9, "amplitude": 1.1,
+                                                 "noise": 0.4}
+
+
+@pytest.mark.parametrize("case", ["gaussian", "laplace", "cauchy", "softmax", "least_squares",
+                                  "gp"])
+def test_log_joint_gradient_passes_gradcheck(case):
+    """float64 finite differences vs autograd of ``log p(theta, y)`` for every model."""
+    model, data, point = _gradcheck_case(case)
+    names = list(point)
+
+    def log_joint(*values):
+        cond = poutine.condition(model.model, data=dict(zip(names, values, strict=True)))
+        return poutine.trace(cond).get_trace(**data).log_prob_sum()
+
+    inputs = tuple(torch.tensor(point[n], dtype=DT, requires_grad=True) for n in names)
+    # (check_undefined_grad off: Pyro's NaN-warning hooks reject None output gradients)
+    assert torch.autograd.gradcheck(log_joint, inputs, check_undefined_grad=False)
+
+
+@pytest.mark.parametrize("case", ["laplace", "softmax", "gp"])
+def test_pointwise_log_likelihood_gradient_passes_gradcheck(case):
+    model, data, point = _gradcheck_case(case)
+    names = [n for n in point if n != "W"]
+
+    def pointwise(*values):
+        draws = {n: v.reshape(1, *v.shape) for n, v in zip(names, values, strict=True)}
+        return model.log_likelihood(draws, data)
+
+    inputs = tuple(torch.tensor(point[n], dtype=DT, requires_grad=True) for n in names)
+    assert torch.autograd.gradcheck(pointwise, inputs, check_undefined_grad=False)

@@ -8,6 +8,20 @@ A model is an object with
 * :meth:`log_likelihood`: pointwise ``log p(y_n | theta)`` for each posterior draw, with any
   discrete latent marginalised; this is what LOO/WAIC need (DESIGN.md section 1).
 * optionally :meth:`exact_posterior`: draws from a closed-form posterior (``method="exact"``).
+
+What :func:`bayesattn.inference.to_inference_data` and the fitting code read besides:
+
+* :attr:`idata_obs_name`: the observed variable's name in InferenceData (``"y"`` for every
+  regression model; ``None`` = :attr:`obs_name`).
+* :attr:`supports_subsampling`: ``model(**data, subsample_size=B)`` evaluates the likelihood on
+  ``B`` random observations, scaled by ``N / B`` (``pyro.plate`` subsampling), for minibatch SVI.
+* :attr:`log_likelihood_sums_to_joint`: ``log_likelihood(...).sum(-1)`` is the observed site's
+  log-density (not true for GP attention, whose pointwise terms are leave-one-out predictives).
+* :meth:`full_data_bytes`, :meth:`likelihood_cost`: size of one full-data likelihood evaluation.
+* :meth:`prior_log_density`: vectorised ``log p(theta)`` of draws (for ``sample_stats.lp``).
+* :meth:`input_coordinate`, :meth:`per_observation_deterministics`,
+  :meth:`observation_from_site`: the observation's input, per-observation outputs and the
+  observed site's layout.
 """
 
 from __future__ import annotations
@@ -83,6 +97,12 @@ class BayesianModel:
     obs_name: str = "y"
     #: plates the model nests (for enumeration); 1 for a plate over observations
     max_plate_nesting: int = 1
+    #: name of the observed variable in InferenceData (None: the same as ``obs_name``)
+    idata_obs_name: str | None = None
+    #: ``model(**data, subsample_size=B)`` subsamples the observations (minibatch SVI)
+    supports_subsampling: bool = False
+    #: ``log_likelihood(draws, data).sum(-1)`` equals the observed site's log-density
+    log_likelihood_sums_to_joint: bool = False
 
     def model(self, **data):  # pragma: no cover - abstract
         """The Pyro program. Subclasses implement it."""
@@ -110,6 +130,47 @@ class BayesianModel:
             out.append(site["fn"].log_prob(site["value"]).reshape(-1))
         return torch.stack(out)
 
+    def prior_log_density(self, draws: dict) -> torch.Tensor | None:
+        """``log p(theta_d)`` of each draw, ``(D,)``, vectorised; None = not available (the
+        caller then traces the model once per draw). The default is None."""
+        return None
+
+    def full_data_bytes(self, data: dict) -> int:
+        """Estimated peak memory (bytes) of one full-data likelihood + gradient evaluation.
+
+        What the fitting code compares with the memory it may use before a full-batch method
+        (NUTS, full-batch SVI/MAP) starts. ``0`` means unknown (the default).
+        """
+        return 0
+
+    def likelihood_cost(self, data: dict) -> int:
+        """Multiply-adds (order of magnitude) of one full-data likelihood evaluation.
+
+        The default is the number of observed scalars; models with pairwise or cubic work
+        override it. The cost of ``log_likelihood`` for ``D`` draws is ``D`` times this.
+        """
+        obs = data.get(self.obs_name)
+        return int(obs.numel()) if isinstance(obs, torch.Tensor) else 0
+
+    def input_coordinate(self, data: dict):
+        """The observations' input as one ``(N,)`` tensor, or None (several input columns).
+
+        InferenceData carries it as the coordinate ``x`` along ``obs_id`` (for ``az.plot_lm``).
+        """
+        return None
+
+    def per_observation_deterministics(self, draws: dict, data: dict) -> dict:
+        """Deterministic outputs with one entry per observation, ``{name: (D, N, ...)}``.
+
+        They go to the ``posterior_predictive`` group (not ``posterior``, so that
+        ``az.summary`` lists parameters only). The default has none.
+        """
+        return {}
+
+    def observation_from_site(self, value: torch.Tensor) -> torch.Tensor:
+        """The observed site's value in the layout of ``data[obs_name]`` (default: as is)."""
+        return value
+
     def predict(self, query, params: dict, data: dict):
         """Predictive ``(mean (L, Ev), variance (L, Ev))`` of a new observation at ``query``
         given one draw ``params`` (subclasses)."""
@@ -131,6 +192,31 @@ class BayesianModel:
             NotImplementedError: the model has no closed-form posterior.
         """
         raise NotImplementedError(f"{type(self).__name__} has no closed-form posterior")
+
+
+def hyperparameter_log_prior(priors: dict, draws: dict) -> torch.Tensor:
+    """``sum_k log p_k(draws[k])``, ``(D,)``, over the entries of ``priors`` that are
+    distributions (global sites: every dim after the first is summed)."""
+    num = num_draws(draws)
+    out = torch.zeros(num, dtype=torch.float64)
+    for name, prior in priors.items():
+        if isinstance(prior, dist.Distribution):
+            out = out + prior.log_prob(draws[name]).reshape(num, -1).sum(-1).to(out.dtype)
+    return out
+
+
+def single_input_column(x) -> torch.Tensor | None:
+    """The one non-constant column of ``x (N, E)`` (e.g. ``x`` of features ``(1, x)``), or None.
+
+    None when ``x`` is not a 2-D tensor, has no non-constant column (then a single-column ``x``
+    is returned as is) or has several.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        return None
+    if x.shape[1] == 1:
+        return x[:, 0]
+    varying = [c for c in range(x.shape[1]) if bool((x[:, c] != x[0, c]).any())]
+    return x[:, varying[0]] if len(varying) == 1 else None
 
 
 def num_draws(draws: dict) -> int:

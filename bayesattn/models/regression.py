@@ -15,13 +15,26 @@ import torch
 
 from .. import functional as Fn
 from .._checks import check_choice
-from .base import BayesianModel, check_hyperparameter, check_memory, hyperparameter, num_draws
+from .base import (
+    BayesianModel,
+    check_hyperparameter,
+    check_memory,
+    hyperparameter,
+    hyperparameter_log_prior,
+    num_draws,
+    single_input_column,
+)
 
 __all__ = ["LeastSquaresAttentionModel", "GPAttentionModel"]
 
 
 class _RegressionModel(BayesianModel):
     obs_name = "value"
+    idata_obs_name = "y"
+
+    def input_coordinate(self, data: dict):
+        """The single non-constant column of ``key`` (``x`` of features ``(1, x)``), or None."""
+        return single_input_column(data.get("key"))
 
     def _priors(self) -> dict:
         raise NotImplementedError
@@ -51,7 +64,9 @@ class LeastSquaresAttentionModel(_RegressionModel):
     ``A = K^T K + ridge I``, ``ridge = noise^2 / prior_scale^2``, and the predictive mean at
     ``q`` is ``q^T A^{-1} K^T V`` (Garnelo & Czarnecki 2023; Bishop 2006, eqs. 3.53-3.59).
 
-    Data: ``{"key": (S, E), "value": (S, Ev)}``; ``value`` is observed.
+    Data: ``{"key": (S, E), "value": (S, Ev)}``; ``value`` is observed. The likelihood
+    factorises over items, so ``model(key, value, subsample_size=B)`` evaluates ``B`` random
+    items scaled by ``S / B`` (minibatch SVI).
 
     Args:
         prior_scale: prior standard deviation of ``W`` (value units per key unit), a positive
@@ -61,6 +76,9 @@ class LeastSquaresAttentionModel(_RegressionModel):
     Raises:
         TypeError, ValueError: hyperparameters neither positive numbers nor distributions.
     """
+
+    supports_subsampling = True
+    log_likelihood_sums_to_joint = True
 
     def __init__(self, *, prior_scale=1.0, noise=1.0):
         self.prior_scale = check_hyperparameter("prior_scale", prior_scale)
@@ -73,8 +91,12 @@ class LeastSquaresAttentionModel(_RegressionModel):
         """``W`` and the hyperparameters given priors."""
         return ["W", *super().latent_names()]
 
-    def model(self, key, value=None):
-        """``W ~ N(0, prior_scale^2)``, ``value ~ N(key @ W, noise^2)``; key ``(S, E)``."""
+    def model(self, key, value=None, *, subsample_size=None):
+        """``W ~ N(0, prior_scale^2)``, ``value ~ N(key @ W, noise^2)``; key ``(S, E)``.
+
+        ``subsample_size=B``: the items plate draws ``B`` random items per call and scales
+        their log-likelihood by ``S / B`` (``pyro.plate`` subsampling).
+        """
         check_memory(key, value)
         ev = 1 if value is None else value.shape[1]
         p = self._sample_hyperparameters(key.dtype)
@@ -82,8 +104,36 @@ class LeastSquaresAttentionModel(_RegressionModel):
             "W", dist.Normal(torch.zeros(key.shape[1], ev, dtype=key.dtype), p["prior_scale"])
             .to_event(2),
         )
-        with pyro.plate("items", key.shape[0], dim=-1):
+        with pyro.plate("items", key.shape[0], subsample_size=subsample_size, dim=-1) as idx:
+            if idx.shape[0] != key.shape[0]:
+                key, value = key[idx], None if value is None else value[idx]
             pyro.sample("value", dist.Normal(key @ W, p["noise"]).to_event(1), obs=value)
+
+    def prior_log_density(self, draws: dict) -> torch.Tensor:
+        """``log p(theta_d)`` ``(D,)``: hyperparameter priors + ``log N(W; 0, prior_scale^2)``."""
+        W = draws["W"]
+        num = W.shape[0]
+        scale = (draws["prior_scale"].reshape(num, 1, 1) if "prior_scale" in draws
+                 else torch.as_tensor(self.prior_scale, dtype=W.dtype))
+        w_term = dist.Normal(torch.zeros((), dtype=W.dtype), scale).log_prob(W)
+        return (hyperparameter_log_prior(self._priors(), draws)
+                + w_term.reshape(num, -1).sum(-1).to(torch.float64))
+
+    def full_data_bytes(self, data: dict) -> int:
+        """About ``8 S (E + Ev)`` numbers: keys, means, residuals and their gradients."""
+        key = data["key"]
+        value = data.get("value")
+        ev = 1 if value is None else value.shape[1]
+        return int(torch.finfo(key.dtype).bits // 8 * 8 * key.shape[0] * (key.shape[1] + ev))
+
+    def likelihood_cost(self, data: dict) -> int:
+        """``S * E * Ev`` (the product ``key @ W``)."""
+        key, value = data["key"], data.get("value")
+        return int(key.shape[0] * key.shape[1] * (1 if value is None else value.shape[1]))
+
+    def per_observation_deterministics(self, draws: dict, data: dict) -> dict:
+        """``{"attention_output": key @ W}``, ``(D, S, Ev)``: the mean of each value."""
+        return {"attention_output": data["key"] @ draws["W"]}
 
     def posterior(self, query, key, value, params=None) -> dict:
         """Closed-form predictive at ``query (L, E)``: ``mean (L, Ev)``, ``variance (L,)``.
@@ -162,7 +212,9 @@ class GPAttentionModel(_RegressionModel):
     model does not factorise over points, and PSIS-LOO over these terms is the method of
     Buerkner et al.
 
-    Data: ``{"key": (S, E), "value": (S, Ev)}``.
+    Data: ``{"key": (S, E), "value": (S, Ev)}``. The likelihood does not factorise, so there
+    is no subsampling (:attr:`supports_subsampling` is False) and one evaluation holds
+    several ``(S, S)`` matrices (:meth:`full_data_bytes`).
 
     Args:
         kernel: one of :data:`bayesattn.functional.GP_KERNELS`.
@@ -183,6 +235,31 @@ class GPAttentionModel(_RegressionModel):
     def _priors(self):
         return {"lengthscale": self.lengthscale, "amplitude": self.amplitude,
                 "noise": self.noise}
+
+    supports_subsampling = False
+    log_likelihood_sums_to_joint = False
+
+    def full_data_bytes(self, data: dict) -> int:
+        """About six ``(S, S)`` matrices (kernel, covariance, Cholesky factor, their gradients)."""
+        key = data["key"]
+        S = key.shape[0]
+        return int(torch.finfo(key.dtype).bits // 8 * (6 * S * S + 8 * S * key.shape[1]))
+
+    def likelihood_cost(self, data: dict) -> int:
+        """``S^3 / 3 + S^2 E`` (the Cholesky factorisation and the kernel matrix)."""
+        S, E = data["key"].shape
+        return int(S**3 // 3 + S * S * E)
+
+    def observation_from_site(self, value):
+        """The site holds the values as ``(Ev, S)`` rows: back to ``(S, Ev)``."""
+        return value.transpose(-1, -2)
+
+    def per_observation_deterministics(self, draws: dict, data: dict) -> dict:
+        """``{"attention_output": (D, S, Ev)}``: GP attention at the keys, ``E[f(key_j) | y]``."""
+        key = data["key"]
+        out = [self.posterior(key, key, data["value"], {k: v[d] for k, v in draws.items()})
+               ["mean"] for d in range(num_draws(draws))]
+        return {"attention_output": torch.stack(out)}
 
     def _chol(self, key, p):
         cov = p["amplitude"] ** 2 * Fn.gp_kernel(

@@ -29,7 +29,16 @@ import torch
 
 from .. import functional as Fn
 from .._checks import check_choice, check_mask, check_tensor
-from .base import BayesianModel, check_hyperparameter, check_memory, hyperparameter, num_draws
+from ._mixture import KeyMixture, rows_per_chunk
+from .base import (
+    BayesianModel,
+    check_hyperparameter,
+    check_memory,
+    hyperparameter,
+    hyperparameter_log_prior,
+    num_draws,
+    single_input_column,
+)
 
 __all__ = ["KeySelectionModel", "KernelAttentionModel", "SoftmaxAttentionModel"]
 
@@ -39,6 +48,13 @@ class KeySelectionModel(BayesianModel):
 
     Subclasses define :meth:`log_weights` (the closed-form posterior of ``z``) and
     :meth:`_selection_terms` (prior logits and query log-likelihood per key).
+
+    Scale: the regression likelihood is evaluated :attr:`chunk_bytes` of ``(rows, S)``
+    weights at a time (recomputed in the backward pass), so memory does not grow as
+    ``L * S``; ``model(query, target, subsample_size=B)`` evaluates ``B`` random queries only
+    (against all ``S`` keys), scaled by ``L / B``, for minibatch SVI
+    (:attr:`supports_subsampling`). The time of one full evaluation still grows as ``L * S``
+    (:meth:`likelihood_cost`).
 
     Args:
         key: ``(S, E)`` stored keys (the memory).
@@ -55,6 +71,14 @@ class KeySelectionModel(BayesianModel):
     """
 
     obs_name = "target"
+    idata_obs_name = "y"
+    supports_subsampling = True
+    log_likelihood_sums_to_joint = True
+    #: bytes of one ``(rows, S)`` matrix of the chunked likelihood (a chunk holds about
+    #: ``Ev + 8`` of them). Above glibc's largest dynamic mmap threshold (32 MiB), so that
+    #: every chunk's matrices are mapped and unmapped whole: smaller ones are carved up by the
+    #: small tensors each chunk keeps, and the heap then grows with the number of chunks.
+    chunk_bytes: int = 40 * 2**20
 
     def __init__(self, key, value=None, *, noise=1.0, mask=None, log_prior=None,
                  leave_one_out=False):
@@ -171,33 +195,106 @@ class KeySelectionModel(BayesianModel):
                 params[name] = torch.as_tensor(v, dtype=self.key.dtype)
         return params
 
+    # -- the regression likelihood, in row chunks (memory O(rows * S), not O(L * S))
+    def _check_rows(self, L: int):
+        """Check mask/log_prior/leave-one-out for ``L`` queries; the (L, S) views they give.
+
+        Raises:
+            ValueError: a mask/log_prior with batch dims, ``leave_one_out`` with ``L != S``, or
+                a query with no key it may attend to.
+        """
+        S = self.key.shape[0]
+        check_mask(self.mask, self.log_prior, (), L, S)
+        if self.leave_one_out and L != S:
+            raise ValueError(
+                f"leave_one_out needs one query per memory item (L == S), got L={L}, S={S}"
+            )
+        views = []
+        for name, t in (("mask", self.mask), ("log_prior", self.log_prior)):
+            if t is not None and t.dim() > 2:
+                if t.shape[:-2].numel() != 1:
+                    raise ValueError(f"{name} must broadcast to (L, S) = ({L}, {S}), got "
+                                     f"{tuple(t.shape)}")
+                t = t.reshape(t.shape[-2:])
+            views.append(None if t is None else t.expand(L, S))
+        mask, log_prior = views
+        allowed = None
+        if mask is not None:
+            allowed = mask
+        if log_prior is not None:
+            finite = ~torch.isneginf(log_prior)
+            allowed = finite if allowed is None else allowed & finite
+        if allowed is not None or self.leave_one_out:
+            count = (torch.full((L,), S, device=self.key.device) if allowed is None
+                     else allowed.sum(-1))
+            if self.leave_one_out:
+                own = (torch.ones(L, dtype=torch.bool, device=self.key.device)
+                       if allowed is None else allowed.diagonal())
+                count = count - own.long()
+            if bool((count == 0).any()):
+                raise ValueError("a query has no key it may attend to (mask/log_prior exclude all)")
+        return mask, log_prior
+
+    def _row_log_weights(self, query, params, rows, views):
+        """``rows -> (len(rows), S)`` log weights of those queries, mask and prior applied."""
+        mask, log_prior = views
+        S = self.key.shape[0]
+
+        def log_weights(r):
+            m = None if mask is None else mask[r]
+            if self.leave_one_out:
+                loo = torch.arange(S, device=self.key.device) != r.unsqueeze(-1)
+                m = loo if m is None else m & loo
+            lp = None if log_prior is None else log_prior[r]
+            return self._log_weights(query[r], params, m, lp)
+
+        return log_weights
+
+    def _chunk_rows(self, dtype) -> int:
+        return rows_per_chunk(self.key.shape[0], torch.finfo(dtype).bits // 8,
+                              self.chunk_bytes)
+
+    def _mixture(self, query, params, rows=None, views=None) -> KeyMixture:
+        """The likelihood of the queries ``rows`` (all when None) as a :class:`KeyMixture`."""
+        L = query.shape[0]
+        views = self._check_rows(L) if views is None else views
+        rows = torch.arange(L, device=query.device) if rows is None else rows
+        fn = self._row_log_weights(query, params, rows, views)
+        return KeyMixture(lambda sl: fn(rows[sl]), self.value, params["noise"], rows.shape[0],
+                          self._chunk_rows(query.dtype))
+
     # -- the Pyro programs
-    def model(self, query, target=None):
+    def model(self, query, target=None, *, subsample_size=None):
         """Regression program: ``target_i ~ sum_j w_ij N(v_j, noise^2 I)``.
 
         The key choice ``z_i ~ Cat(w_i)`` is marginalised in closed form (a mixture over keys),
-        which is exact and much faster under NUTS than enumerating it.
+        which is exact and much faster under NUTS than enumerating it. The weights are computed
+        ``rows`` queries at a time (:class:`bayesattn.models._mixture.KeyMixture`, ``rows * S``
+        numbers in :attr:`chunk_bytes`), so memory stays ``O(rows * S)``; the attention output is
+        :meth:`per_observation_deterministics`, not a site of this program.
 
         Args:
             query: ``(L, E)``.
             target: ``(L, Ev)`` observed targets, or None to simulate them.
+            subsample_size: evaluate ``B`` random queries only (``pyro.plate`` subsampling; the
+                log-likelihood is scaled by ``L / B``): only ``(B, S)`` weights are built.
+
+        Raises:
+            ValueError: bad shapes; a query with no key it may attend to.
         """
         self._check_query(query)
         self._check_target(target, query.shape[0])
         params = self._sample_hyperparameters()
-        log_w = self.log_weights(query, params)
-        if bool(torch.isneginf(log_w).all(-1).any()):
-            raise ValueError("a query has no key it may attend to (mask/log_prior exclude all)")
-        pyro.deterministic("attention_output", log_w.exp() @ self.value)
-        L, S = log_w.shape
-        values = self.value.expand(L, S, self.value.shape[1])
-        with pyro.plate("queries", L, dim=-1):
+        L = query.shape[0]
+        views = self._check_rows(L)
+        # the likelihood is evaluated lazily (at log_prob): check the hyperparameters now, on
+        # one query, so that a bad bandwidth/scale fails at the call
+        self._log_weights(query[:1], params, None, None)
+        with pyro.plate("queries", L, subsample_size=subsample_size, dim=-1) as rows:
+            full = rows.shape[0] == L
             pyro.sample(
-                "target",
-                dist.MixtureSameFamily(
-                    dist.Categorical(logits=log_w), dist.Normal(values, params["noise"]).to_event(1)
-                ),
-                obs=target,
+                "target", self._mixture(query, params, None if full else rows, views),
+                obs=target if target is None or full else target[rows],
             )
 
     def selection_model(self, query):
@@ -226,22 +323,84 @@ class KeySelectionModel(BayesianModel):
             )
             query_loglik(z)
 
+    def _draw_params(self, draws, d):
+        return self._fixed({k: v[d] for k, v in draws.items()})
+
     def log_likelihood(self, draws: dict, data: dict) -> torch.Tensor:
-        """``log p(target_i | query_i, theta)`` with ``z`` marginalised, ``(D, L)``."""
+        """``log p(target_i | query_i, theta)`` with ``z`` marginalised, ``(D, L)``.
+
+        One draw at a time, ``rows`` queries at a time: memory ``O(rows * S + D L)``.
+        """
         query, target = data["query"], data["target"]
         self._check_query(query)
         self._check_target(target, query.shape[0])
-        num = num_draws(draws)
+        views = self._check_rows(query.shape[0])
+        return torch.stack([
+            self._mixture(query, self._draw_params(draws, d), None, views).log_prob(target)
+            for d in range(num_draws(draws))
+        ])
+
+    def _draw_passes(self, draws, data):
+        """For each draw: ``(params, mixture)`` over all queries in ``data``."""
+        query = data["query"]
+        self._check_query(query)
+        self._check_target(None, query.shape[0])
+        views = self._check_rows(query.shape[0])
+        for d in range(num_draws(draws)):
+            params = self._draw_params(draws, d)
+            yield params, self._mixture(query, params, None, views)
+
+    @torch.no_grad()
+    def per_observation_deterministics(self, draws: dict, data: dict) -> dict:
+        """``{"attention_output": (D, L, Ev)}``: ``sum_j w_ij v_j`` per draw (chunked)."""
         out = []
-        for d in range(num):
-            params = self._fixed({k: v[d] for k, v in draws.items()})
-            log_w = self.log_weights(query, params)
-            # log N(y_i; v_j, noise^2 I) for every pair (i, j): (L, S)
-            comp = dist.Normal(self.value.unsqueeze(0), params["noise"]).log_prob(
-                target.unsqueeze(1)
-            ).sum(-1)
-            out.append(torch.logsumexp(log_w + comp, dim=-1))
+        for _, mix in self._draw_passes(draws, data):
+            out.append(torch.cat([mix.log_weights(sl).exp() @ self.value
+                                  for sl in mix.chunks()]))
+        return {"attention_output": torch.stack(out)}
+
+    @torch.no_grad()
+    def posterior_predictive(self, draws: dict, data: dict, generator) -> torch.Tensor:
+        """Replicated targets ``(D, L, Ev)``: ``z_i ~ Cat(w_i)``, ``v_z + noise * eps``."""
+        out = []
+        for params, mix in self._draw_passes(draws, data):
+            rows = []
+            for sl in mix.chunks():
+                z = torch.multinomial(mix.log_weights(sl).exp(), 1,
+                                      generator=generator).squeeze(-1)
+                eps = torch.randn(z.shape[0], self.value.shape[1], dtype=self.value.dtype,
+                                  generator=generator)
+                rows.append(self.value[z] + params["noise"] * eps)
+            out.append(torch.cat(rows))
         return torch.stack(out)
+
+    def prior_log_density(self, draws: dict) -> torch.Tensor:
+        """``log p(theta_d)`` ``(D,)``: the hyperparameters' priors at each draw."""
+        return hyperparameter_log_prior(self._priors(), draws)
+
+    def full_data_bytes(self, data: dict) -> int:
+        """Peak bytes of one likelihood + gradient evaluation over all ``L`` queries.
+
+        ``rows * S * (Ev + 8)`` numbers for the chunk being evaluated (``rows * S`` numbers
+        fill :attr:`chunk_bytes`; at most ``L`` rows) plus ``O((L + S) (E + Ev))`` for the data, the
+        per-query results and their gradients.
+        """
+        query = data["query"]
+        L, E = query.shape
+        S, Ev = self.value.shape
+        item = torch.finfo(query.dtype).bits // 8
+        rows = min(L, self._chunk_rows(query.dtype))
+        return int(item * (rows * S * (Ev + 8) + 4 * (L + S) * (E + Ev)))
+
+    def likelihood_cost(self, data: dict) -> int:
+        """``L * S * (E + Ev)``: every query against every key."""
+        L, E = data["query"].shape
+        S, Ev = self.key.shape[0], (1 if self.value is None else self.value.shape[1])
+        return int(L * S * (E + Ev))
+
+    def input_coordinate(self, data: dict):
+        """The single non-constant column of ``query`` (None with several)."""
+        return single_input_column(data.get("query"))
 
     def _selection_terms(self, query, params):
         raise NotImplementedError
