@@ -91,6 +91,13 @@ def ref_log_kernel(kernel: str, q: np.ndarray, k: np.ndarray, bandwidth) -> floa
     return 0.0 if r2 <= 1 else -math.inf  # boxcar
 
 
+def sdpa_mask(mask, log_prior):
+    """The functional API's one ``attn_mask``: the log-prior, ``-inf`` where ``mask`` is False."""
+    if log_prior is None:
+        return mask
+    return log_prior if mask is None else log_prior.masked_fill(~mask, -math.inf)
+
+
 def ref_weights(kernel, query, key, bandwidth=None, *, scale=None, mask=None, log_prior=None):
     """Attention weights ``(L, S)`` by a loop: kernel (or dot-product) times prior, normalised."""
     q, k = query.numpy(), key.numpy()
@@ -165,7 +172,7 @@ def test_enumerated_posterior_of_z_is_kernel_attention_weights(kernel, ard, mask
                                  log_prior=log_prior)
     posterior = enumerated_posterior_of_z(model, query)
     _, weights = Fn.kernel_attention(query, key, value, kernel=kernel, bandwidth=bandwidth,
-                                     mask=mask, log_prior=log_prior, return_weights=True)
+                                     attn_mask=sdpa_mask(mask, log_prior), need_weights=True)
     close(posterior, weights, 1e-6)
     close(posterior, ref_weights(kernel, query, key, bandwidth, mask=mask, log_prior=log_prior),
           1e-6)
@@ -181,7 +188,7 @@ def test_enumerated_posterior_with_small_bandwidth_is_peaked_and_still_agrees():
     for kernel in ("gaussian", "laplace", "cauchy"):
         model = KernelAttentionModel(key, value, kernel=kernel, bandwidth=0.05)
         _, w = Fn.kernel_attention(query, key, value, kernel=kernel, bandwidth=0.05,
-                                   return_weights=True)
+                                   need_weights=True)
         close(enumerated_posterior_of_z(model, query), w, 1e-6)
         if kernel == "gaussian":  # the test exercises the peaked regime (logits ~ -1e3)
             assert float(w.max(-1).values.min()) > 0.99
@@ -194,8 +201,8 @@ def test_enumerated_posterior_of_z_is_softmax_attention_weights(scale, masked):
     mask, log_prior = mask_and_prior(g, 5, 7) if masked else (None, None)
     model = SoftmaxAttentionModel(key, value, scale=scale, mask=mask, log_prior=log_prior)
     posterior = enumerated_posterior_of_z(model, query)
-    _, weights = Fn.softmax_attention(query, key, value, scale=scale, mask=mask,
-                                      log_prior=log_prior, return_weights=True)
+    _, weights = Fn.softmax_attention(query, key, value, scale=scale,
+                                      attn_mask=sdpa_mask(mask, log_prior), need_weights=True)
     close(posterior, weights, 1e-6)
     expected_scale = 1 / math.sqrt(3) if scale is None else scale
     close(posterior, ref_weights("softmax", query, key, scale=expected_scale, mask=mask,
@@ -219,7 +226,7 @@ def test_leave_one_out_posterior_puts_zero_weight_on_the_query_itself(family):
     eye = torch.eye(6, dtype=torch.bool)
     fn_kwargs = {"scale": 0.5} if family == "softmax" else {"kernel": family, "bandwidth": 4.0}
     fn = Fn.softmax_attention if family == "softmax" else Fn.kernel_attention
-    _, w = fn(key, key, value, mask=~eye, return_weights=True, **fn_kwargs)
+    _, w = fn(key, key, value, attn_mask=~eye, need_weights=True, **fn_kwargs)
     close(posterior, w, 1e-6)
     close(model.posterior(key)["weights"], w, 1e-12)
 
@@ -237,7 +244,7 @@ def test_infer_discrete_sampling_frequencies_match_the_weights():
     assert z.shape == (n,)
     counts = torch.bincount(z, minlength=5).to(DT)
     _, w = Fn.kernel_attention(one, key, value, kernel="laplace", bandwidth=0.8,
-                               mask=mask, log_prior=log_prior, return_weights=True)
+                               attn_mask=sdpa_mask(mask, log_prior), need_weights=True)
     p = w[0]
     assert bool((counts[p == 0] == 0).all())
     sd = (n * p * (1 - p)).sqrt()
@@ -294,7 +301,7 @@ def test_compact_kernel_query_out_of_range_has_zero_evidence_and_a_nearest_key_f
         one = KernelAttentionModel(key[j:j + 1], kernel=kernel, bandwidth=0.5)
         assert torch.isneginf(_selection_query_log_density(one, far)).all()
     _, w = Fn.kernel_attention(far, key, value, kernel=kernel, bandwidth=0.5,
-                               return_weights=True)
+                               need_weights=True)
     close(w, torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=DT), 0.0)
 
 
@@ -729,7 +736,7 @@ def test_cauchy_prior_is_allowed_in_one_dim_and_fixed_bandwidth_in_any_dim():
     key2, q2 = randn(g, 4, 2), randn(g, 3, 2)
     fixed = KernelAttentionModel(key2, kernel="cauchy", bandwidth=0.8)
     _, w = Fn.kernel_attention(q2, key2, key2, kernel="cauchy", bandwidth=0.8,
-                               return_weights=True)
+                               need_weights=True)
     close(enumerated_posterior_of_z(fixed, q2), w, 1e-6)
 
 
