@@ -11,9 +11,11 @@ choice of space), sampled through the Cholesky factor ``H = L L^T`` as ``u* + L^
 
 Verdict: converged when ``H`` is positive definite and the Newton decrement
 ``g^T H^{-1} g / 2`` (the predicted further decrease of ``U``, in nats; Boyd & Vandenberghe
-2004, section 9.5.1) is at most :data:`NEWTON_TOL`. A Hessian that is not positive definite
-(a saddle, a flat direction, or a boundary mode) gives a FAILED verdict and a point estimate
-only: one draw at the mode, no sds.
+2004, section 9.5.1) is at most :data:`NEWTON_TOL`. With minibatches the gradient and Hessian
+are averages over ``max(10, N / B)`` minibatch estimates, and the test is instead that no
+gradient component is more than :data:`GRAD_Z_MAX` standard errors from zero.
+A Hessian that is not positive definite (a saddle, a flat direction, or a boundary mode)
+gives a FAILED verdict and a point estimate only: one draw at the mode, no sds.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ import math
 
 import numpy as np
 import torch
-from pyro.infer.autoguide.initialization import init_to_median
+from pyro import poutine
+from pyro.distributions.transforms import biject_to
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
 from pyro.infer.mcmc.util import initialize_model
 
 from .nuts import safe_potential
 
-__all__ = ["NEWTON_TOL", "Potential", "find_mode", "fit_map", "laplace_draws"]
+__all__ = ["GRAD_Z_MAX", "NEWTON_TOL", "Potential", "find_mode", "fit_map", "laplace_draws"]
 
 #: largest Newton decrement (nats) at which an optimum counts as found
 NEWTON_TOL = 1e-3
+#: minibatch fits: largest |gradient| / standard error at which an optimum counts as found
+GRAD_Z_MAX = 4.0
 
 
 class Potential:
@@ -44,9 +50,12 @@ class Potential:
     """
 
     def __init__(self, program, data: dict, max_plate_nesting: int):
-        init, potential, transforms, _ = initialize_model(
-            program, model_kwargs=data, max_plate_nesting=max_plate_nesting,
-            init_strategy=init_to_median(num_samples=15))
+        if data.get("subsample_size") is None:
+            init, potential, transforms, _ = initialize_model(
+                program, model_kwargs=data, max_plate_nesting=max_plate_nesting,
+                init_strategy=init_to_median(num_samples=15))
+        else:  # Pyro's initialize_model refuses subsampled plates: the same potential by hand
+            init, potential, transforms = _subsampled_potential(program, data)
         self._fn = safe_potential(potential)
         self.transforms = transforms
         self.names = sorted(init)
@@ -68,6 +77,30 @@ class Potential:
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         return self._fn(self.unflatten(u))
+
+
+def _subsampled_potential(program, data):
+    """``(init, potential, transforms)`` as ``initialize_model`` for a minibatch program.
+
+    ``potential(z) = -(log p(T(z), y_batch) scaled by the plates) - log |det J_T(z)|``, an
+    unbiased estimate of the full-data potential (no enumeration).
+    """
+    proto = poutine.trace(InitMessenger(init_to_median(num_samples=15))(program)).get_trace(
+        **data)
+    transforms, init = {}, {}
+    for name, site in proto.iter_stochastic_nodes():
+        if site["is_observed"] or type(site["fn"]).__name__ == "_Subsample":
+            continue
+        transforms[name] = biject_to(site["fn"].support).inv
+        init[name] = transforms[name](site["value"].detach())
+
+    def potential(z):
+        values = {k: transforms[k].inv(v) for k, v in z.items()}
+        trace = poutine.trace(poutine.condition(program, data=values)).get_trace(**data)
+        logdet = sum(transforms[k].inv.log_abs_det_jacobian(z[k], values[k]).sum() for k in z)
+        return -(trace.log_prob_sum() + logdet)
+
+    return init, potential, transforms
 
 
 def find_mode(pot: Potential, *, num_steps: int, learning_rate: float, stochastic: bool,
@@ -120,19 +153,22 @@ def find_mode(pot: Potential, *, num_steps: int, learning_rate: float, stochasti
 
 
 def curvature(pot: Potential, u: torch.Tensor, num_evals: int = 1):
-    """Gradient ``g (P,)`` and symmetrised Hessian ``H (P, P)`` of ``pot`` at ``u``.
+    """Gradient ``g (P,)``, symmetrised Hessian ``H (P, P)`` of ``pot`` at ``u``, and the
+    standard error of ``g`` (``None`` for one evaluation).
 
-    With a stochastic (minibatch) potential both are averaged over ``num_evals`` evaluations
+    With a stochastic (minibatch) potential all are averaged over ``num_evals`` evaluations
     (each an unbiased estimate of the full-data value).
     """
-    g = torch.zeros_like(u)
+    grads = []
     H = torch.zeros(u.numel(), u.numel(), dtype=u.dtype)
     for _ in range(num_evals):
         x = u.clone().requires_grad_(True)
-        g += torch.autograd.grad(pot(x), x)[0]
+        grads.append(torch.autograd.grad(pot(x), x)[0])
         H += torch.autograd.functional.hessian(pot, u)
-    g, H = g / num_evals, H / num_evals
-    return g, 0.5 * (H + H.T)
+    g = torch.stack(grads)
+    se = g.std(0) / num_evals**0.5 if num_evals > 1 else None
+    H = H / num_evals
+    return g.mean(0), 0.5 * (H + H.T), se
 
 
 def laplace_draws(pot: Potential, u: torch.Tensor, num_draws: int, generator, *,
@@ -144,10 +180,12 @@ def laplace_draws(pot: Potential, u: torch.Tensor, num_draws: int, generator, *,
         with figures ``grad_norm`` (Euclidean, unconstrained space), ``newton_decrement``
         (nats), ``min_eigenvalue``/``max_eigenvalue`` of ``H``.
     """
-    g, H = curvature(pot, u, num_evals)
+    g, H, se = curvature(pot, u, num_evals)
     eig = torch.linalg.eigvalsh(H)
     figures = {"grad_norm": float(g.norm()), "min_eigenvalue": float(eig[0]),
                "max_eigenvalue": float(eig[-1])}
+    if se is not None:  # minibatch: is the gradient distinguishable from zero?
+        figures["max_grad_z"] = float((g.abs() / se.clamp_min(1e-300)).max())
     chol, info = torch.linalg.cholesky_ex(H)
     if int(info) != 0 or not bool(torch.isfinite(H).all()):
         figures["newton_decrement"] = float("nan")
@@ -204,6 +242,11 @@ def mode_reasons(figures: dict) -> list[str]:
         reasons.append(
             f"Hessian at the mode not positive definite (min eigenvalue "
             f"{figures['min_eigenvalue']:.3g}): point estimate only, no posterior sd")
+    elif "max_grad_z" in figures:
+        if figures["max_grad_z"] > GRAD_Z_MAX:
+            reasons.append(
+                f"optimiser not converged: a minibatch gradient {figures['max_grad_z']:.3g} "
+                f"standard errors from zero (> {GRAD_Z_MAX}); raise num_steps or learning_rate")
     elif figures["newton_decrement"] > NEWTON_TOL:
         reasons.append(
             f"optimiser not converged: Newton decrement {figures['newton_decrement']:.3g} nats "
@@ -215,4 +258,4 @@ def _num_evals(model, data, subsample_size):
     if subsample_size is None:
         return 1
     n = int(data[model.obs_name].shape[0])
-    return max(1, math.ceil(n / subsample_size))
+    return max(10, math.ceil(n / subsample_size))
