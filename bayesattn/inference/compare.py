@@ -32,6 +32,7 @@ def compare(idatas: dict[str, az.InferenceData], *, ic: str = "loo") -> pd.DataF
     for name, idata in idatas.items():
         if "log_likelihood" not in idata.groups():
             raise ValueError(f"model {name!r} has no log_likelihood group")
+    for name, idata in idatas.items():
         ll = idata.log_likelihood
         if int(ll.sizes.get("chain", 1)) * int(ll.sizes.get("draw", 1)) < 2:
             raise ValueError(
