@@ -37,6 +37,7 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median
+from tqdm.std import tqdm as std_tqdm
 
 __all__ = ["RecordingNUTS", "run_nuts", "safe_potential"]
 
@@ -169,6 +170,9 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
 def _worker_init():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
+    # tqdm's default lock is a multiprocessing semaphore; a worker terminated on Ctrl-C would
+    # leak it (a resource-tracker warning after exit): one process, one thread lock suffices
+    std_tqdm.set_lock(threading.RLock())
 
 
 def _run_parallel(jobs, workers):
@@ -195,6 +199,7 @@ def _run_parallel(jobs, workers):
         return results
     except BaseException:
         pool.terminate()  # kills the workers and joins them
+        pool.join()
         raise
 
 
