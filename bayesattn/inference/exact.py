@@ -62,9 +62,12 @@ def least_squares_evidence_model(model: LeastSquaresAttentionModel):
 def fit_exact(model, data, *, num_chains, num_samples, seed, num_steps=500):
     """Draws ``{name: (chain, draw, ...)}`` and the verdict for ``method="exact"``.
 
+    See the module docstring for what each model gets. A model outside the package with
+    priors and no ``exact_posterior`` is treated like GP/kernel/softmax: the mode of all its
+    latents in one draw (verdict figures mark it ``point_estimate``).
+
     Raises:
-        NotImplementedError: a model with priors whose program leaves latents that it cannot
-            integrate (none of the package's regression models), or no closed form.
+        FloatingPointError: the optimiser ended at a non-finite log density.
     """
     latents = model.latent_names()
     total = num_chains * num_samples
