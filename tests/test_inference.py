@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from bayesattn.data import load_mcycle
-from bayesattn.inference import GUIDES, METHODS, compare, fit
+from bayesattn.inference import GUIDES, METHODS, compare, fit, verdict_line
 from bayesattn.models import KernelAttentionModel, LeastSquaresAttentionModel
 
 DT = torch.float64
@@ -185,6 +185,10 @@ def test_nuts_inference_data_has_every_group_with_chain_draw_shapes(mcycle_nuts,
     idata.to_netcdf(str(path))
     back = az.from_netcdf(str(path))
     assert set(back.groups()) == set(idata.groups())
+    # the verdict survives the file: int flag and JSON string attributes
+    assert back.attrs["converged"] == idata.attrs["converged"] in (0, 1)
+    assert verdict_line(back) == verdict_line(idata)
+    assert verdict_line(back).startswith("convergence: ")
     for group in ("posterior", "log_likelihood", "sample_stats", "posterior_predictive"):
         for name, var in getattr(idata, group).data_vars.items():
             np.testing.assert_array_equal(getattr(back, group)[name].values, var.values)
