@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from bayesattn.data import load_mcycle
-from bayesattn.inference import GUIDES, METHODS, compare, fit
+from bayesattn.inference import GUIDES, METHODS, compare, fit, verdict_line
 from bayesattn.models import KernelAttentionModel, LeastSquaresAttentionModel
 
 DT = torch.float64
@@ -160,7 +160,8 @@ def test_nuts_inference_data_has_every_group_with_chain_draw_shapes(mcycle_nuts,
     assert np.isfinite(idata.posterior_predictive["target"].values).all()
 
     stats = idata.sample_stats
-    for name in ("diverging", "step_size", "acceptance_rate", "n_steps", "tree_depth"):
+    for name in ("lp", "energy", "diverging", "step_size", "acceptance_rate", "n_steps",
+                 "tree_depth"):
         assert stats[name].shape == (2, 150), name
     assert stats["diverging"].dtype == bool
     step = stats["step_size"].values
@@ -168,9 +169,12 @@ def test_nuts_inference_data_has_every_group_with_chain_draw_shapes(mcycle_nuts,
     acc = stats["acceptance_rate"].values
     assert ((acc >= 0) & (acc <= 1)).all()
     assert 0.5 < acc.mean() <= 1.0  # adapted towards target_accept_prob = 0.8
+    # depth (trajectory doublings) and leapfrog steps are counted separately by the kernel;
+    # a tree of depth d has at most 2^d - 1 steps and more than a complete tree of depth d - 1
     n_steps, depth = stats["n_steps"].values, stats["tree_depth"].values
     assert (n_steps >= 1).all() and (depth >= 1).all()
     assert (n_steps <= 2**depth - 1).all() and (n_steps > 2 ** (depth - 1) - 1).all()
+    assert np.isfinite(stats["lp"].values).all() and np.isfinite(az.bfmi(idata)).all()
     assert idata.attrs["method"] == "nuts"
 
     # the posterior predictive replicates the observation: its spread matches the data's
@@ -181,6 +185,10 @@ def test_nuts_inference_data_has_every_group_with_chain_draw_shapes(mcycle_nuts,
     idata.to_netcdf(str(path))
     back = az.from_netcdf(str(path))
     assert set(back.groups()) == set(idata.groups())
+    # the verdict survives the file: int flag and JSON string attributes
+    assert back.attrs["converged"] == idata.attrs["converged"] in (0, 1)
+    assert verdict_line(back) == verdict_line(idata)
+    assert verdict_line(back).startswith("convergence: ")
     for group in ("posterior", "log_likelihood", "sample_stats", "posterior_predictive"):
         for name, var in getattr(idata, group).data_vars.items():
             np.testing.assert_array_equal(getattr(back, group)[name].values, var.values)
@@ -285,13 +293,28 @@ def test_fit_least_squares_with_several_value_columns():
     assert 0.3 < (rep - pred).std() < 0.5
 
 
-def test_exact_raises_for_a_model_without_a_closed_form():
-    model, data = mcycle_model_and_data()
-    with pytest.raises(NotImplementedError, match="no closed-form posterior"):
-        fit(model, data, method="exact", **FAST)
-    ls = LeastSquaresAttentionModel(noise=dist.HalfNormal(1.0))
-    with pytest.raises(NotImplementedError, match="fixed prior_scale and noise"):
-        fit(ls, ls_problem(), method="exact", **FAST)
+def test_exact_with_priors_is_the_type2_mode_of_the_marginal_likelihood():
+    # kernel attention with priors: z is already summed out, so "exact" is the mode of the
+    # hyperparameters' posterior (unconstrained space), a point; its gradient is zero under an
+    # independent finite-difference of the loop-based log-likelihood written above
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(20, 1, generator=g, dtype=DT) * 5
+    y = torch.cos(x) + 0.2 * torch.randn(20, 1, generator=g, dtype=DT)
+    model = KernelAttentionModel(x, y, bandwidth=dist.LogNormal(0.0, 1.0),
+                                 noise=dist.HalfNormal(1.0), leave_one_out=True)
+    idata = fit(model, {"query": x, "target": y}, method="exact", **FAST)
+    assert idata.attrs["converged"] == 1
+    assert idata.posterior["bandwidth"].shape == (1, 1)
+    bw, noise = (float(idata.posterior[k][0, 0]) for k in ("bandwidth", "noise"))
+
+    def log_density(t):  # t = (log bandwidth, log noise), with the log-Jacobian
+        b, s = np.exp(t)
+        lik = ref_gaussian_loo_loglik(x.numpy()[:, 0], y.numpy()[:, 0], b, s).sum()
+        return lik - 0.5 * math.log(b) ** 2 - 0.5 * s**2 + t[1]
+
+    t0, h = np.log([bw, noise]), 1e-5
+    grad = [(log_density(t0 + h * e) - log_density(t0 - h * e)) / (2 * h) for e in np.eye(2)]
+    np.testing.assert_allclose(grad, 0.0, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -315,12 +338,16 @@ def test_exact_and_nuts_agree_on_least_squares_weights():
 def test_map_of_least_squares_weights_is_the_closed_form_posterior_mean():
     data = ls_problem(S=30, E=3, Ev=1)
     model = LeastSquaresAttentionModel(prior_scale=0.7, noise=0.5)
-    idata = fit(model, data, method="map", num_steps=500, learning_rate=0.05, seed=0, **FAST)
-    w = idata.posterior["W"].values
-    assert w.shape == (1, 1, 3, 1)
-    mean, _ = ls_closed_form_w(data, 0.5, 0.7)
-    np.testing.assert_allclose(w[0, 0], mean, atol=1e-6)
-    assert idata.attrs["method"] == "map"
+    idata = fit(model, data, method="map", num_chains=1, num_samples=2000, seed=0, **FAST)
+    w = idata.posterior["W"].values[0, :, :, 0]
+    assert w.shape == (2000, 3)
+    # the posterior is Gaussian, so the Laplace approximation is exact: mean and covariance
+    mean, cov = ls_closed_form_w(data, 0.5, 0.7)
+    se = np.sqrt(np.diag(cov)) / math.sqrt(2000)
+    assert (np.abs(w.mean(0) - mean[:, 0]) <= 4 * se).all()
+    cov_se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / 2000)
+    assert (np.abs(np.cov(w.T) - cov) <= 5 * cov_se).all()
+    assert idata.attrs["method"] == "map" and idata.attrs["converged"] == 1
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -392,6 +419,22 @@ def test_compare_needs_two_models_with_log_likelihoods():
     bare = az.from_dict(posterior={"a": np.zeros((1, 5))})
     with pytest.raises(ValueError, match="'bare' has no log_likelihood"):
         compare({"fitted": idata, "bare": bare})
+    with pytest.raises(ValueError, match=r"'fitted' is a point estimate \(one draw\)"):
+        compare({"fitted": idata, "again": idata})
+
+
+def test_compare_refuses_models_fitted_to_different_observations():
+    data = ls_problem(S=20, E=2)
+    other = {**data, "value": data["value"] + 1.0}
+    model = LeastSquaresAttentionModel(prior_scale=1.0, noise=0.5)
+    a = fit(model, data, method="exact", num_chains=1, num_samples=50, **FAST)
+    b = fit(model, other, method="exact", num_chains=1, num_samples=50, **FAST)
+    with pytest.raises(ValueError, match=r"models 'a' and 'b' were fitted to different "
+                                         r"observed data"):
+        compare({"a": a, "b": b})
+    table = compare({"a": a, "a again": fit(model, data, method="exact", num_chains=1,
+                                             num_samples=50, seed=1, **FAST)})
+    assert set(table.index) == {"a", "a again"}
 
 
 # ----------------------------------------------------------------------------- errors

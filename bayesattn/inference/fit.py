@@ -1,43 +1,36 @@
 """Fit a bayesattn model by exact posterior, MAP, SVI or NUTS and return ArviZ InferenceData.
 
-Discrete key choices are marginalised exactly: NUTS enumerates them (``max_plate_nesting``),
-SVI uses ``TraceEnum_ELBO`` with the autoguide over the continuous sites only.
+:func:`fit` validates the arguments, picks torch's thread count (:mod:`.threads`), guards
+memory, dispatches to one module per method (:mod:`.nuts`, :mod:`.svi`, :mod:`.laplace`,
+:mod:`.exact`), converts the draws (:func:`bayesattn.inference.to_inference_data`) and stores
+the convergence verdict (:mod:`.diagnostics`) in ``idata.attrs``.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import warnings
-from concurrent.futures import ProcessPoolExecutor
+import numbers
 
 import arviz as az
-import numpy as np
 import pyro
-import pyro.infer.autoguide as autoguide
-import torch
-from pyro import poutine
-from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
-from pyro.infer.autoguide.initialization import init_to_median
-from tqdm.auto import tqdm
 
 from ..models.base import BayesianModel
-from .convert import enumerated_sites, to_inference_data
+from .convert import to_inference_data
+from .diagnostics import make_verdict, nuts_figures, nuts_reasons, store_verdict
+from .exact import fit_exact
+from .laplace import fit_map
+from .nuts import run_nuts
+from .svi import GUIDES, fit_svi
+from .threads import auto_num_threads, torch_threads
 
-__all__ = ["fit", "METHODS", "GUIDES"]
+__all__ = ["fit", "METHODS", "GUIDES", "MAX_MEMORY", "MINIBATCH_ROWS", "MINIBATCH_SIZE"]
 
 METHODS = ("exact", "map", "svi", "nuts")
-GUIDES = {
-    "normal": autoguide.AutoNormal,
-    "lowrank": autoguide.AutoLowRankMultivariateNormal,
-    "mvn": autoguide.AutoMultivariateNormal,
-    "delta": autoguide.AutoDelta,
-}
-
-
-def _continuous(model):
-    """The model with its enumerated (discrete) sites hidden, for autoguides and init."""
-    return poutine.block(model, hide_fn=lambda site: site.get("infer", {}).get("enumerate"))
+#: default ``max_memory`` of :func:`fit`: 4 GiB
+MAX_MEMORY = 4 * 2**30
+#: SVI/MAP switch to minibatches above this many observations (when the model supports it)
+MINIBATCH_ROWS = 2000
+#: minibatch size of minibatch SVI/MAP
+MINIBATCH_SIZE = 512
 
 
 def fit(
@@ -49,60 +42,131 @@ def fit(
     warmup_steps: int = 1000,
     num_chains: int = 4,
     seed: int = 0,
-    guide: str = "normal",
+    guide: str = "mvn",
     num_steps: int = 2000,
     learning_rate: float = 0.02,
+    init: str = "map",
     target_accept_prob: float = 0.8,
+    max_tree_depth: int = 10,
     jit_compile: bool = False,
     chain_method: str = "sequential",
     progress_bar: bool = True,
+    num_threads: int | None = None,
+    max_memory: int = MAX_MEMORY,
 ) -> az.InferenceData:
-    """Fit ``model`` to ``data`` and return an :class:`arviz.InferenceData`.
+    """Fit ``model`` to ``data`` and return an :class:`arviz.InferenceData` with a verdict.
 
     Methods:
 
     * ``"nuts"``: Pyro's NUTS (Hoffman & Gelman 2014), ``num_chains`` chains of
-      ``warmup_steps + num_samples`` iterations run one after the other, each with its own
-      progress bar and seed ``seed + chain``. Per-draw ``sample_stats``: ``diverging``,
-      ``step_size``, ``acceptance_rate``, ``n_steps`` (leapfrog steps) and ``tree_depth``.
-    * ``"svi"``: stochastic variational inference with an autoguide (``guide``: ``"normal"``
-      AutoNormal, ``"lowrank"`` AutoLowRankMultivariateNormal, ``"mvn"``,
-      ``"delta"``), ``TraceEnum_ELBO`` when the model has enumerated discrete sites
-      (``Trace_ELBO`` otherwise), Adam, ``num_steps`` steps
-      with a tqdm bar; ``num_chains * num_samples`` draws from the guide. The ELBO loss trace
-      is kept in ``idata.svi_loss``.
-    * ``"map"``: SVI with ``AutoDelta``: one draw, the MAP estimate.
-    * ``"exact"``: ``model.exact_posterior`` (closed form); for a model whose hyperparameters
-      are all fixed, the closed-form posterior has nothing left to sample.
+      ``warmup_steps + num_samples`` iterations, chain ``c`` seeded ``seed + c``. Per-draw
+      ``sample_stats``: ``lp``, ``energy``, ``diverging``, ``step_size``,
+      ``acceptance_rate``, ``n_steps``, ``tree_depth`` (see :mod:`.nuts`). Numerical
+      failures inside a trajectory are rejected (divergent) steps, not errors.
+    * ``"svi"``: an autoguide (``guide``; default full-rank ``"mvn"``) started at the MAP
+      (``init="map"``; ``"median"`` = prior median), ClippedAdam with the learning rate
+      decaying to a tenth, ``num_steps`` steps; ``num_chains * num_samples`` guide draws. The
+      ELBO loss trace is kept in ``idata.svi_loss``. See :mod:`.svi`.
+    * ``"map"``: the posterior mode (L-BFGS in the unconstrained space) and a Laplace
+      approximation there: ``num_chains * num_samples`` draws, or one draw at the mode (a
+      point estimate, verdict FAILED) when the Hessian is not positive definite. See
+      :mod:`.laplace`.
+    * ``"exact"``: closed-form posteriors; hyperparameters with priors by type-II MAP first.
+      See :mod:`.exact` for exactly what each model gets.
+
+    Every result carries ``idata.attrs["converged"]`` (1/0) and ``idata.attrs["diagnostics"]``
+    (JSON; :mod:`.diagnostics`); one line: :func:`bayesattn.inference.diagnostics.verdict_line`.
+
+    Size: ``model.full_data_bytes(data)`` (when the model defines it; 0 = unknown) estimates
+    the memory of one full-data likelihood. Above ``max_memory`` NUTS and exact refuse; SVI and
+    MAP run on minibatches when the model has ``supports_subsampling = True`` (it then accepts
+    ``subsample_size`` in ``model.model``). SVI/MAP also use minibatches of
+    :data:`MINIBATCH_SIZE` rows whenever the data have more than :data:`MINIBATCH_ROWS`
+    observations and the model supports it.
+
+    Threads: ``num_threads=None`` runs small models (``N * S`` <= 250,000; see
+    :func:`.threads.auto_num_threads`) on one torch thread, others with torch's setting; the
+    previous setting is restored afterwards, also on errors. Parallel NUTS chains use one
+    thread per worker process.
 
     Args:
         model: a :class:`bayesattn.models.base.BayesianModel`.
         data: keyword arguments of ``model.model``; ``data[model.obs_name]`` is observed.
         method: one of :data:`METHODS`.
         num_samples: draws per chain kept.
-        warmup_steps: NUTS warm-up (adaptation) iterations per chain.
-        num_chains: chains (NUTS) or groups of guide draws (SVI, exact).
-        seed: seed of every random number used.
+        warmup_steps: NUTS warm-up (adaptation) iterations per chain, >= 0.
+        num_chains: chains (NUTS) or groups of draws (SVI, MAP, exact).
+        seed: seed of every random number, ``0 <= seed < 2**32 - num_chains``.
         guide: SVI autoguide name (keys of :data:`GUIDES`).
-        num_steps: SVI optimisation steps.
-        learning_rate: Adam learning rate for SVI/MAP.
-        target_accept_prob: NUTS step-size adaptation target.
-        chain_method: ``"sequential"`` (one process) or ``"parallel"`` (NUTS chains in
-            separate processes, one per CPU core, each with one torch thread).
-        jit_compile: trace the NUTS potential with the PyTorch JIT (about 2x faster on small
-            models; the model must be traceable).
+        num_steps: SVI steps; MAP/exact optimiser iterations.
+        learning_rate: initial ClippedAdam learning rate (SVI, minibatch MAP).
+        init: SVI start, ``"map"`` or ``"median"``.
+        target_accept_prob: NUTS step-size adaptation target, in (0, 1).
+        max_tree_depth: NUTS maximum number of trajectory doublings.
+        jit_compile: trace the NUTS potential with the PyTorch JIT.
+        chain_method: ``"sequential"`` or ``"parallel"`` (NUTS chains in worker processes).
         progress_bar: show progress bars.
+        num_threads: torch threads during the fit; ``None`` = the rule above.
+        max_memory: bytes a full-data likelihood may take.
 
     Returns:
-        InferenceData with groups ``posterior``, ``sample_stats``, ``log_likelihood``
-        (pointwise, discrete latents marginalised), ``posterior_predictive``,
-        ``observed_data`` and ``constant_data`` (built with ``az.from_dict``).
+        InferenceData with ``posterior``, ``sample_stats`` (NUTS), ``log_likelihood``,
+        ``posterior_predictive``, ``observed_data``, ``constant_data`` (and ``svi_loss``).
 
     Raises:
-        ValueError: unknown ``method`` or ``guide``; ``data`` lacks the observation;
-            non-positive ``num_samples``, ``num_chains``, ``num_steps``.
-        NotImplementedError: ``method="exact"`` for a model without a closed form.
+        ValueError: unknown ``method``, ``guide``, ``chain_method`` or ``init``; ``data``
+            lacks the observation; non-positive ``num_samples``, ``num_chains``,
+            ``num_steps``, ``max_tree_depth``; negative or non-integer ``warmup_steps``;
+            ``seed`` out of range; ``target_accept_prob`` outside (0, 1); the data exceed
+            ``max_memory`` for the method (the message names the limit and the alternative).
+        FloatingPointError: SVI/MAP ended at a non-finite log density.
+        KeyboardInterrupt: interrupted (parallel workers are terminated first).
+
+    Warns:
+        bayesattn.errors.ConvergenceWarning: the verdict is FAILED.
     """
+    _check_args(method, chain_method, guide, init, data, model, num_samples, num_chains,
+                num_steps, warmup_steps, seed, target_accept_prob, max_tree_depth,
+                max_memory)
+    subsample, full_ok = _plan_memory(model, data, method, max_memory)
+    threads = auto_num_threads(model, data) if num_threads is None else num_threads
+    with torch_threads(threads):
+        pyro.clear_param_store()
+        extra: dict = {}
+        stats: dict = {}
+        if method == "nuts":
+            draws, stats, settings = run_nuts(
+                model, data, num_samples=num_samples, warmup_steps=warmup_steps,
+                num_chains=num_chains, seed=seed, target_accept_prob=target_accept_prob,
+                max_tree_depth=max_tree_depth, jit_compile=jit_compile,
+                chain_method=chain_method, progress_bar=progress_bar)
+        elif method == "svi":
+            draws, extra["svi_loss"], verdict = fit_svi(
+                model, data, guide=guide, num_steps=num_steps, learning_rate=learning_rate,
+                num_chains=num_chains, num_samples=num_samples, seed=seed,
+                progress_bar=progress_bar, init=init, subsample_size=subsample,
+                full_data_ok=full_ok)
+        elif method == "map":
+            draws, verdict = fit_map(model, data, num_chains=num_chains,
+                                     num_samples=num_samples, seed=seed, num_steps=num_steps,
+                                     learning_rate=learning_rate, subsample_size=subsample)
+        else:
+            draws, verdict = fit_exact(model, data, num_chains=num_chains,
+                                       num_samples=num_samples, seed=seed,
+                                       num_steps=num_steps)
+        idata = to_inference_data(model, data, draws, stats, seed=seed, method=method, **extra)
+        if method == "nuts":
+            figures = nuts_figures(idata, model.latent_names(), max_tree_depth)
+            settings["jit_compile"] = jit_compile
+            verdict = make_verdict("nuts", nuts_reasons(figures), figures, settings)
+        settings = verdict["settings"]
+        settings["num_threads"] = threads
+    store_verdict(idata, verdict)
+    return idata
+
+
+def _check_args(method, chain_method, guide, init, data, model, num_samples, num_chains,
+                num_steps, warmup_steps, seed, target_accept_prob, max_tree_depth, max_memory):
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if chain_method not in ("sequential", "parallel"):
@@ -111,156 +175,49 @@ def fit(
         )
     if guide not in GUIDES:
         raise ValueError(f"unknown guide {guide!r}; expected one of {', '.join(GUIDES)}")
+    if init not in ("map", "median"):
+        raise ValueError(f"unknown init {init!r}; expected 'map' or 'median'")
     if data.get(model.obs_name) is None:
         raise ValueError(f"data must contain the observation {model.obs_name!r}")
     for name, n in (("num_samples", num_samples), ("num_chains", num_chains),
-                    ("num_steps", num_steps)):
-        if not isinstance(n, int) or n < 1:
+                    ("num_steps", num_steps), ("max_tree_depth", max_tree_depth),
+                    ("max_memory", max_memory)):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    pyro.clear_param_store()
-    extra: dict = {}
-    if method == "nuts":
-        draws, stats = _nuts(model, data, num_samples, warmup_steps, num_chains, seed,
-                             target_accept_prob, jit_compile, chain_method, progress_bar)
-    elif method in ("svi", "map"):
-        guide = "delta" if method == "map" else guide
-        draws, losses = _svi(model, data, guide, num_steps, learning_rate, seed, progress_bar,
-                             1 if method == "map" else num_chains,
-                             1 if method == "map" else num_samples)
-        stats, extra["svi_loss"] = {}, losses
-    else:
-        draws, stats = _exact(model, data, num_chains, num_samples, seed), {}
-    return to_inference_data(model, data, draws, stats, seed=seed, method=method, **extra)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral) \
+            or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= seed < 2**32 - num_chains:
+        raise ValueError(f"seed must be an integer in [0, 2**32 - num_chains), got {seed!r}")
+    if not (isinstance(target_accept_prob, numbers.Real) and 0 < target_accept_prob < 1):
+        raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
 
 
-def _nuts(model, data, num_samples, warmup_steps, num_chains, seed, target, jit, chain_method,
-          progress_bar):
-    jobs = [(model, data, num_samples, warmup_steps, seed + c, target, jit, progress_bar)
-            for c in range(num_chains)]
-    workers = min(num_chains, os.cpu_count() or 1)
-    if chain_method == "parallel" and workers > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads,
-                                 initargs=(1,)) as pool:
-            results = list(pool.map(_run_chain, jobs))
-    else:
-        results = [_run_chain(job) for job in jobs]
-    draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
-    stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
-    return draws, stats
+def _plan_memory(model, data, method, max_memory):
+    """``(subsample_size or None, full-data evaluation fits in memory)`` for this fit.
 
-
-def _run_chain(job):
-    """One NUTS chain: ``(draws {name: (num_samples, ...)}, per-draw stats)``."""
-    model, data, num_samples, warmup_steps, seed, target, jit, progress_bar = job
-    pyro.set_rng_seed(seed)
-    kernel = NUTS(model.model, max_plate_nesting=model.max_plate_nesting,
-                  target_accept_prob=target, init_strategy=init_to_median(num_samples=15),
-                  jit_compile=jit, ignore_jit_warnings=True)
-    recorder = _StatsRecorder(warmup_steps)
-    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
-                disable_progbar=not progress_bar, hook_fn=recorder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        mcmc.run(**data)
-    samples = mcmc.get_samples()
-    return {k: samples[k] for k in model.latent_names()}, recorder.as_arrays()
-
-
-class _StatsRecorder:
-    """``hook_fn`` of :class:`pyro.infer.MCMC` that records per-draw NUTS statistics.
-
-    Pyro keeps running summaries only: the per-draw acceptance probability is recovered from
-    consecutive running means, divergences from the kernel's divergence list, and the number
-    of leapfrog steps by counting potential-energy gradient evaluations.
+    Raises:
+        ValueError: the full-data likelihood exceeds ``max_memory`` and the method cannot
+            use minibatches for this model.
     """
-
-    def __init__(self, warmup_steps):
-        self.warmup_steps = warmup_steps
-        self.rows = []
-        self._calls = 0
-        self._last_calls = 0
-        self._last_mean = 0.0
-        self._last_div = 0
-        self._wrapped = False
-
-    def _wrap(self, kernel):
-        inner = kernel.potential_fn
-
-        def counting(params):
-            self._calls += 1
-            return inner(params)
-
-        kernel.potential_fn = counting
-        self._wrapped = True
-
-    def __call__(self, kernel, samples, stage, i):
-        if not self._wrapped:
-            self._wrap(kernel)
-            self._last_calls = self._calls
-            return
-        steps = self._calls - self._last_calls
-        self._last_calls = self._calls
-        if stage != "Sample":
-            return
-        n = i + 1
-        mean = kernel._mean_accept_prob
-        accept = n * mean - (n - 1) * self._last_mean
-        self._last_mean = mean
-        div = len(kernel._divergences)
-        self.rows.append((div > self._last_div, float(kernel.step_size), accept, steps))
-        self._last_div = div
-
-    def as_arrays(self):
-        """Per-draw arrays: diverging, step_size, acceptance_rate, n_steps, tree_depth."""
-        div, step, acc, steps = (np.array(c) for c in zip(*self.rows, strict=True))
-        return {
-            "diverging": div.astype(bool),
-            "step_size": step,
-            "acceptance_rate": np.clip(acc, 0.0, 1.0),
-            "n_steps": steps.astype(int),
-            "tree_depth": np.ceil(np.log2(np.maximum(steps, 1) + 1)).astype(int),
-        }
-
-
-def _svi(model, data, guide_name, num_steps, lr, seed, progress_bar, num_chains, num_samples):
-    pyro.set_rng_seed(seed)
-    latents = model.latent_names()
-    if not latents:
-        return {}, np.zeros(0)
-    guide = GUIDES[guide_name](_continuous(model.model))
-    # discrete latents are summed out exactly by TraceEnum_ELBO; without any, plain Trace_ELBO
-    if enumerated_sites(model, data):
-        loss = TraceEnum_ELBO(max_plate_nesting=model.max_plate_nesting)
-    else:
-        loss = Trace_ELBO()
-    svi = SVI(model.model, guide, pyro.optim.Adam({"lr": lr}), loss)
-    losses = np.empty(num_steps)
-    bar = tqdm(range(num_steps), desc=f"SVI ({guide_name})", disable=not progress_bar)
-    for step in bar:
-        losses[step] = svi.step(**data)
-        if step % 50 == 0 or step == num_steps - 1:
-            bar.set_postfix(loss=f"{losses[step]:.3f}")
-    if not np.isfinite(losses[-1]):
-        raise FloatingPointError("SVI diverged (non-finite ELBO); lower learning_rate")
-    with torch.no_grad():
-        pred = Predictive(_continuous(model.model), guide=guide,
-                          num_samples=num_chains * num_samples, return_sites=latents)
-        samples = pred(**data)
-    shapes = _site_shapes(model, data)
-    draws = {k: samples[k].reshape(num_chains, num_samples, *shapes[k]) for k in latents}
-    return draws, losses
-
-
-def _site_shapes(model, data):
-    trace = poutine.trace(_continuous(model.model)).get_trace(**data)
-    return {k: site["value"].shape for k, site in trace.nodes.items() if site["type"] == "sample"}
-
-
-def _exact(model, data, num_chains, num_samples, seed):
-    if not model.latent_names():
-        return {}
-    gen = torch.Generator().manual_seed(seed)
-    flat = model.exact_posterior(data, num_chains * num_samples, gen)
-    return {k: v.reshape(num_chains, num_samples, *v.shape[1:]) for k, v in flat.items()}
-
+    sizer = getattr(model, "full_data_bytes", None)
+    need = int(sizer(data)) if callable(sizer) else 0
+    n = int(data[model.obs_name].shape[0]) if getattr(data[model.obs_name], "ndim", 0) else 1
+    can_batch = bool(getattr(model, "supports_subsampling", False)) and method in ("svi", "map")
+    fits = need <= max_memory
+    batch = MINIBATCH_SIZE if can_batch and (n > MINIBATCH_ROWS or not fits) else None
+    if batch is not None and batch >= n:
+        batch = None
+    if not fits and batch is None:
+        alt = ("method='svi' (minibatch SVI)" if getattr(model, "supports_subsampling", False)
+               else "fewer rows (this model does not support minibatches)")
+        raise ValueError(
+            f"a full-data likelihood of {type(model).__name__} on {n} rows needs about "
+            f"{need / 2**30:.1f} GiB, over max_memory={max_memory / 2**30:.1f} GiB for "
+            f"method={method!r}; use {alt} or raise max_memory")
+    if batch is not None and need * batch / max(n, 1) > max_memory:
+        raise ValueError(
+            f"even a minibatch of {batch} rows needs about {need * batch / n / 2**30:.1f} GiB, "
+            f"over max_memory={max_memory / 2**30:.1f} GiB; use fewer rows or raise max_memory")
+    return batch, fits

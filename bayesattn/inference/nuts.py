@@ -1,0 +1,221 @@
+"""NUTS (Hoffman & Gelman 2014, Pyro's multinomial variant) with per-draw statistics.
+
+:class:`RecordingNUTS` is Pyro's :class:`pyro.infer.NUTS` that records, for every transition,
+what ArviZ's ``sample_stats`` expects (Stan's names in brackets):
+
+* ``lp`` [``lp__``]: log density of the draw in the unconstrained space (minus the potential
+  energy; includes the log-Jacobian of the transforms, as Stan's ``lp__``).
+* ``energy`` [``energy__``]: the Hamiltonian at the start of the transition (potential of the
+  previous draw plus the kinetic energy of the fresh momentum). ``az.bfmi`` and
+  ``az.plot_energy`` read it (Betancourt 2016, "Diagnosing suboptimal cotangent
+  disintegrations in Hamiltonian Monte Carlo").
+* ``tree_depth`` [``treedepth__``]: number of trajectory doublings (measured, not derived).
+* ``n_steps`` [``n_leapfrog__``]: leapfrog steps; ``acceptance_rate`` [``accept_stat__``];
+  ``diverging`` [``divergent__``]; ``step_size`` [``stepsize__``].
+
+Pyro 1.9 exposes none of these per draw, so the subclass overrides the private
+``NUTS._build_tree(z, r, z_grads, log_slice, direction, tree_depth, energy_current)`` (to see
+each top-level doubling and the starting energy) and reads the private potential-energy cache
+``HMC._fetch_from_cache()``; pyproject pins ``pyro-ppl>=1.9,<1.10`` for that reason.
+
+The potential is wrapped so that a non-finite value, or a ``ValueError`` from distribution
+validation / a failed Cholesky when a step leaves the support numerically (e.g. a positive
+parameter underflows to 0), is ``+inf``: NUTS then rejects the step as divergent instead of
+aborting the run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import warnings
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import MCMC, NUTS
+from pyro.infer.autoguide.initialization import init_to_median
+from tqdm.std import tqdm as std_tqdm
+
+__all__ = ["RecordingNUTS", "run_nuts", "safe_potential"]
+
+STAT_NAMES = ("lp", "energy", "diverging", "step_size", "acceptance_rate", "n_steps",
+              "tree_depth")
+
+
+def safe_potential(potential_fn):
+    """Wrap a potential ``U(z)`` so numerical failures become ``+inf`` (a rejected step).
+
+    The returned ``+inf`` is tied to ``z`` by a zero-weight sum, so autograd gives zero
+    gradients instead of failing. Caught: non-finite values, ``ValueError`` (Pyro's support
+    validation) and ``torch.linalg.LinAlgError`` (a covariance that lost positive
+    definiteness).
+    """
+
+    def wrapped(z):
+        try:
+            u = potential_fn(z)
+        except (ValueError, torch.linalg.LinAlgError):
+            u = None
+        if u is None or not bool(torch.isfinite(u)):
+            dtype = next(iter(z.values())).dtype if z else torch.get_default_dtype()
+            tie = sum(((v * 0.0).nan_to_num(0.0, 0.0, 0.0).sum() for v in z.values()),
+                      torch.zeros((), dtype=dtype))
+            return tie + torch.tensor(float("inf"), dtype=dtype)
+        return u
+
+    return wrapped
+
+
+class RecordingNUTS(NUTS):
+    """:class:`pyro.infer.NUTS` that keeps per-transition statistics in :attr:`records`.
+
+    Same arguments as :class:`pyro.infer.NUTS`. After :meth:`pyro.infer.MCMC.run`,
+    ``records`` holds one dict per transition (warm-up included) with the keys of
+    :data:`STAT_NAMES`; :meth:`stats` returns the last ``num_samples`` as arrays.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.records: list[dict] = []
+        self._nesting = 0
+        self._current: dict | None = None
+
+    def _initialize_model_properties(self, model_args, model_kwargs):
+        super()._initialize_model_properties(model_args, model_kwargs)
+        self.potential_fn = safe_potential(self.potential_fn)
+
+    def _build_tree(self, z, r, z_grads, log_slice, direction, tree_depth, energy_current):
+        top = self._nesting == 0 and self._current is not None
+        self._nesting += 1
+        try:
+            tree = super()._build_tree(z, r, z_grads, log_slice, direction, tree_depth,
+                                       energy_current)
+        finally:
+            self._nesting -= 1
+        if top:
+            rec = self._current
+            if rec["energy"] is None:
+                rec["energy"] = float(energy_current)
+            rec["tree_depth"] += 1
+            rec["n_steps"] += int(tree.num_proposals)
+            rec["sum_accept"] += float(tree.sum_accept_probs)
+            rec["diverging"] = rec["diverging"] or bool(tree.diverging)
+        return tree
+
+    def sample(self, params):
+        """One transition (Pyro's), recording its statistics."""
+        self._current = {"energy": None, "tree_depth": 0, "n_steps": 0, "sum_accept": 0.0,
+                         "diverging": False, "step_size": float(self.step_size)}
+        try:
+            out = super().sample(params)
+        finally:
+            rec, self._current = self._current, None
+        _, potential, _ = self._fetch_from_cache()
+        n = max(rec["n_steps"], 1)
+        energy = rec["energy"]
+        self.records.append({
+            "lp": -float(potential) if potential is not None else float("nan"),
+            "energy": float("nan") if energy is None else energy,
+            "diverging": rec["diverging"],
+            "step_size": rec["step_size"],
+            "acceptance_rate": min(rec["sum_accept"] / n, 1.0),
+            "n_steps": rec["n_steps"],
+            "tree_depth": rec["tree_depth"],
+        })
+        return out
+
+    def stats(self, num_samples: int) -> dict:
+        """The last ``num_samples`` transitions as arrays ``{name: (num_samples,)}``."""
+        rows = self.records[len(self.records) - num_samples:]
+        out = {k: np.array([r[k] for r in rows]) for k in STAT_NAMES}
+        out["diverging"] = out["diverging"].astype(bool)
+        out["n_steps"] = out["n_steps"].astype(np.int64)
+        out["tree_depth"] = out["tree_depth"].astype(np.int64)
+        return out
+
+
+def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target_accept_prob,
+             max_tree_depth, jit_compile, chain_method, progress_bar):
+    """Run ``num_chains`` NUTS chains of ``model`` on ``data``.
+
+    Chain ``c`` uses seed ``seed + c``. ``chain_method="parallel"`` runs the chains in spawned
+    worker processes (one torch thread each). Workers ignore SIGINT; on Ctrl-C the parent
+    terminates the pool at once and re-raises :class:`KeyboardInterrupt`.
+
+    Returns:
+        ``(draws {name: tensor (chain, draw, ...)}, stats {name: array (chain, draw)},
+        settings dict)``.
+
+    Raises:
+        KeyboardInterrupt: interrupted (the worker processes are gone when it propagates).
+    """
+    jobs = [(model, data, num_samples, warmup_steps, seed + c, target_accept_prob,
+             max_tree_depth, jit_compile, progress_bar) for c in range(num_chains)]
+    workers = min(num_chains, os.cpu_count() or 1)
+    if chain_method == "parallel" and workers > 1:
+        results = _run_parallel(jobs, workers)
+    else:
+        results = [_run_chain(job) for job in jobs]
+    draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
+    stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
+    settings = {"num_chains": num_chains, "warmup_steps": warmup_steps,
+                "num_samples": num_samples, "target_accept_prob": target_accept_prob,
+                "max_tree_depth": max_tree_depth, "chain_method": chain_method}
+    return draws, stats, settings
+
+
+def _worker_init():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    # tqdm's default lock is a multiprocessing semaphore; a worker terminated on Ctrl-C would
+    # leak it (a resource-tracker warning after exit): one process, one thread lock suffices
+    std_tqdm.set_lock(threading.RLock())
+
+
+def _run_parallel(jobs, workers):
+    ctx = multiprocessing.get_context("spawn")
+    main = threading.current_thread() is threading.main_thread()
+    # spawned children inherit an ignored SIGINT through exec, so even a Ctrl-C that arrives
+    # while they import torch (before the initializer runs) leaves no traceback there
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        pool = ctx.Pool(workers, initializer=_worker_init)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    try:
+        pending = pool.map_async(_run_chain, jobs)
+        while True:  # a timed wait keeps the parent responsive to KeyboardInterrupt
+            try:
+                results = pending.get(timeout=0.2)
+                break
+            except multiprocessing.TimeoutError:
+                continue
+        pool.close()
+        pool.join()
+        return results
+    except BaseException:
+        pool.terminate()  # kills the workers and joins them
+        pool.join()
+        raise
+
+
+def _run_chain(job):
+    """One NUTS chain: ``(draws {name: (num_samples, ...)}, per-draw stats)``."""
+    (model, data, num_samples, warmup_steps, seed, target, max_tree_depth, jit,
+     progress_bar) = job
+    pyro.set_rng_seed(seed)
+    kernel = RecordingNUTS(model.model, max_plate_nesting=model.max_plate_nesting,
+                           target_accept_prob=target, max_tree_depth=max_tree_depth,
+                           init_strategy=init_to_median(num_samples=15), jit_compile=jit,
+                           ignore_jit_warnings=True)
+    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
+                disable_progbar=not progress_bar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        mcmc.run(**data)
+    samples = mcmc.get_samples()
+    return {k: samples[k] for k in model.latent_names()}, kernel.stats(num_samples)
