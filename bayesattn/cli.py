@@ -24,6 +24,7 @@ and symbolic links are replaced, never written through).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -215,6 +216,9 @@ def console() -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     if code == 130:
+        # free what the interrupted run left (e.g. a terminated process pool): its
+        # semaphores' finalizers unregister them, so no resource-tracker warning follows
+        gc.collect()
         os._exit(130)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)

@@ -353,8 +353,6 @@ def test_exact_never_leaves_an_empty_folder(good_csv, tmp_path, capsys, model):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="needs fit(method='exact') for models with priors (type-II ML; "
-                          "the inference branch)", strict=False)
 @pytest.mark.parametrize("model", MODEL_CHOICES)
 def test_exact_works_for_every_model(good_csv, tmp_path, capsys, model):
     out = tmp_path / "exact"
@@ -448,10 +446,11 @@ def test_force_replaces_only_our_files_and_never_follows_links(good_csv, tmp_pat
     assert main(fit_args(good_csv, out, "gp", "map", "--force")) == 0
     names = {p.name for p in out.iterdir()}
     assert "least_squares.nc" not in names and "predictive_least_squares.png" not in names
-    assert {"gp.nc", "predictive_gp.png", "summary.md", "notes.txt"} <= names
+    assert {"gp.nc", "predictive_gp.png", "posterior_gp.png", "summary.md", "notes.txt"} <= names
     assert (out / "notes.txt").read_text() == "mine"
     assert outside.read_text() == "do not touch"
-    assert set(manifest(out)["files"]) == {"gp.nc", "predictive_gp.png", "summary.md"}
+    assert set(manifest(out)["files"]) == {"gp.nc", "predictive_gp.png", "posterior_gp.png",
+                                           "summary.md"}
 
 
 def test_force_refuses_to_write_over_a_file_or_link_we_did_not_write(good_csv, tmp_path,
@@ -517,9 +516,6 @@ def test_ctrl_c_exits_promptly_with_one_line(good_csv, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="parallel chains stop on Ctrl-C without worker tracebacks once fit "
-                          "re-raises KeyboardInterrupt promptly (the inference branch)",
-                   strict=False)
 def test_ctrl_c_during_parallel_chains_exits_promptly(good_csv, tmp_path):
     assert_prompt_clean_interrupt(*interrupt_fit(tmp_path, good_csv, wait=4.0))
 

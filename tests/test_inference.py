@@ -151,13 +151,18 @@ def test_nuts_inference_data_has_every_group_with_chain_draw_shapes(mcycle_nuts,
     post = idata.posterior
     assert post["bandwidth"].shape == (2, 150)
     assert post["noise"].shape == (2, 150)
-    assert post["attention_output"].shape[:2] == (2, 150)
-    assert idata.log_likelihood["target"].shape == (2, 150, 133)
-    assert idata.posterior_predictive["target"].shape == (2, 150, 133, 1)
-    np.testing.assert_array_equal(idata.observed_data["target"].values, data["target"].numpy())
+    assert set(post.data_vars) == {"bandwidth", "noise"}  # parameters only
+    assert idata.posterior_predictive["attention_output"].shape == (2, 150, 133)
+    # one observed name `y`, the same dims in observed_data, log_likelihood and predictive
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "obs_id")
+    assert idata.log_likelihood["y"].shape == (2, 150, 133)
+    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "obs_id")
+    assert idata.observed_data["y"].dims == ("obs_id",)
+    np.testing.assert_array_equal(idata.observed_data["y"].values, data["target"].numpy()[:, 0])
     np.testing.assert_array_equal(idata.constant_data["query"].values, data["query"].numpy())
-    assert np.isfinite(idata.log_likelihood["target"].values).all()
-    assert np.isfinite(idata.posterior_predictive["target"].values).all()
+    assert idata.attrs["observed_site"] == "target"
+    assert np.isfinite(idata.log_likelihood["y"].values).all()
+    assert np.isfinite(idata.posterior_predictive["y"].values).all()
 
     stats = idata.sample_stats
     for name in ("lp", "energy", "diverging", "step_size", "acceptance_rate", "n_steps",
@@ -178,7 +183,7 @@ def test_nuts_inference_data_has_every_group_with_chain_draw_shapes(mcycle_nuts,
     assert idata.attrs["method"] == "nuts"
 
     # the posterior predictive replicates the observation: its spread matches the data's
-    rep = idata.posterior_predictive["target"].values[..., 0]
+    rep = idata.posterior_predictive["y"].values
     assert 0.5 < rep.std() / data["target"].numpy().std() < 2.0
 
     path = tmp_path / "mcycle.nc"
@@ -198,8 +203,8 @@ def test_nuts_inference_data_has_every_group_with_chain_draw_shapes(mcycle_nuts,
 def test_pointwise_log_likelihood_is_an_independent_logsumexp(mcycle_nuts):
     model, data, idata = mcycle_nuts
     x, y = data["query"].numpy()[:, 0], data["target"].numpy()[:, 0]
-    ll = idata.log_likelihood["target"].values
-    out = idata.posterior["attention_output"].values
+    ll = idata.log_likelihood["y"].values
+    out = idata.posterior_predictive["attention_output"].values
     for chain, draw in ((0, 0), (0, 77), (1, 149)):
         bw = float(idata.posterior["bandwidth"][chain, draw])
         noise = float(idata.posterior["noise"][chain, draw])
@@ -216,11 +221,11 @@ def test_pointwise_log_likelihood_is_an_independent_logsumexp(mcycle_nuts):
 def test_nuts_and_svi_agree_on_the_mcycle_bandwidth(mcycle_nuts, mcycle_svi):
     _, _, nuts = mcycle_nuts
     _, _, svi = mcycle_svi
-    assert "svi_loss" in svi.groups() and "sample_stats" not in svi.groups()
+    assert "svi_loss" in svi.groups() and set(svi.sample_stats.data_vars) == {"lp"}
     loss = svi.svi_loss["loss"].values
     assert loss.shape == (1000,) and loss[-100:].mean() < loss[:10].mean()
     assert svi.posterior["bandwidth"].shape == (1, 500)
-    assert svi.log_likelihood["target"].shape == (1, 500, 133)
+    assert svi.log_likelihood["y"].shape == (1, 500, 133)
     summary = az.summary(nuts, var_names=["bandwidth", "noise"])
     assert (summary["r_hat"] < 1.1).all(), summary
     for name in ("bandwidth", "noise"):
@@ -238,12 +243,12 @@ def test_exact_with_every_hyperparameter_fixed_has_one_draw_and_the_right_log_li
     y = torch.cos(x) + 0.2 * torch.randn(20, 1, generator=g, dtype=DT)
     model = KernelAttentionModel(x, y, bandwidth=0.6, noise=0.25, leave_one_out=True)
     idata = fit(model, {"query": x, "target": y}, method="exact", **FAST)
-    ll = idata.log_likelihood["target"].values
+    ll = idata.log_likelihood["y"].values
     assert ll.shape == (1, 1, 20)
     np.testing.assert_allclose(ll[0, 0], ref_gaussian_loo_loglik(x.numpy()[:, 0],
                                                                  y.numpy()[:, 0], 0.6, 0.25),
                                atol=1e-10)
-    assert idata.posterior_predictive["target"].shape == (1, 1, 20, 1)
+    assert idata.posterior_predictive["y"].shape == (1, 1, 20)
 
 
 def test_attention_output_has_the_documented_shape_and_dims():
@@ -251,9 +256,10 @@ def test_attention_output_has_the_documented_shape_and_dims():
     x = torch.rand(10, 1, generator=g, dtype=DT)
     model = KernelAttentionModel(x, x, bandwidth=0.5, noise=0.1, leave_one_out=True)
     idata = fit(model, {"query": x, "target": x}, method="exact", **FAST)
-    out = idata.posterior["attention_output"]
-    assert out.dims == ("chain", "draw", "target_dim_0", "target_dim_1")
-    assert out.shape == (1, 1, 10, 1)
+    assert "posterior" not in idata.groups()  # every hyperparameter fixed: nothing to sample
+    out = idata.posterior_predictive["attention_output"]
+    assert out.dims == ("chain", "draw", "obs_id")
+    assert out.shape == (1, 1, 10)
 
 
 def test_exact_draws_of_least_squares_weights_match_the_closed_form():
@@ -268,13 +274,13 @@ def test_exact_draws_of_least_squares_weights_match_the_closed_form():
     assert (np.abs(w.mean((0, 1)) - mean) <= 4 * se).all()
     cov_se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
     assert (np.abs(np.cov(w[..., 0].reshape(-1, 3).T) - cov) <= 5 * cov_se).all()
-    assert idata.log_likelihood["value"].shape == (2, 300, 30)
-    assert idata.posterior_predictive["value"].shape == (2, 300, 30, 1)
+    assert idata.log_likelihood["y"].shape == (2, 300, 30)
+    assert idata.posterior_predictive["y"].shape == (2, 300, 30)
     # the first draw's pointwise log-likelihood: independent Gaussian densities
     k, v = data["key"].numpy(), data["value"].numpy()[:, 0]
     resid = v - k @ w[0, 0, :, 0]
     expected = -0.5 * math.log(2 * math.pi) - math.log(0.5) - 0.5 * (resid / 0.5) ** 2
-    np.testing.assert_allclose(idata.log_likelihood["value"].values[0, 0], expected, atol=1e-10)
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0, 0], expected, atol=1e-10)
 
 
 def test_fit_least_squares_with_several_value_columns():
@@ -282,13 +288,13 @@ def test_fit_least_squares_with_several_value_columns():
     idata = fit(LeastSquaresAttentionModel(prior_scale=1.2, noise=0.4), data, method="exact",
                 num_chains=2, num_samples=10, seed=1, **FAST)
     assert idata.posterior["W"].shape == (2, 10, 3, 2)
-    assert idata.posterior_predictive["value"].shape == (2, 10, 30, 2)
+    assert idata.posterior_predictive["y"].shape == (2, 10, 30, 2)
     w = idata.posterior["W"].values[1, 4]
     resid = data["value"].numpy() - data["key"].numpy() @ w
     expected = (-0.5 * math.log(2 * math.pi) - math.log(0.4) - 0.5 * (resid / 0.4) ** 2).sum(-1)
-    np.testing.assert_allclose(idata.log_likelihood["value"].values[1, 4], expected, atol=1e-10)
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[1, 4], expected, atol=1e-10)
     # replicated values scatter around key @ W with the noise sd
-    rep = idata.posterior_predictive["value"].values
+    rep = idata.posterior_predictive["y"].values
     pred = np.einsum("se,cdev->cdsv", data["key"].numpy(), idata.posterior["W"].values)
     assert 0.3 < (rep - pred).std() < 0.5
 
@@ -364,7 +370,7 @@ def test_simulated_fit_recovers_parameters_and_predictive_intervals_are_calibrat
     # the pointwise log-likelihood is the independent mixture log-sum-exp
     k, v = key.numpy()[:, 0], value.numpy()[:, 0]
     q, y = data["query"].numpy()[:, 0], data["target"].numpy()[:, 0]
-    np.testing.assert_allclose(idata.log_likelihood["target"].values[0, 10],
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0, 10],
                                ref_gaussian_mixture_loglik(q, k, v, y, bw[10], noise[10]),
                                atol=1e-8)
     # posterior predictive at held-out queries: five mixture draws per posterior draw. With

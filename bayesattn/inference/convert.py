@@ -130,7 +130,8 @@ def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int 
         torch.manual_seed(seed)
         stats = dict(stats)
         post_extra, per_obs, num_prior, prior = {}, {}, 0, {}
-        num_obs = int(data[obs_site].shape[0])
+        observed = data[obs_site]
+        num_obs = int(observed.shape[0]) if observed.dim() else 1
         if pointwise:
             log_lik = model.log_likelihood(flat, data)
             if log_lik.shape[0] == 1 and total > 1:

@@ -154,15 +154,35 @@ def fit(
             draws, verdict = fit_exact(model, data, num_chains=num_chains,
                                        num_samples=num_samples, seed=seed,
                                        num_steps=num_steps)
-        idata = to_inference_data(model, data, draws, stats, seed=seed, method=method, **extra)
+        pointwise = _pointwise_affordable(model, data, draws, subsample)
+        idata = to_inference_data(model, data, draws, stats, seed=seed, method=method,
+                                  pointwise=pointwise, **extra)
         if method == "nuts":
             figures = nuts_figures(idata, model.latent_names(), max_tree_depth)
             settings["jit_compile"] = jit_compile
             verdict = make_verdict("nuts", nuts_reasons(figures), figures, settings)
         settings = verdict["settings"]
         settings["num_threads"] = threads
+        if not pointwise:
+            settings["pointwise"] = ("left out: log_likelihood and predictive groups would "
+                                     f"cost over {POINTWISE_BUDGET:.0e} multiply-adds")
     store_verdict(idata, verdict)
     return idata
+
+
+#: multiply-adds the pointwise groups (log_likelihood, predictive) may cost after a minibatch
+#: fit; above it they are left out (``idata.attrs["pointwise"] == 0``)
+POINTWISE_BUDGET = 2e10
+
+
+def _pointwise_affordable(model, data, draws, subsample) -> bool:
+    """Whether to build the per-draw full-data groups: always after a full-data fit; after a
+    minibatch fit only when ``draws x model.likelihood_cost(data)`` is within the budget."""
+    if subsample is None:
+        return True
+    total = max((int(v.shape[0]) * int(v.shape[1]) for v in draws.values()), default=1)
+    cost = getattr(model, "likelihood_cost", lambda d: 0)(data)
+    return total * cost <= POINTWISE_BUDGET
 
 
 def _check_args(method, chain_method, guide, init, data, model, num_samples, num_chains,
