@@ -383,3 +383,236 @@ def test_public_names_importable_from_the_package_paths():
         if name in neuro.__all__:
             assert getattr(neuro, name) is obj
     assert tva.sets.MAX_ITEMS == tva.MAX_ITEMS == 10
+
+
+# ----------------------------------------------------------------------------- exact random t0
+def _ref_set_probs(rates, tau, k_probs):
+    """All ``2^N`` encoded-set probabilities at effective exposure ``tau`` (slow reference).
+
+    The textbook formulas set by set (Kyllingsbaek 2006; Dyrholm et al. 2011): the product form
+    when VSTM is not filled, ``sum_A (-1)^(|A|+1) v_A/(v_A+V_out) (1 - e^{-(v_A+V_out) tau})``
+    when it is, mixed over ``K = 0..N`` (``k_probs`` of length ``N + 1``). NumPy, float64.
+    """
+    return _ref_set_prob_fn(rates, k_probs)(tau)
+
+
+def _ref_set_prob_fn(rates, k_probs):
+    """``tau -> `` the ``2^N`` reference set probabilities (structure precomputed in NumPy)."""
+    import numpy as np
+
+    rates = np.asarray(rates, dtype=float)
+    k_probs = np.asarray(k_probs, dtype=float)
+    n = len(rates)
+    codes = np.arange(2**n)
+    masks = (codes[:, None] >> np.arange(n)) & 1  # (2^N, N)
+    sizes = masks.sum(1)
+    v_set = masks @ rates
+    v_out = rates.sum() - v_set
+    inside_a = (codes[None, :] & ~codes[:, None]) == 0  # [S, A]: A subset of S
+    sign = np.where(sizes % 2 == 1, 1.0, -1.0)[None, :] * (inside_a & (codes[None, :] > 0))
+    rate_sum = v_set[None, :] + v_out[:, None]  # v_A + V_out(S)
+    ratio = np.divide(v_set[None, :], rate_sum, out=np.zeros_like(rate_sum), where=rate_sum > 0)
+    p_gt = np.array([k_probs[r + 1 :].sum() for r in sizes])
+    p_eq = k_probs[sizes]
+
+    def f(tau):
+        tau = max(tau, 0.0)
+        small = np.prod(np.where(masks == 1, -np.expm1(-rates * tau), 1.0), 1) * np.exp(
+            -v_out * tau
+        )
+        full = (sign * ratio * -np.expm1(-rate_sum * tau)).sum(1)
+        full[0] = 1.0  # K = 0 or S = {}: nothing encoded
+        return p_gt * small + p_eq * full
+
+    return f
+
+
+def _ref_random_t0(rates, exposure, k_probs, density, support):
+    """``E_t0[P(S | tau = exposure - t0)]`` for every set by adaptive quadrature (quad_vec),
+    split at the kink ``t0 = exposure``; ``support`` = (low, high) of the threshold density."""
+    import numpy as np
+    from scipy import integrate
+
+    probs = _ref_set_prob_fn(rates, k_probs)
+
+    def f(t0):
+        return probs(exposure - t0) * density(t0)
+
+    low, high = support
+    cut = min(max(exposure, low), high)
+    total = np.zeros(2 ** len(rates))
+    for a, b in ((low, cut), (cut, high)):
+        if b > a:
+            val, _ = integrate.quad_vec(f, a, b, epsabs=1e-14, epsrel=1e-12, limit=400)
+            total += val
+    return total
+
+
+_T0_SETTINGS = [
+    # C (items/s), weights seed, mu0 (ms), sigma0 (ms), k_probs over K = 0..4
+    (40.0, 1, 15.0, 8.0, [0.0, 0.1, 0.3, 0.4, 0.2]),
+    (120.0, 2, 5.0, 20.0, [0.05, 0.15, 0.3, 0.3, 0.2]),
+    (15.0, 3, 30.0, 2.0, [0.0, 0.0, 1.0, 0.0, 0.0]),
+]
+
+
+@pytest.mark.parametrize("setting", range(len(_T0_SETTINGS)))
+def test_gaussian_t0_closed_form_matches_adaptive_quadrature(setting):
+    """Every report set to 1e-10 against quad_vec of the slow reference, exposures 5-300 ms."""
+    import numpy as np
+    from scipy import stats
+
+    C, seed, mu0, sd0, kp = _T0_SETTINGS[setting]
+    w = _weights(seed, 4)
+    rates = (C * w / w.sum() / 1000.0).numpy()
+    kp = torch.tensor(kp, dtype=F64)
+    sets = report_sets(4)
+    for exposure in (5.0, 10.0, 16.6, 33.3, 50.0, 100.0, 300.0):
+        lp = report_log_prob(
+            sets, torch.tensor(exposure, dtype=F64), C=C, weights=w, t0=mu0, t0_sd=sd0, k_probs=kp
+        )
+        ref = _ref_random_t0(
+            rates,
+            exposure,
+            kp.numpy(),
+            lambda t: stats.norm.pdf(t, mu0, sd0),
+            (mu0 - 40 * sd0, mu0 + 40 * sd0),
+        )
+        assert np.abs(torch.exp(lp).numpy() - ref).max() < 1e-10, exposure
+        assert torch.exp(lp).sum().item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_empty_report_at_a_short_exposure_is_exact_at_the_kink():
+    """The kink of the integrand at t0 = exposure: 32-node Gauss-Hermite missed it by 2e-3."""
+    w = _weights(0, 6)
+    rates = (50.0 * w / w.sum() / 1000.0).numpy()
+    kp = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], dtype=F64)
+    from scipy import stats
+
+    ref = _ref_random_t0(
+        rates, 16.6, kp.numpy(), lambda t: stats.norm.pdf(t, 12.0, 6.0), (12 - 240, 12 + 240)
+    )
+    lp = report_log_prob(
+        torch.zeros(6, dtype=torch.bool),
+        torch.tensor(16.6, dtype=F64),
+        C=50.0,
+        weights=w,
+        t0=12.0,
+        t0_sd=6.0,
+        k_probs=kp,
+    )
+    assert math.exp(lp.item()) == pytest.approx(ref[0], abs=1e-11)
+
+
+def test_exponential_t0_matches_quadrature_and_sums_to_one():
+    import numpy as np
+    from scipy import stats
+
+    w = _weights(4, 4)
+    C, mean0 = 60.0, 12.0
+    rates = (C * w / w.sum() / 1000.0).numpy()
+    kp = torch.tensor([0.1, 0.2, 0.3, 0.3, 0.1], dtype=F64)
+    sets = report_sets(4)
+    for exposure in (5.0, 16.6, 60.0, 250.0):
+        lp = report_log_prob(
+            sets,
+            torch.tensor(exposure, dtype=F64),
+            C=C,
+            weights=w,
+            t0=mean0,
+            k_probs=kp,
+            t0_dist="exponential",
+        )
+        ref = _ref_random_t0(
+            rates, exposure, kp.numpy(), lambda t: stats.expon.pdf(t, scale=mean0), (0, 60 * mean0)
+        )
+        assert np.abs(torch.exp(lp).numpy() - ref).max() < 1e-10, exposure
+        assert torch.exp(lp).sum().item() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("t0_kw", [dict(t0_sd=7.0), dict(t0_dist="exponential"), dict()])
+def test_partial_report_against_brute_force_enumeration(t0_kw):
+    """Partial report (any t0) equals the slow sum over every encoded distractor set D of the
+    whole-display set probability P(R u D), brute force over all 2^N sets; sums to 1."""
+    n = 5
+    w = _weights(9, n)
+    alpha = 0.35
+    targets = torch.tensor([1, 0, 1, 1, 0], dtype=torch.bool)
+    distractors = torch.tensor([0, 1, 0, 0, 1], dtype=torch.bool)
+    item_w = w * (targets.to(F64) + alpha * distractors.to(F64))
+    kp = torch.tensor([0.05, 0.1, 0.3, 0.3, 0.15, 0.1], dtype=F64)
+    sets = report_sets(n)
+    reports = sets[(sets & ~targets).sum(-1) == 0]
+    exposure = torch.tensor(45.0, dtype=F64)
+    kw = dict(C=70.0, t0=14.0, k_probs=kp, **t0_kw)
+    whole = torch.exp(report_log_prob(sets, exposure, weights=item_w, **kw))  # all 2^N sets
+    codes = _codes(sets)
+    brute = []
+    for rep in reports:
+        total = 0.0
+        for s, c in zip(sets, codes, strict=True):
+            if bool((s & targets).eq(rep).all()):  # S = R u D with D subset of the distractors
+                total += whole[int(c)].item()
+        brute.append(total)
+    fast = torch.exp(
+        partial_report_log_prob(
+            reports,
+            exposure,
+            targets=targets,
+            distractors=distractors,
+            weights=w,
+            alpha=alpha,
+            **kw,
+        )
+    )
+    torch.testing.assert_close(fast, torch.tensor(brute, dtype=F64), rtol=0, atol=1e-13)
+    assert fast.sum().item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_whole_report_sets_against_slow_reference_with_k0():
+    import numpy as np
+
+    w = _weights(10, 5)
+    kp = torch.tensor([0.1, 0.1, 0.2, 0.3, 0.2, 0.1], dtype=F64)
+    for exposure in (0.0, 8.0, 40.0, 400.0):
+        lp = report_log_prob(
+            report_sets(5),
+            torch.tensor(exposure, dtype=F64),
+            C=80.0,
+            weights=w,
+            t0=10.0,
+            k_probs=kp,
+        )
+        ref = _ref_set_probs((80.0 * w / w.sum() / 1000).numpy(), exposure - 10.0, kp.numpy())
+        assert np.abs(torch.exp(lp).numpy() - ref).max() < 1e-13
+
+
+def test_random_t0_gradients_match_finite_differences():
+    C = torch.tensor(50.0, dtype=F64, requires_grad=True)
+    w = _weights(11, 4).requires_grad_()
+    mu0 = torch.tensor(12.0, dtype=F64, requires_grad=True)
+    sd0 = torch.tensor(6.0, dtype=F64, requires_grad=True)
+    kp = torch.tensor([0.1, 0.2, 0.3, 0.3, 0.1], dtype=F64, requires_grad=True)
+    rep = torch.tensor([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    exposure = torch.tensor([10.0, 50.0, 16.6], dtype=F64)
+    targets = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 1], [1, 0, 1, 0]], dtype=torch.bool)
+
+    def f(C, w, mu0, sd0, kp):
+        a = partial_report_log_prob(
+            rep,
+            exposure,
+            targets=targets,
+            distractors=~targets,
+            C=C,
+            weights=w,
+            alpha=0.5,
+            t0=mu0,
+            t0_sd=sd0,
+            k_probs=kp,
+        )
+        b = report_log_prob(
+            rep, exposure, C=C, weights=w, t0=mu0, k_probs=kp, t0_dist="exponential"
+        )
+        return a, b
+
+    assert torch.autograd.gradcheck(f, (C, w, mu0, sd0, kp))

@@ -81,7 +81,7 @@ class TVAReport(TorchDistribution):
             C=self.C.expand(batch_shape),
             weights=self.weights.expand(*batch_shape, num),
             t0=self.t0.expand(batch_shape),
-            k_probs=self.k_probs.expand(*batch_shape, num),
+            k_probs=self.k_probs.expand(*batch_shape, self.k_probs.shape[-1]),
             t0_sd=None if self.t0_sd is None else self.t0_sd.expand(batch_shape),
             reportable=None
             if self.reportable is None

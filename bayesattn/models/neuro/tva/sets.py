@@ -52,3 +52,9 @@ def _codes(mask: torch.Tensor) -> torch.Tensor:
     """Integer code ``sum_j mask_j 2^j`` of bool sets ``(..., N)`` -> ``(...)`` int64."""
     bits = 2 ** torch.arange(int(mask.shape[-1]), device=mask.device)
     return (mask.long() * bits).sum(-1)
+
+
+@lru_cache(maxsize=32)
+def _popcount_table(num_items: int, device) -> torch.Tensor:
+    """``|S|`` for every set code ``0..2^N - 1`` as int64 ``(2^N,)``."""
+    return _report_sets(num_items, device).sum(-1)

@@ -68,9 +68,9 @@ def simulate_report(
         finish = finish + t0_trial[..., None]
         order = torch.argsort(finish, dim=-1)
         rank = torch.argsort(order, dim=-1)
-        cdf = torch.cumsum(k_probs.expand(*batch, num), -1)
+        cdf = torch.cumsum(k_probs.expand(*batch, num + 1), -1)
         uk = torch.rand((*batch, 1), generator=generator, dtype=rates.dtype)
-        k_trial = (uk > cdf).sum(-1).clamp(max=num - 1) + 1  # categorical over 1..N
+        k_trial = (uk > cdf).sum(-1).clamp(max=num)  # categorical over 0..N
         encoded = (finish < exposure.expand(batch)[..., None]) & (rank < k_trial[..., None])
         if reportable is not None:
             reportable = _check_report(reportable, num, name="reportable")
