@@ -99,7 +99,7 @@ def time_nuts(chains: int, draws: int) -> dict:
     from bayesattn.models.neuro.tva import TVA
 
     exposure, targets, distractors, reported, _ = design()
-    model = TVA(6, paradigm="partial", t0_sd=dist.HalfNormal(10.0))
+    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
     data = dict(exposure=exposure, reported=reported, targets=targets, distractors=distractors)
     t = time.perf_counter()
     for c in range(chains):

@@ -17,6 +17,7 @@ from bayesattn.models.neuro.tva import (
     TVA,
     TVAReport,
     k_probabilities,
+    k_probit_probabilities,
     partial_report_log_prob,
     report_log_prob,
     report_sets,
@@ -373,7 +374,7 @@ def test_public_names_importable_from_the_package_paths():
     import bayesattn.models.neuro as neuro
     from bayesattn.models.neuro import tva
 
-    assert len(tva.__all__) == len(set(tva.__all__)) == 13
+    assert len(tva.__all__) == len(set(tva.__all__)) == 14
     for name in tva.__all__:
         obj = getattr(tva, name)
         if name != "MAX_ITEMS":  # a constant: defined in tva.sets
@@ -616,3 +617,129 @@ def test_random_t0_gradients_match_finite_differences():
         return a, b
 
     assert torch.autograd.gradcheck(f, (C, w, mu0, sd0, kp))
+
+
+# ----------------------------------------------------------------------------- the field's model
+@pytest.mark.parametrize("mK,sK,n", [(3.2, 0.8, 6), (0.4, 1.5, 4), (5.7, 0.3, 6), (2.0, 3.0, 5)])
+def test_probit_k_matches_monte_carlo_of_floor_normal(mK, sK, n):
+    """P(K = k) against the frequencies of floor(N(mK, sK)) clipped to 0..N (4.5 SE)."""
+    p = k_probit_probabilities(mK, sK, n)
+    assert p.shape == (n + 1,) and p.sum().item() == pytest.approx(1.0, abs=1e-14)
+    g = torch.Generator().manual_seed(int(10 * mK))
+    draws = 200_000
+    x = mK + sK * torch.randn(draws, generator=g, dtype=F64)
+    k = torch.floor(x).clamp(0, n).long()
+    freq = torch.bincount(k, minlength=n + 1).to(F64) / draws
+    se = torch.sqrt(p * (1 - p) / draws).clamp_min(1.0 / draws)
+    assert ((freq - p).abs() / se).max().item() < 4.5
+
+
+def test_probit_k_gradients_and_errors():
+    mK = torch.tensor([1.5, 3.3], dtype=F64, requires_grad=True)
+    sK = torch.tensor([0.7, 2.0], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: k_probit_probabilities(a, b, 5), (mK, sK))
+    with pytest.raises(ValueError, match="sK"):
+        k_probit_probabilities(3.0, 0.0, 6)
+
+
+def test_k_distribution_and_integer_masks_are_accepted():
+    """whole_report_log_prob takes a K distribution (0..N or 1..N, a tensor or a Categorical)
+    and 0/1 integer masks, as its docstring says."""
+    w = _weights(12)
+    sets = report_sets(6)
+    exposure = torch.tensor(60.0, dtype=F64)
+    kp = k_probit_probabilities(3.0, 1.0, 6)  # over 0..6
+    a = whole_report_log_prob(sets, exposure, C=50.0, weights=w, t0=10.0, K=kp)
+    assert torch.exp(a).sum().item() == pytest.approx(1.0, abs=1e-12)
+    # the mixture over K equals the K-weighted sum of fixed-K likelihoods (K = 0: empty report)
+    mix = kp[0] * (sets.sum(-1) == 0).to(F64)
+    for k in range(1, 7):
+        fixed = whole_report_log_prob(sets, exposure, C=50.0, weights=w, t0=10.0, K=k)
+        mix = mix + kp[k] * torch.exp(fixed)
+    torch.testing.assert_close(torch.exp(a), mix, rtol=0, atol=1e-14)
+    b = whole_report_log_prob(
+        sets, exposure, C=50.0, weights=w, t0=10.0, K=torch.distributions.Categorical(probs=kp)
+    )
+    c = whole_report_log_prob(sets.int(), exposure, C=50.0, weights=w, t0=10.0, k_probs=kp)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
+    with pytest.raises(ValueError, match="0 and 1"):
+        whole_report_log_prob(2 * sets.int(), exposure, C=50.0, weights=w, t0=10.0, K=3)
+    with pytest.raises(TypeError, match="bool or 0/1 integer"):
+        whole_report_log_prob(sets.double(), exposure, C=50.0, weights=w, t0=10.0, K=3)
+
+
+def _partial_data(n=6, trials=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    distractors = torch.rand(trials, n, generator=g) < 0.3
+    targets = ~distractors
+    exposure = torch.tensor([10.0, 20.0, 40.0, 80.0, 150.0] * (trials // 5), dtype=F64)
+    return {"exposure": exposure, "targets": targets, "distractors": distractors}
+
+
+def test_tied_regions_equal_the_free_model_with_equal_weights():
+    pyro.set_rng_seed(4)
+    data = _partial_data()
+    tied = TVA(6, paradigm="partial", regions="1-3,4-6", K="probit", t0_sd=dist.HalfNormal(5.0))
+    free = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(5.0))
+    data["reported"] = tied.model(**data)
+    draws = {}
+    for _ in range(4):
+        tr = poutine.trace(tied.model).get_trace(**data)
+        for name in tied.latent_names():
+            draws.setdefault(name, []).append(tr.nodes[name]["value"])
+    draws = {k: torch.stack(v) for k, v in draws.items()}
+    assert draws["weights"].shape == (4, 2)
+    expanded = {**draws, "weights": draws["weights"][:, [0, 0, 0, 1, 1, 1]]}
+    torch.testing.assert_close(
+        tied.log_likelihood(draws, data), free.log_likelihood(expanded, data)
+    )
+    # the regions as 0-based index lists are the same model
+    same = TVA(6, paradigm="partial", regions=[[0, 1, 2], [3, 4, 5]], K="probit")
+    assert torch.equal(same._region_index, tied._region_index)
+    with pytest.raises(ValueError, match="regions"):
+        TVA(6, regions="1-3,3-6")
+    with pytest.raises(ValueError, match="regions"):
+        TVA(6, regions="1-2,4-6")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(K="probit", t0_sd=dist.HalfNormal(5.0)),
+        dict(K="probit", mK=3.0, sK=dist.LogNormal(0.0, 0.5)),  # a fixed mK, a custom sK prior
+        dict(K="free", t0_dist="exponential"),
+        dict(K=dist.Dirichlet(torch.ones(7, dtype=F64)), regions="1-2,3-4,5-6"),
+        dict(K=3, t0=12.0, t0_sd=4.0, weights=None),  # everything but C and alpha fixed
+    ],
+)
+def test_field_models_vectorised_log_likelihood_matches_replay(kwargs):
+    """Each K, t0 and weight option: log_likelihood (vectorised over draws) equals the Pyro
+    model's own observation log-density replayed at the same draws."""
+    pyro.set_rng_seed(5)
+    model = TVA(6, paradigm="partial", **kwargs)
+    data = _partial_data(seed=1)
+    data["reported"] = model.model(**data)
+    draws = {}
+    for _ in range(3):
+        tr = poutine.trace(model.model).get_trace(**data)
+        for name in model.latent_names():
+            draws.setdefault(name, []).append(tr.nodes[name]["value"])
+    draws = {k: torch.stack(v) for k, v in draws.items()}
+    fast = model.log_likelihood(draws, data)
+    slow = BayesianModel.log_likelihood(model, draws, data)
+    assert fast.shape == (3, 10) and torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, slow)
+
+
+def test_exponential_t0_simulation_matches_likelihood():
+    w = _weights(13, 4)
+    sets = report_sets(4)
+    kp = torch.tensor([0.05, 0.2, 0.4, 0.25, 0.1], dtype=F64)
+    kw = dict(C=60.0, weights=w, t0=15.0, k_probs=kp, t0_dist="exponential")
+    probs = torch.exp(report_log_prob(sets, torch.tensor(30.0, dtype=F64), **kw))
+    from bayesattn.models.neuro.tva import simulate_report
+
+    g = torch.Generator().manual_seed(14)
+    sim = simulate_report(torch.full((100_000,), 30.0, dtype=F64), generator=g, **kw)
+    _mc_check(sim, probs, _codes(sets))

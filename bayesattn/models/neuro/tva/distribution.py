@@ -43,7 +43,8 @@ class TVAReport(TorchDistribution):
         k_probs,
         t0_sd=None,
         reportable=None,
-        num_nodes=32,
+        num_nodes=None,
+        t0_dist="normal",
         validate_args=None,
     ):
         check = validate_args is not False
@@ -65,6 +66,7 @@ class TVAReport(TorchDistribution):
             num_nodes,
             rates,
         )
+        self.t0_dist = t0_dist
         shapes = [exposure.shape, t0.shape, rates.shape[:-1], k_probs.shape[:-1]]
         if t0_sd is not None:
             shapes.append(t0_sd.shape)
@@ -87,6 +89,7 @@ class TVAReport(TorchDistribution):
             if self.reportable is None
             else self.reportable.expand(*batch_shape, num),
             num_nodes=self.num_nodes,
+            t0_dist=self.t0_dist,
             validate_args=False,
         )
 
@@ -110,6 +113,7 @@ class TVAReport(TorchDistribution):
             self.t0_sd,
             self.reportable,
             self.num_nodes,
+            self.t0_dist,
         )
 
     def sample(self, sample_shape=()):
@@ -122,4 +126,5 @@ class TVAReport(TorchDistribution):
             k_probs=self.k_probs,
             t0_sd=self.t0_sd,
             reportable=self.reportable,
+            t0_dist=self.t0_dist,
         )

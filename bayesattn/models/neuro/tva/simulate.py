@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-from ._checks import _check_exposure, _check_report, _check_t0, _check_weights
+from ._checks import _check_exposure, _check_report, _check_t0, _check_t0_dist, _check_weights
 from .capacity import _resolve_k
 from .rates import _partial_weights, processing_rates
 
@@ -30,13 +30,16 @@ def simulate_report(
     t0_sd=0.0,
     reportable=None,
     generator: torch.Generator | None = None,
+    t0_dist: str = "normal",
 ) -> torch.Tensor:
     """Simulate the TVA race trial by trial; returns the reported set, bool ``(..., N)``.
 
     Draws ``T_x ~ Exp(v_x)`` (``v`` from :func:`processing_rates`), ``t0`` per trial
     (``N(t0, t0_sd^2)`` when ``t0_sd > 0``) and ``K`` per trial (from
-    :func:`k_probabilities`); encodes the first ``K`` items with ``t0 + T_x < exposure`` and
-    reports the encoded items that are ``reportable``. Arguments as in
+    :func:`k_probabilities`, or ``k_probs`` over ``0..N`` / ``1..N``; with
+    ``t0_dist="exponential"`` the threshold is exponential with mean ``t0``); encodes the first
+    ``K`` items with ``t0 + T_x < exposure`` and reports the encoded items that are
+    ``reportable``. Arguments as in
     :func:`report_log_prob`; the batch shape is that of ``exposure`` broadcast with the
     parameters.
 
@@ -47,6 +50,7 @@ def simulate_report(
     num = weights.shape[-1]
     exposure = _check_exposure(exposure)
     t0, t0_sd = _check_t0(t0, t0_sd)
+    _check_t0_dist(t0_dist, t0, t0_sd)
     k_probs = _resolve_k(K, k_probs, num)
     with torch.no_grad():
         rates = processing_rates(C, weights)
@@ -62,7 +66,10 @@ def simulate_report(
         e = -torch.log1p(-u)  # Exp(1)
         finish = torch.where(rates > 0, e / torch.where(rates > 0, rates, 1.0), math.inf)
         t0_trial = t0.expand(batch)
-        if t0_sd is not None:
+        if t0_dist == "exponential":
+            e0 = -torch.log1p(-torch.rand(batch, generator=generator, dtype=rates.dtype))
+            t0_trial = t0_trial * e0
+        elif t0_sd is not None:
             z = torch.randn(batch, generator=generator, dtype=rates.dtype)
             t0_trial = t0_trial + t0_sd * z
         finish = finish + t0_trial[..., None]
