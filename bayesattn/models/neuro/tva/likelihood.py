@@ -11,7 +11,7 @@ import torch
 
 from ._checks import _check_exposure, _check_report, _check_t0, _check_t0_dist, _check_weights
 from .capacity import _resolve_k, _with_k0
-from .race import _cached_plan, _plan, _race_log_prob
+from .race import _cached_plan, _race_log_prob
 from .rates import _partial_weights, processing_rates
 
 __all__ = ["report_log_prob", "whole_report_log_prob", "partial_report_log_prob"]
@@ -123,15 +123,10 @@ def _report_log_prob(
     rep_flat = rep.expand(*data_shape, num).reshape(rows, num)
     pres = present.expand(*batch, num).reshape(-1, rows, num).any(0)
     if able is None:
-        able_flat = None
         hidden = torch.zeros_like(rep_flat)
     else:
-        able_flat = able.expand(*data_shape, num).reshape(rows, num)
-        hidden = ~able_flat & pres
-    if rep_flat.data_ptr() == reported.data_ptr() and rep_flat.shape == reported.shape:
-        plan = _cached_plan(reported, reportable if able_flat is not None else None, hidden)
-    else:
-        plan = _plan(rep_flat, hidden)
+        hidden = ~able.expand(*data_shape, num).reshape(rows, num) & pres
+    plan = _cached_plan(rep_flat, hidden)
 
     def flat(x, *event):
         return x.expand(torch.Size([*batch, *event])).reshape(*lead, rows, *event)

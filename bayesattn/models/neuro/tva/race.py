@@ -75,7 +75,6 @@ import math
 
 import torch
 
-from ._cache import _cached
 from .sets import _codes, _popcount_table, report_sets
 from .threshold import _expected_decay
 
@@ -119,13 +118,22 @@ def _plan(reported: torch.Tensor, hidden: torch.Tensor):
     }
 
 
-def _cached_plan(reported, reportable, hidden):
-    """:func:`_plan`, memoised on the data tensors; recomputed if the hidden items changed."""
-    tensors = (reported,) if reportable is None else (reported, reportable)
-    hit = _cached(_PLAN_CACHE, tensors, lambda: (hidden, _plan(reported, hidden)))
-    if hit[0] is hidden or torch.equal(hit[0], hidden):
-        return hit[1]
-    return _plan(reported, hidden)
+def _cached_plan(reported: torch.Tensor, hidden: torch.Tensor):
+    """:func:`_plan`, memoised on the content of the masks (NUTS re-evaluates the same data
+    thousands of times, often through fresh views of it); the last 16 plans are kept."""
+    key = (
+        int(reported.shape[-1]),
+        str(reported.device),
+        _codes(reported).cpu().numpy().tobytes(),
+        _codes(hidden).cpu().numpy().tobytes(),
+    )
+    plan = _PLAN_CACHE.get(key)
+    if plan is None:
+        plan = _plan(reported, hidden)
+        if len(_PLAN_CACHE) >= 16:
+            _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
+        _PLAN_CACHE[key] = plan
+    return plan
 
 
 def _k_tables(k_probs: torch.Tensor):
