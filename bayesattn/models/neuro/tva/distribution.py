@@ -21,8 +21,9 @@ class TVAReport(TorchDistribution):
 
     ``log_prob`` is :func:`report_log_prob` (exact, differentiable); ``sample`` runs
     :func:`simulate_report`. Parameters as there: ``exposure (...)`` ms, ``C`` items/s,
-    ``weights (..., N)``, ``t0`` ms, ``k_probs (..., N)`` over ``K = 1..N``, ``t0_sd`` ms
-    (None or 0 = fixed ``t0``), ``reportable (..., N)`` bool or None. With
+    ``weights (..., N)``, ``t0`` ms, ``k_probs (..., N)`` over ``K = 1..N`` or ``(..., N+1)``
+    over ``K = 0..N``, ``t0_sd`` ms (None or 0 = fixed ``t0``), ``reportable (..., N)`` bool or
+    None, ``t0_dist`` ``"normal"``/``"exponential"``; ``num_nodes`` is ignored. With
     ``validate_args=False`` the arguments are trusted (the Pyro model validates them once).
 
     Raises:

@@ -1,4 +1,8 @@
-"""TVA as a Pyro model with priors for whole or partial report (Dyrholm et al. 2011)."""
+"""TVA as a Pyro model with priors for whole or partial report, as the field fits it.
+
+Dyrholm et al. (2011, LibTVA); the probit ``K`` and Gaussian ``t0`` of StanTVA/RStanTVA
+(Tuennermann, Krueger & Scharlau 2021).
+"""
 
 from __future__ import annotations
 
@@ -91,6 +95,11 @@ class TVA(BayesianModel):
       string of 1-based ranges such as ``"1-3,4-6"`` (locations 1-3 share a weight, 4-6
       another). Location ``j`` then has weight ``weights[region of j]``.
     * ``alpha``: distractor weight (partial report only). Default ``LogNormal(log 0.5, 0.75)``.
+    * ``num_nodes``: ignored (kept so that old calls work; ``t0`` is integrated exactly).
+
+    Data masks may be bool or 0/1 integer tensors. Sites: ``C``, ``t0`` (``mu0`` of a Gaussian
+    threshold), ``t0_sd`` (``sigma0``), ``mK``, ``sK``, ``K`` / ``K_probs``, ``weights``
+    (per region when ``regions`` is given), ``alpha``.
 
     Deterministic site ``attention_weights (N,)``: the normalised location weights
     ``w / sum w = softmax(log w)``, the share of ``C`` each location gets in whole report (and
