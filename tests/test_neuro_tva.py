@@ -743,3 +743,21 @@ def test_exponential_t0_simulation_matches_likelihood():
     g = torch.Generator().manual_seed(14)
     sim = simulate_report(torch.full((100_000,), 30.0, dtype=F64), generator=g, **kw)
     _mc_check(sim, probs, _codes(sets))
+
+
+def test_threshold_and_capacity_option_errors():
+    rep = torch.zeros(2, 6, dtype=torch.bool)
+    exp = torch.full((2,), 50.0, dtype=F64)
+    ok = dict(C=40.0, weights=_weights(), K=3)
+    with pytest.raises(ValueError, match="t0_dist"):
+        whole_report_log_prob(rep, exp, t0=10.0, t0_dist="gamma", **ok)
+    with pytest.raises(ValueError, match="t0_sd must be 0"):
+        whole_report_log_prob(rep, exp, t0=10.0, t0_sd=3.0, t0_dist="exponential", **ok)
+    with pytest.raises(ValueError, match="exponential threshold"):
+        whole_report_log_prob(rep, exp, t0=-1.0, t0_dist="exponential", **ok)
+    with pytest.raises(ValueError, match="k_probs"):
+        report_log_prob(rep, exp, C=40.0, weights=_weights(), t0=1.0, k_probs=torch.ones(5))
+    with pytest.raises(ValueError, match="K must be"):
+        TVA(6, K="gaussian")
+    with pytest.raises(ValueError, match="t0_dist"):
+        TVA(6, t0_dist="gamma")
