@@ -761,3 +761,33 @@ def test_threshold_and_capacity_option_errors():
         TVA(6, K="gaussian")
     with pytest.raises(ValueError, match="t0_dist"):
         TVA(6, t0_dist="gamma")
+
+
+@pytest.mark.slow
+def test_probit_model_map_recovers_a_simulated_partial_report_subject():
+    """MAP of the field's model (probit K, Gaussian t0, free weights, alpha) on 468 simulated
+    partial-report trials lands near the generating parameters."""
+    from bayesattn.inference import fit
+
+    g = torch.Generator().manual_seed(3)
+    distractors = torch.zeros(468, 6, dtype=torch.bool)
+    for i in range(156):  # a third of the trials with 2-4 distractors at 150 ms
+        distractors[i, torch.randperm(6, generator=g)[: 2 + i % 3]] = True
+    exposure = torch.tensor([150.0] * 156 + [16.6, 33.3, 50.0, 100.0, 150.0, 200.0] * 52, dtype=F64)
+    targets = ~distractors
+    w = torch.tensor([1.3, 1.0, 0.8, 1.1, 0.9, 1.0], dtype=F64)
+    truth = dict(C=50.0, weights=w, alpha=0.4, t0=15.0, t0_sd=5.0)
+    kp = k_probit_probabilities(3.4, 0.6, 6)
+    reported = simulate_partial_report(
+        exposure, targets=targets, distractors=distractors, generator=g, k_probs=kp, **truth
+    )
+    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
+    data = dict(exposure=exposure, reported=reported, targets=targets, distractors=distractors)
+    idata = fit(model, data, method="map", num_steps=600, learning_rate=0.05, progress_bar=False)
+    post = {
+        k: torch.as_tensor(v.values).reshape(-1, *v.shape[2:])[0]
+        for k, v in idata.posterior.items()
+    }
+    assert abs(post["mK"].item() - 3.4) < 0.4
+    assert abs(post["C"].item() - 50.0) < 12.0
+    assert (post["attention_weights"] - w / w.sum()).abs().max().item() < 0.04
