@@ -163,7 +163,7 @@ def accuracy_table(exposures=(5.0, 10.0, 16.6, 33.3, 50.0, 100.0, 150.0, 200.0, 
     return rows
 
 
-def time_nuts(chains: int, draws: int) -> dict:
+def time_nuts(chains: int, draws: int, jit: bool = False) -> dict:
     """Wall time (s) of NUTS on the TVA partial-report model for the session (sequential)."""
     import pyro
     import pyro.distributions as dist
@@ -178,20 +178,21 @@ def time_nuts(chains: int, draws: int) -> dict:
     for c in range(chains):
         pyro.set_rng_seed(c)
         mcmc = MCMC(
-            NUTS(model.model, target_accept_prob=0.8),
+            NUTS(model.model, target_accept_prob=0.8, jit_compile=jit, ignore_jit_warnings=True),
             num_samples=draws,
             warmup_steps=draws,
             disable_progbar=True,
         )
         mcmc.run(**data)
     wall = time.perf_counter() - t
-    return {"chains": chains, "draws": draws, "warmup": draws, "wall_s": wall}
+    return {"chains": chains, "draws": draws, "warmup": draws, "wall_s": wall, "jit": jit}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--nuts", default=None, help="CHAINSxDRAWS, e.g. 1x200")
+    parser.add_argument("--jit", action="store_true", help="NUTS with jit_compile=True")
     parser.add_argument("--label", default="current")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the quadrature table")
@@ -205,7 +206,7 @@ def main(argv=None) -> dict:
     )
     if args.nuts:
         chains, draws = (int(x) for x in args.nuts.lower().split("x"))
-        res["nuts"] = time_nuts(chains, draws)
+        res["nuts"] = time_nuts(chains, draws, jit=args.jit)
         wall = res["nuts"]["wall_s"]
         print(f"[{args.label}] NUTS {chains} x {draws} (+{draws} warm-up): {wall:.1f} s")
     if not args.no_accuracy:

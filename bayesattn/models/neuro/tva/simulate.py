@@ -86,7 +86,16 @@ def simulate_report(
 
 
 def simulate_whole_report(
-    exposure, *, C, weights, t0, K, t0_sd=0.0, generator: torch.Generator | None = None
+    exposure,
+    *,
+    C,
+    weights,
+    t0,
+    K=None,
+    k_probs=None,
+    t0_sd=0.0,
+    generator: torch.Generator | None = None,
+    t0_dist: str = "normal",
 ) -> torch.Tensor:
     """Simulate TVA whole report: bool ``(..., N)`` of reported items per trial.
 
@@ -97,7 +106,15 @@ def simulate_whole_report(
         ValueError: the argument errors of :func:`whole_report_log_prob`.
     """
     return simulate_report(
-        exposure, C=C, weights=weights, t0=t0, K=K, t0_sd=t0_sd, generator=generator
+        exposure,
+        C=C,
+        weights=weights,
+        t0=t0,
+        K=K,
+        k_probs=k_probs,
+        t0_sd=t0_sd,
+        generator=generator,
+        t0_dist=t0_dist,
     )
 
 
@@ -114,6 +131,7 @@ def simulate_partial_report(
     k_probs=None,
     t0_sd=0.0,
     generator: torch.Generator | None = None,
+    t0_dist: str = "normal",
 ) -> torch.Tensor:
     """Simulate TVA partial report: bool ``(..., N)`` of reported targets per trial.
 
@@ -133,6 +151,7 @@ def simulate_partial_report(
         t0_sd=t0_sd,
         reportable=reportable,
         generator=generator,
+        t0_dist=t0_dist,
     )
 
 
