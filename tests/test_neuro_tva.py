@@ -795,7 +795,7 @@ def test_probit_model_map_recovers_a_simulated_partial_report_subject():
 
 @pytest.mark.slow
 def test_probit_model_is_jit_traceable_and_gives_the_same_chain():
-    """NUTS with ``jit_compile=True`` (about 1.4x faster here) draws the same chain."""
+    """NUTS with ``jit_compile=True`` (1.4-3x faster on the shared machine) draws the same chain."""
     from pyro.infer import MCMC, NUTS
 
     model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(5.0))
