@@ -10,12 +10,14 @@ reported (whole report), or only the encoded targets are (partial report).
 One concept per module:
 
 * :mod:`.sets` -- the ``2^N`` candidate report sets (``report_sets``, ``MAX_ITEMS``).
-* :mod:`.capacity` -- the VSTM capacity ``K`` as probabilities of ``K = 1..N``
-  (``k_probabilities``).
+* :mod:`.capacity` -- the VSTM capacity ``K`` as probabilities of ``K = 0..N``
+  (``k_probabilities``; the probit ``K`` of StanTVA, ``k_probit_probabilities``).
+* :mod:`.threshold` -- the threshold ``t0``: fixed, Gaussian or exponential, integrated in
+  closed form.
 * :mod:`.rates` -- attentional weights to processing rates (``processing_rates``) and the item
   weights of partial report.
-* :mod:`.race` -- the exact race likelihood of an encoded set (Kyllingsbaek 2006; Dyrholm et al.
-  2011), with a Gaussian ``t0`` integrated by Gauss-Hermite quadrature.
+* :mod:`.race` -- the exact race likelihood of the report-consistent encoded sets (Kyllingsbaek
+  2006; Dyrholm et al. 2011), vectorised over trials.
 * :mod:`.likelihood` -- the public report log-probabilities (``report_log_prob``,
   ``whole_report_log_prob``, ``partial_report_log_prob``).
 * :mod:`.simulate` -- trial-by-trial simulation and the standard whole-report design.
@@ -25,7 +27,7 @@ One concept per module:
 Units: ``C`` in items/s, times (``exposure``, ``t0``, ``t0_sd``) in ms.
 """
 
-from .capacity import k_probabilities
+from .capacity import k_probabilities, k_probit_probabilities
 from .distribution import TVAReport
 from .likelihood import partial_report_log_prob, report_log_prob, whole_report_log_prob
 from .model import TVA
@@ -42,6 +44,7 @@ __all__ = [
     "MAX_ITEMS",
     "report_sets",
     "k_probabilities",
+    "k_probit_probabilities",
     "processing_rates",
     "whole_report_log_prob",
     "partial_report_log_prob",

@@ -1,7 +1,12 @@
-"""TVA visual short-term memory capacity ``K`` as probabilities of ``K = 1..N``.
+r"""TVA visual short-term memory capacity ``K`` as probabilities over ``K = 0..N`` (or ``1..N``).
 
 A fixed integer ``K`` is a point mass; a real ``K`` is a two-point mixture (so NUTS can move
-through it); LibTVA's free distribution over ``1..N`` is given directly (Dyrholm et al. 2011).
+through it); LibTVA's free distribution over ``1..N`` (or ``0..N``) is given directly (Dyrholm et
+al. 2011); the probit capacity of StanTVA/RStanTVA (Tuennermann, Krueger & Scharlau 2021) is
+:func:`k_probit_probabilities`.
+
+Probability vectors of length ``N`` are over ``K = 1..N`` (the original convention, kept); of
+length ``N + 1`` over ``K = 0..N`` (``K = 0``: nothing is encoded).
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ import numbers
 
 import torch
 
-from .._common import as_float_tensor
+from .._common import as_float_tensor, ndtr
 
-__all__ = ["k_probabilities"]
+__all__ = ["k_probabilities", "k_probit_probabilities"]
 
 
 def k_probabilities(K, num_items: int, *, dtype=torch.float64) -> torch.Tensor:
@@ -56,22 +61,103 @@ def k_probabilities(K, num_items: int, *, dtype=torch.float64) -> torch.Tensor:
     return (1 - frac) * low + frac * high
 
 
+def k_probit_probabilities(mK, sK, num_items: int) -> torch.Tensor:
+    r"""Probit VSTM capacity: ``P(K = k)``, ``k = 0..N``, for ``K = floor(X)`` clipped to ``0..N``.
+
+    ``X ~ N(mK, sK^2)`` and ``K = min(N, max(0, floor(X)))`` (the StanTVA/RStanTVA convention;
+    Tuennermann, Krueger & Scharlau 2021): for ``0 < k < N``
+
+    .. math:: P(K = k) = \Phi\bigl(\tfrac{k + 1 - m_K}{s_K}\bigr)
+              - \Phi\bigl(\tfrac{k - m_K}{s_K}\bigr),
+
+    the bottom category takes the lower tail, ``P(K = 0) = Phi((1 - mK) / sK)``, and the top the
+    upper tail, ``P(K = N) = 1 - Phi((N - mK) / sK)``. ``K = 0`` (nothing encoded) is included.
+    Differentiable in ``mK`` and ``sK``; each probability is a difference of CDFs taken on the
+    side of the median where it does not cancel (``Phi(b) - Phi(a) = Phi(-a) - Phi(-b)``).
+
+    Args:
+        mK: mean of the latent capacity (items), a number or tensor ``(...)``.
+        sK: its standard deviation (items, > 0), broadcasting with ``mK``.
+        num_items: display size ``N``.
+
+    Returns:
+        Tensor ``(..., N + 1)``: ``P(K = 0), ..., P(K = N)``; non-negative, sums to 1.
+
+    Raises:
+        ValueError: ``sK <= 0``; ``mK``/``sK`` NaN or inf; ``num_items`` outside ``1..MAX_ITEMS``.
+        TypeError: ``mK`` or ``sK`` is not a number or tensor.
+    """
+    from .sets import _check_num_items
+
+    num = _check_num_items(num_items)
+    mK = as_float_tensor("mK", mK)
+    sK = as_float_tensor("sK", sK)
+    if bool((sK.detach() <= 0).any()):
+        raise ValueError(f"sK (sd of the probit capacity, items) must be positive, got {sK}")
+    mK, sK = torch.broadcast_tensors(mK, sK)
+    k = torch.arange(1, num + 1, dtype=mK.dtype)  # the cut points 1..N
+    z = (k - mK[..., None]) / sK[..., None]  # (..., N)
+    lower = ndtr(z)  # P(X < k)
+    upper = ndtr(-z)  # P(X >= k)
+    zero = torch.zeros_like(z[..., :1])
+    one = torch.ones_like(z[..., :1])
+    lo = torch.cat([zero, lower], -1)  # P(X < k), k = 0..N (the bottom takes the lower tail)
+    hi = torch.cat([lower, one], -1)  # P(X < k + 1), the top takes the upper tail
+    up_lo = torch.cat([one, upper], -1)  # P(X >= k)
+    up_hi = torch.cat([upper, zero], -1)  # P(X >= k + 1)
+    mid = torch.cat([k.new_zeros(1), k]) + 0.5  # where the category sits
+    left = (mid - mK[..., None]) < 0
+    return torch.where(left, hi - lo, up_lo - up_hi).clamp_min(0.0)
+
+
+def _with_k0(k_probs: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Probabilities ``(..., N+1)`` over ``K = 0..N`` from ``(..., N)`` (1..N) or ``(..., N+1)``."""
+    if k_probs.shape[-1] == num_items + 1:
+        return k_probs
+    return torch.cat([torch.zeros_like(k_probs[..., :1]), k_probs], -1)
+
+
 def _check_k_probs(k_probs, num_items: int) -> torch.Tensor:
+    """Validated probabilities over ``K = 0..N``, ``(..., N+1)`` (a length-``N`` input is over
+    ``K = 1..N`` and gets ``P(K = 0) = 0``)."""
     k_probs = as_float_tensor("k_probs", k_probs)
-    if k_probs.dim() < 1 or k_probs.shape[-1] != num_items:
+    if k_probs.dim() < 1 or k_probs.shape[-1] not in (num_items, num_items + 1):
         raise ValueError(
-            f"k_probs must have shape (..., N) = (..., {num_items}) (P(K=1..N)), "
-            f"got {tuple(k_probs.shape)}"
+            f"k_probs must have shape (..., N) = (..., {num_items}) (P(K=1..N)) or "
+            f"(..., N+1) = (..., {num_items + 1}) (P(K=0..N)), got {tuple(k_probs.shape)}"
         )
     kd = k_probs.detach()
     if bool((kd < 0).any()) or not bool(
         torch.allclose(kd.sum(-1), torch.ones((), dtype=kd.dtype), atol=1e-6)
     ):
-        raise ValueError("k_probs (probabilities of K = 1..N) must be >= 0 and sum to 1")
-    return k_probs
+        raise ValueError("k_probs (probabilities of K) must be >= 0 and sum to 1")
+    return _with_k0(k_probs, num_items)
 
 
 def _resolve_k(K, k_probs, num_items):
+    """``(..., N+1)`` probabilities of ``K = 0..N`` from ``K`` or ``k_probs`` (exactly one).
+
+    ``K`` may also be a probability tensor ``(..., N)``/``(..., N+1)`` whose last dimension is
+    not a batch of real capacities: a floating tensor with ``dim >= 1`` whose last axis has
+    length ``N`` or ``N + 1`` and sums to 1 is read as ``k_probs`` (a ``K`` distribution).
+    """
     if (K is None) == (k_probs is None):
-        raise ValueError("give exactly one of K (capacity) and k_probs (probabilities of K=1..N)")
-    return k_probabilities(K, num_items) if k_probs is None else _check_k_probs(k_probs, num_items)
+        raise ValueError("give exactly one of K (capacity) and k_probs (probabilities of K)")
+    if isinstance(K, torch.distributions.Categorical):
+        K = K.probs.to(torch.float64)
+    if k_probs is None and _looks_like_probs(K, num_items):
+        k_probs, K = K, None
+    if k_probs is None:
+        return _with_k0(k_probabilities(K, num_items), num_items)
+    return _check_k_probs(k_probs, num_items)
+
+
+def _looks_like_probs(K, num_items) -> bool:
+    if not isinstance(K, torch.Tensor) or not K.is_floating_point() or K.dim() < 1:
+        return False
+    if K.shape[-1] not in (num_items, num_items + 1):
+        return False
+    kd = K.detach()
+    return bool((kd >= 0).all()) and bool(
+        torch.allclose(kd.sum(-1), torch.ones((), dtype=kd.dtype), atol=1e-6)
+    )

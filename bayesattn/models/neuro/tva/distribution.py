@@ -21,8 +21,9 @@ class TVAReport(TorchDistribution):
 
     ``log_prob`` is :func:`report_log_prob` (exact, differentiable); ``sample`` runs
     :func:`simulate_report`. Parameters as there: ``exposure (...)`` ms, ``C`` items/s,
-    ``weights (..., N)``, ``t0`` ms, ``k_probs (..., N)`` over ``K = 1..N``, ``t0_sd`` ms
-    (None or 0 = fixed ``t0``), ``reportable (..., N)`` bool or None. With
+    ``weights (..., N)``, ``t0`` ms, ``k_probs (..., N)`` over ``K = 1..N`` or ``(..., N+1)``
+    over ``K = 0..N``, ``t0_sd`` ms (None or 0 = fixed ``t0``), ``reportable (..., N)`` bool or
+    None, ``t0_dist`` ``"normal"``/``"exponential"``; ``num_nodes`` is ignored. With
     ``validate_args=False`` the arguments are trusted (the Pyro model validates them once).
 
     Raises:
@@ -43,7 +44,8 @@ class TVAReport(TorchDistribution):
         k_probs,
         t0_sd=None,
         reportable=None,
-        num_nodes=32,
+        num_nodes=None,
+        t0_dist="normal",
         validate_args=None,
     ):
         check = validate_args is not False
@@ -65,6 +67,7 @@ class TVAReport(TorchDistribution):
             num_nodes,
             rates,
         )
+        self.t0_dist = t0_dist
         shapes = [exposure.shape, t0.shape, rates.shape[:-1], k_probs.shape[:-1]]
         if t0_sd is not None:
             shapes.append(t0_sd.shape)
@@ -81,12 +84,13 @@ class TVAReport(TorchDistribution):
             C=self.C.expand(batch_shape),
             weights=self.weights.expand(*batch_shape, num),
             t0=self.t0.expand(batch_shape),
-            k_probs=self.k_probs.expand(*batch_shape, num),
+            k_probs=self.k_probs.expand(*batch_shape, self.k_probs.shape[-1]),
             t0_sd=None if self.t0_sd is None else self.t0_sd.expand(batch_shape),
             reportable=None
             if self.reportable is None
             else self.reportable.expand(*batch_shape, num),
             num_nodes=self.num_nodes,
+            t0_dist=self.t0_dist,
             validate_args=False,
         )
 
@@ -110,6 +114,7 @@ class TVAReport(TorchDistribution):
             self.t0_sd,
             self.reportable,
             self.num_nodes,
+            self.t0_dist,
         )
 
     def sample(self, sample_shape=()):
@@ -122,4 +127,5 @@ class TVAReport(TorchDistribution):
             k_probs=self.k_probs,
             t0_sd=self.t0_sd,
             reportable=self.reportable,
+            t0_dist=self.t0_dist,
         )

@@ -1,4 +1,8 @@
-"""TVA as a Pyro model with priors for whole or partial report (Dyrholm et al. 2011)."""
+"""TVA as a Pyro model with priors for whole or partial report, as the field fits it.
+
+Dyrholm et al. (2011, LibTVA); the probit ``K`` and Gaussian ``t0`` of StanTVA/RStanTVA
+(Tuennermann, Krueger & Scharlau 2021).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from ...base import BayesianModel, hyperparameter
 from .._common import draws_slices, fixed_or_draw
 from ._checks import _check_exposure, _check_report, _check_t0, _check_weights
-from .capacity import _check_k_probs, k_probabilities
+from .capacity import _check_k_probs, _with_k0, k_probabilities, k_probit_probabilities
 from .distribution import TVAReport
 from .likelihood import report_log_prob
 from .rates import _partial_weights
@@ -64,24 +68,47 @@ class TVA(BayesianModel):
     Each parameter is a fixed value or a Pyro prior (:func:`bayesattn.models.base.hyperparameter`):
 
     * ``C``: processing capacity (items/s). Default prior ``LogNormal(log 40, 0.6)``.
-    * ``K``: VSTM capacity: an int in ``1..N`` (fixed); a probability tensor ``(N,)``; a
-      distribution over reals in ``[1, N]`` (latent ``K``, read by :func:`k_probabilities` as a
-      mixture of ``floor K`` and ``floor K + 1``; default ``Uniform(1, N)``); or a distribution
-      with event shape ``(N,)`` on the simplex (latent ``K_probs``, a free distribution over
-      ``1..N`` as in LibTVA).
-    * ``t0``: perception threshold (ms). Default prior ``Normal(15, 15)``.
-    * ``t0_sd``: trial-to-trial sd of ``t0`` (ms); default 0 (fixed ``t0``).
-    * ``weights``: spatial attentional weights ``(N,)``: a distribution on the simplex (default
-      ``Dirichlet(2 * ones(N))``), a fixed tensor, or None for equal weights.
-    * ``alpha``: distractor weight (partial report only). Default ``LogNormal(log 0.5, 0.75)``.
+    * ``K``: VSTM capacity, as the field fits it:
 
-    Deterministic site ``attention_weights (N,)``: the normalised spatial weights
+      - fixed: an int in ``1..N``, or a probability tensor ``(N,)`` over ``1..N`` /
+        ``(N+1,)`` over ``0..N``;
+      - ``"free"``: a free distribution over ``K = 0..N`` (latent ``K_probs``, default prior
+        ``Dirichlet(ones(N+1))``; LibTVA's free ``K``). Any distribution with event shape
+        ``(N+1,)`` (over ``0..N``) or ``(N,)`` (over ``1..N``) on the simplex is the same;
+      - ``"probit"``: ``K = floor(X)`` clipped to ``0..N``, ``X ~ N(mK, sK^2)`` (the
+        StanTVA/RStanTVA convention, :func:`k_probit_probabilities`): latent ``mK`` (default
+        ``Normal(N/2 + 0.5, 1.5)``) and ``sK`` (default ``HalfNormal(1)``), each overridable
+        (``mK=``, ``sK=``: a prior or a fixed value);
+      - a distribution over reals in ``[1, N]`` (latent ``K``, the two-point mixture of
+        :func:`k_probabilities`; the default ``Uniform(1, N)``, kept for old callers).
+    * ``t0``: perception threshold (ms): fixed or with a prior (default ``Normal(15, 15)``);
+      with ``t0_sd`` it is the mean ``mu0`` of a Gaussian threshold; with
+      ``t0_dist="exponential"`` it is the mean of an exponential threshold (default prior
+      ``LogNormal(log 15, 0.75)``). Integrated in closed form (:mod:`.threshold`).
+    * ``t0_sd``: trial-to-trial sd ``sigma0`` of a Gaussian ``t0`` (ms): 0 (default, fixed
+      ``t0``), a positive value or a prior (e.g. ``HalfNormal(10)``).
+    * ``weights``: spatial attentional weights: a distribution on the simplex (default
+      ``Dirichlet(2 * ones(R))``), a fixed tensor, or None for equal weights; ``R = N`` or, with
+      ``regions``, the number of regions.
+    * ``regions``: None (a free weight per location) or a partition of the locations into
+      regions that share one weight: a sequence of sequences of 0-based location indices, or a
+      string of 1-based ranges such as ``"1-3,4-6"`` (locations 1-3 share a weight, 4-6
+      another). Location ``j`` then has weight ``weights[region of j]``.
+    * ``alpha``: distractor weight (partial report only). Default ``LogNormal(log 0.5, 0.75)``.
+    * ``num_nodes``: ignored (kept so that old calls work; ``t0`` is integrated exactly).
+
+    Data masks may be bool or 0/1 integer tensors. Sites: ``C``, ``t0`` (``mu0`` of a Gaussian
+    threshold), ``t0_sd`` (``sigma0``), ``mK``, ``sK``, ``K`` / ``K_probs``, ``weights``
+    (per region when ``regions`` is given), ``alpha``.
+
+    Deterministic site ``attention_weights (N,)``: the normalised location weights
     ``w / sum w = softmax(log w)``, the share of ``C`` each location gets in whole report (and
     ``K_mean``, the mean VSTM capacity, when ``K`` is latent).
 
     Raises:
         ValueError: ``paradigm`` not ``"whole"``/``"partial"``; ``num_locations`` outside
-            ``1..MAX_ITEMS``; a fixed ``K`` outside ``1..N``; fixed weights not of shape ``(N,)``.
+            ``1..MAX_ITEMS``; a fixed ``K`` outside ``1..N``; fixed weights not of shape ``(R,)``;
+            ``regions`` not a partition of ``0..N-1``; ``t0_dist`` unknown.
     """
 
     obs_name = "reported"
@@ -97,29 +124,55 @@ class TVA(BayesianModel):
         t0_sd=0.0,
         weights="prior",
         alpha=None,
-        num_nodes: int = 32,
+        num_nodes: int | None = None,
+        mK=None,
+        sK=None,
+        regions=None,
+        t0_dist: str = "normal",
     ):
         self.num_locations = _check_num_items(num_locations)
         n = self.num_locations
         if paradigm not in ("whole", "partial"):
             raise ValueError(f"paradigm must be 'whole' or 'partial', got {paradigm!r}")
+        if t0_dist not in ("normal", "exponential"):
+            raise ValueError(f"t0_dist must be 'normal' or 'exponential', got {t0_dist!r}")
         self.paradigm = paradigm
+        self.t0_dist = t0_dist
         self.C = dist.LogNormal(math.log(40.0), 0.6) if C is None else C
+        self.mK = self.sK = None
+        self._probit = isinstance(K, str) and K == "probit"
+        if isinstance(K, str):
+            if K == "free":
+                K = dist.Dirichlet(torch.ones(n + 1, dtype=torch.float64))
+            elif K == "probit":
+                self.mK = dist.Normal(n / 2 + 0.5, 1.5) if mK is None else mK
+                self.sK = dist.HalfNormal(1.0) if sK is None else sK
+            else:
+                raise ValueError(f"K must be an int, 'free', 'probit' or a prior, got {K!r}")
         self.K = dist.Uniform(1.0, float(n)) if K is None else K
         if n == 1 and K is None:
             self.K = 1
-        if not isinstance(self.K, dist.Distribution):
+        if not isinstance(self.K, dist.Distribution | str):
             self._fixed_k_probs()  # validates
-        self.t0 = dist.Normal(15.0, 15.0) if t0 is None else t0
+        if t0 is None:
+            t0 = (
+                dist.LogNormal(math.log(15.0), 0.75)
+                if t0_dist == "exponential"
+                else dist.Normal(15.0, 15.0)
+            )
+        self.t0 = t0
         self.t0_sd = t0_sd
+        self.regions, self._region_index = _parse_regions(regions, n)
+        r = len(self.regions)
         if isinstance(weights, str) and weights == "prior":
-            weights = dist.Dirichlet(torch.full((n,), 2.0, dtype=torch.float64))
+            weights = dist.Dirichlet(torch.full((r,), 2.0, dtype=torch.float64))
         if weights is None:
-            weights = torch.ones(n, dtype=torch.float64)
+            weights = torch.ones(r, dtype=torch.float64)
         if not isinstance(weights, dist.Distribution):
             weights = _check_weights(torch.as_tensor(weights, dtype=torch.float64))
-            if weights.shape != (n,):
-                raise ValueError(f"fixed weights must have shape (N,) = ({n},)")
+            if weights.shape != (r,):
+                what = "(N,)" if r == n and regions is None else "(number of regions,)"
+                raise ValueError(f"fixed weights must have shape {what} = ({r},)")
         self.weights = weights
         self.alpha = dist.LogNormal(math.log(0.5), 0.75) if alpha is None else alpha
         self.num_nodes = num_nodes
@@ -134,12 +187,26 @@ class TVA(BayesianModel):
 
     def _k_site(self):
         if isinstance(self.K, dist.Distribution):
-            return "K_probs" if self.K.event_shape == (self.num_locations,) else "K"
+            n = self.num_locations
+            return "K_probs" if self.K.event_shape in ((n,), (n + 1,)) else "K"
         return None
+
+    def _k_probs_of(self, value) -> torch.Tensor:
+        """``(..., N+1)`` probabilities of ``K = 0..N`` from the K site's value(s)."""
+        n = self.num_locations
+        if self._k_site() == "K_probs":
+            return _with_k0(torch.as_tensor(value, dtype=torch.float64), n)
+        return _with_k0(k_probabilities(torch.as_tensor(value, dtype=torch.float64), n), n)
+
+    def _location_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """Weights per location ``(..., N)`` from the weights per region ``(..., R)``."""
+        if self._region_index is None:
+            return weights
+        return weights[..., self._region_index]
 
     def latent_names(self) -> list[str]:
         names = []
-        for name in ("C", "t0", "t0_sd"):
+        for name in ("C", "t0", "t0_sd", "mK", "sK"):
             if isinstance(getattr(self, name), dist.Distribution):
                 names.append(name)
         if self._k_site():
@@ -163,7 +230,11 @@ class TVA(BayesianModel):
         t0_prior, k_prior = self.t0, self.K
         if reported is None or not bool(reported.any()):
             return t0_prior, k_prior
-        fixed_sd = not isinstance(self.t0_sd, dist.Distribution) and float(self.t0_sd) == 0.0
+        fixed_sd = (
+            self.t0_dist == "normal"
+            and not isinstance(self.t0_sd, dist.Distribution)
+            and float(self.t0_sd) == 0.0
+        )
         if fixed_sd and isinstance(t0_prior, dist.Distribution) and t0_prior.event_shape == ():
             bound = exposure[reported.any(-1)].min()
             t0_prior = _UpperTruncated(t0_prior, bound)
@@ -181,19 +252,24 @@ class TVA(BayesianModel):
         t0 = hyperparameter("t0", self.t0 if t0_prior is None else t0_prior)
         t0_sd = hyperparameter("t0_sd", self.t0_sd)
         site = self._k_site()
-        if site is None:
-            k_probs = self._fixed_k_probs()
+        if self._probit:
+            mK = hyperparameter("mK", self.mK)
+            sK = hyperparameter("sK", self.sK)
+            k_probs = k_probit_probabilities(mK, sK, n)
+        elif site is None:
+            k_probs = _with_k0(self._fixed_k_probs(), n)
         else:
-            k = pyro.sample(site, self.K if k_prior is None else k_prior)
-            k_probs = k if site == "K_probs" else k_probabilities(k, n)
+            k_probs = self._k_probs_of(pyro.sample(site, self.K if k_prior is None else k_prior))
+        if self._probit or site is not None:
             pyro.deterministic(
-                "K_mean", (k_probs * torch.arange(1, n + 1, dtype=k_probs.dtype)).sum(-1)
+                "K_mean", (k_probs * torch.arange(n + 1, dtype=k_probs.dtype)).sum(-1)
             )
         weights = (
             pyro.sample("weights", self.weights)
             if isinstance(self.weights, dist.Distribution)
             else self.weights
         )
+        weights = self._location_weights(weights)
         alpha = hyperparameter("alpha", self.alpha) if self.paradigm == "partial" else None
         return C, t0, t0_sd, k_probs, weights, alpha
 
@@ -214,7 +290,11 @@ class TVA(BayesianModel):
         exposure = _check_exposure(exposure)
         n = self.num_locations
         if reported is not None:
-            _check_report(reported, n)
+            reported = _check_report(reported, n)
+            if targets is not None:
+                targets = _check_report(targets, n, name="targets")
+            if distractors is not None:
+                distractors = _check_report(distractors, n, name="distractors")
             if isinstance(self.K, numbers.Integral) and bool((reported.sum(-1) > self.K).any()):
                 raise ValueError(
                     f"a trial reports more than K={self.K} items, impossible with a fixed K; "
@@ -241,7 +321,7 @@ class TVA(BayesianModel):
                 k_probs=k_probs,
                 t0_sd=t0_sd,
                 reportable=reportable,
-                num_nodes=self.num_nodes,
+                t0_dist=self.t0_dist,
                 validate_args=False,
             )
             return pyro.sample(self.obs_name, d.expand([num_trials]), obs=reported)
@@ -257,19 +337,22 @@ class TVA(BayesianModel):
             raise ValueError("log_likelihood needs the observed 'reported' in data")
         n = self.num_locations
         exposure = _check_exposure(data["exposure"])
+        reported = _check_report(reported, n)
         out = []
         for chunk, num in draws_slices(draws, 64):
             C = fixed_or_draw(chunk, "C", self.C, num)[:, None]
             t0 = fixed_or_draw(chunk, "t0", self.t0, num)[:, None]
             t0_sd = fixed_or_draw(chunk, "t0_sd", self.t0_sd, num)[:, None]
             site = self._k_site()
-            if site is None:
-                k_probs = self._fixed_k_probs().expand(num, n)
-            elif site == "K_probs":
-                k_probs = torch.as_tensor(chunk["K_probs"], dtype=torch.float64)
+            if self._probit:
+                mK = fixed_or_draw(chunk, "mK", self.mK, num)
+                sK = fixed_or_draw(chunk, "sK", self.sK, num)
+                k_probs = k_probit_probabilities(mK, sK, n)
+            elif site is None:
+                k_probs = _with_k0(self._fixed_k_probs(), n).expand(num, n + 1)
             else:
-                k_probs = k_probabilities(torch.as_tensor(chunk["K"], dtype=torch.float64), n)
-            weights = fixed_or_draw(chunk, "weights", self.weights, num)
+                k_probs = self._k_probs_of(chunk[site])
+            weights = self._location_weights(fixed_or_draw(chunk, "weights", self.weights, num))
             alpha = (
                 fixed_or_draw(chunk, "alpha", self.alpha, num)[:, None]
                 if self.paradigm == "partial"
@@ -288,7 +371,43 @@ class TVA(BayesianModel):
                     k_probs=k_probs[:, None, :],
                     t0_sd=None if not bool((t0_sd > 0).any()) else t0_sd,
                     reportable=reportable,
-                    num_nodes=self.num_nodes,
+                    t0_dist=self.t0_dist,
                 )
             )
         return torch.cat(out, 0)
+
+
+def _parse_regions(regions, num: int):
+    """``(regions, index)``: the regions as lists of 0-based locations and the region of each
+    location ``(N,)`` (None without regions).
+
+    Raises:
+        ValueError: not a partition of ``0..N-1``, or a malformed range string.
+    """
+    if regions is None:
+        return [[j] for j in range(num)], None
+    if isinstance(regions, str):
+        parsed = []
+        for part in regions.split(","):
+            bounds = part.strip().split("-")
+            try:
+                lo, hi = int(bounds[0]), int(bounds[-1])
+            except ValueError:
+                raise ValueError(
+                    f"regions must look like '1-3,4-6' (1-based locations), got {regions!r}"
+                ) from None
+            if len(bounds) > 2 or lo > hi:
+                raise ValueError(f"bad region {part!r} in regions {regions!r}")
+            parsed.append(list(range(lo - 1, hi)))
+        regions = parsed
+    regions = [[int(j) for j in r] for r in regions]
+    flat = sorted(j for r in regions for j in r)
+    if flat != list(range(num)) or any(len(r) == 0 for r in regions):
+        raise ValueError(
+            f"regions must split the locations 0..{num - 1} into non-empty disjoint groups, "
+            f"got {regions}"
+        )
+    index = torch.empty(num, dtype=torch.long)
+    for i, r in enumerate(regions):
+        index[r] = i
+    return regions, index

@@ -35,16 +35,32 @@ Bundesen 2011, the LibTVA likelihood). Write ``S`` for a candidate set, ``r = |S
   (With ``S`` = all items, ``V_out = 0`` and this is ``F_M(tau)``, as it must be.)
 * ``r > K``: ``P(S) = 0``.
 
-These ``2^N`` probabilities sum to 1 (checked over all sets in the tests). The ``r = K`` sum has
-``2^K - 1`` alternating terms; it is evaluated in the tensors' dtype (use float64: with ``N <= 8``
-the cancellation costs a few digits at most) and a positive probability that rounds to ``<= 0``
-is clamped to the smallest normal number (a log-probability near -708 in float64) rather than
-returned as NaN. Structurally impossible sets (``r > K``, an encoded item with zero rate, or
-``tau = 0`` with ``r > 0``) get exactly ``-inf``.
+Both cases are sums of decays. Write ``V = sum_z v_z`` and ``B = S \ A``, so that
+``v_A + V_out = V - v_B``; expanding the product of the first case the same way,
 
-Extensions (Dyrholm et al. 2011): ``K`` may be a distribution over ``1..N`` (a mixture over
-``K``; ``P(K > r)`` multiplies the first case and ``P(K = r)`` the second), and ``t0`` may vary
-from trial to trial as ``N(t0, t0_sd^2)`` (integrated with Gauss-Hermite quadrature). In
+.. math:: P(S \mid \tau) = P(K > r) \sum_{B \subseteq S} (-1)^{|S|-|B|} e^{-(V - v_B)\tau}
+          - P(K = r) \sum_{B \subsetneq S} (-1)^{|S|-|B|}
+            \frac{v_S - v_B}{V - v_B}\bigl(1 - e^{-(V - v_B)\tau}\bigr)
+          + P(K = 0)\,[S = \emptyset].
+
+Every decay ``e^{-(V - v_B) tau}`` depends on the subset ``B`` only, so a trial needs the
+``2^N`` values ``v_B`` once, and a random ``t0`` replaces each decay by its expectation
+(:func:`.threshold._expected_decay`, closed form) -- the likelihood is linear in the decays.
+Only the pairs ``B subset S`` of report-consistent sets ``S`` are visited (:func:`_plan`): in
+partial report ``S = R u D`` with ``R`` the report and ``D`` any subset of the present
+distractors, and nothing else.
+
+These ``2^N`` probabilities sum to 1 (checked over all sets in the tests). The sums alternate in
+sign; they are evaluated in the tensors' dtype (use float64: with ``N <= 10`` the cancellation
+costs a few digits at most, absolute error about ``1e-15``) and a positive probability that
+rounds to ``<= 0`` is clamped to the smallest normal number (a log-probability near -708 in
+float64) rather than returned as NaN. Structurally impossible reports (more items than the
+largest possible ``K``, or a report with a fixed ``t0 >= exposure``) get exactly ``-inf``.
+
+Extensions (Dyrholm et al. 2011): ``K`` may be a distribution over ``0..N`` (a mixture over
+``K``; ``P(K > r)`` multiplies the first case and ``P(K = r)`` the second; ``K = 0`` encodes
+nothing), and ``t0`` may vary from trial to trial, Gaussian or exponential, integrated in closed
+form (:mod:`.threshold`). In
 *partial report* (targets among distractors, only targets reported) a distractor has weight
 ``alpha`` times the weight of a target at its location; distractors compete for rate and VSTM
 but are not reported, so the probability of a reported target set sums ``P(S u D)`` over the
@@ -55,95 +71,126 @@ Units: ``C`` in items/s, times (``exposure``, ``t0``, ``t0_sd``) in ms.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .._common import gauss_hermite
-from ._cache import _cached
-from ._logspace import _NEG_INF, _safe_log, _safe_logsumexp
-from .sets import _codes, report_sets
+from .sets import _codes, _popcount_table, report_sets
+from .threshold import _expected_decay
+
+_PLAN_CACHE: dict = {}
 
 
-def _inclusion_coefficients(encoded: torch.Tensor) -> torch.Tensor:
-    """``c[..., A] = (-1)^(|A|+1)`` if ``{} != A subset of S`` else 0, for sets ``S`` ``(..., N)``.
+def _plan(reported: torch.Tensor, hidden: torch.Tensor):
+    """Data-only index plan of the race sums for trials ``(T, N)``.
 
-    Depends on the data only, so it is cached for the last few report tensors seen (keyed by the
-    tensor object and its version counter): NUTS re-evaluates the same data thousands of times.
+    ``reported`` and ``hidden`` (present items that are encoded but never reported, i.e. the
+    distractors) are bool ``(T, N)``, disjoint. The encoded sets consistent with trial ``t`` are
+    ``S = R_t u D``, ``D subset hidden_t``; the plan lists every pair ``(t, S, B)`` with
+    ``B subset S`` as flat int64 tensors ``row, S, B`` (codes as in :func:`report_sets`), the
+    float sign ``(-1)^(|S|-|B|)``, ``|S|`` and ``B != S``, with the flat indices into the
+    per-trial tables (``ib``, ``ia``, ``ik``). Returns a dict.
     """
-    return _cached(_COEF_CACHE, (encoded,), lambda: _coefficients(encoded))
+    num = int(reported.shape[-1])
+    size = 2**num
+    device = reported.device
+    codes = torch.arange(size, device=device)
+    r_code = _codes(reported)[:, None]
+    h_code = _codes(hidden)[:, None]
+    valid = ((codes & r_code) == r_code) & ((codes & ~(r_code | h_code)) == 0)  # (T, M)
+    row, s_code = valid.nonzero(as_tuple=True)
+    sub = (codes[None, :] & ~codes[:, None]) == 0  # sub[S, B]: B subset of S, (M, M)
+    q, b_code = sub[s_code].nonzero(as_tuple=True)
+    row, s_code = row[q], s_code[q]
+    pop = _popcount_table(num, device)
+    s_size = pop[s_code]
+    diff = s_size - pop[b_code]
+    sign = torch.where(diff % 2 == 0, 1.0, -1.0).to(torch.float64)
+    return {
+        "row": row,
+        "ib": row * size + b_code,  # the (trial, B) cell of the per-trial tables
+        "ia": row * size + (s_code ^ b_code),  # (trial, A = S \\ B)
+        "ik": row * (num + 1) + s_size,  # the (trial, |S|) bin
+        "sign": sign,
+        "sign_full": sign * (b_code != s_code),  # 0 for A = {}: no "VSTM full" term
+        "empty_ok": ~reported.any(-1),  # S = {} (K = 0 encodes nothing) is consistent
+        "num_rows": int(reported.shape[0]),
+    }
 
 
-def _coefficients(encoded: torch.Tensor) -> torch.Tensor:
-    num = int(encoded.shape[-1])
-    subsets = report_sets(num, device=encoded.device)  # (M, N)
-    sizes = subsets.sum(-1)
-    sign = torch.where(sizes % 2 == 1, 1.0, -1.0).to(torch.float64)
-    sign = torch.where(sizes > 0, sign, 0.0)
-    inside = (_codes(subsets) & ~_codes(encoded)[..., None]) == 0  # A subset of S, (..., M)
-    return inside.to(torch.float64) * sign
-
-
-
-_COEF_CACHE: dict = {}
-
-
-def _race_log_prob(encoded, tau, rates, k_probs, coef=None):
-    """log P(encoded set) under the race; arguments broadcast against each other.
-
-    encoded (..., N) bool, tau (...) ms >= 0, rates (..., N) 1/ms >= 0, k_probs (..., N);
-    ``coef`` = :func:`_inclusion_coefficients` of ``encoded`` (computed when None).
-    """
-    num = int(encoded.shape[-1])
-    dtype = rates.dtype
-    r = encoded.sum(-1)  # (...)
-    tau_ = tau[..., None]
-
-    # case r < K: independent finish-before-tau events
-    x = rates * tau_
-    pos = x > 0
-    log_fin = torch.where(pos, torch.log(-torch.expm1(-torch.where(pos, x, 1.0))), _NEG_INF)
-    lp_small = torch.where(encoded, log_fin, -x).sum(-1)
-
-    # case r = K: inclusion-exclusion over the non-empty subsets A of the encoded set
-    if coef is None:
-        coef = _inclusion_coefficients(encoded)
-    subsets = report_sets(num, device=rates.device).to(dtype)  # (M, N)
-    v_sub = rates @ subsets.T  # (..., M)
-    v_out = (rates.sum(-1, keepdim=True) - (rates * encoded).sum(-1, keepdim=True)).clamp_min(0)
-    tiny = torch.finfo(dtype).tiny
-    total = (v_sub + v_out).clamp_min(tiny)  # 0 only when v_A = 0: the term is 0 then
-    term = v_sub / total * -torch.expm1(-total * tau_)
-    p_full = (coef.to(dtype) * term).sum(-1)
-    impossible = ((tau <= 0) & (r > 0)) | (encoded & (rates <= 0)).any(-1)
-    lp_full = torch.where(
-        impossible, _NEG_INF, torch.log(torch.where(impossible, 1.0, p_full.clamp_min(tiny)))
+def _cached_plan(reported: torch.Tensor, hidden: torch.Tensor):
+    """:func:`_plan`, memoised on the content of the masks (NUTS re-evaluates the same data
+    thousands of times, often through fresh views of it); the last 16 plans are kept."""
+    key = (
+        int(reported.shape[-1]),
+        str(reported.device),
+        _codes(reported).cpu().numpy().tobytes(),
+        _codes(hidden).cpu().numpy().tobytes(),
     )
-
-    # mixture over K = 1..N: P(K > r) P_small(S) + P(K = r) P_full(S)
-    shape = torch.broadcast_shapes(r.shape, k_probs.shape[:-1])
-    k_probs = k_probs.expand(*shape, num)
-    r = r.expand(shape)
-    tail = torch.flip(torch.cumsum(torch.flip(k_probs, [-1]), -1), [-1])  # P(K >= k), k=1..N
-    tail = torch.cat([tail, torch.zeros_like(tail[..., :1])], -1)  # P(K >= N+1) = 0
-    p_gt = tail.gather(-1, r[..., None]).squeeze(-1)  # P(K >= r + 1)
-    p_eq = torch.where(r > 0, k_probs.gather(-1, (r[..., None] - 1).clamp(min=0)).squeeze(-1), 0.0)
-    a = _safe_log(p_gt) + lp_small
-    b = _safe_log(p_eq) + lp_full
-    return _safe_logsumexp(torch.stack(torch.broadcast_tensors(a, b), -1), -1)
+    plan = _PLAN_CACHE.get(key)
+    if plan is None:
+        plan = _plan(reported, hidden)
+        if len(_PLAN_CACHE) >= 16:
+            _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
+        _PLAN_CACHE[key] = plan
+    return plan
 
 
-def _with_t0(encoded, exposure, rates, k_probs, t0, t0_sd, num_nodes, coef=None):
-    """Integrate the race log-probability over ``t0 ~ N(t0, t0_sd^2)`` (or fixed ``t0``)."""
-    if t0_sd is None or (not isinstance(t0_sd, torch.Tensor) and float(t0_sd) == 0.0):
-        tau = torch.clamp(exposure - t0, min=0.0)
-        return _race_log_prob(encoded, tau, rates, k_probs, coef)
-    z, w = gauss_hermite(num_nodes, dtype=rates.dtype)
-    t0q = t0[..., None] + t0_sd[..., None] * z  # (..., Q)
-    tau = torch.clamp(exposure[..., None] - t0q, min=0.0)
-    lp = _race_log_prob(
-        encoded[..., None, :],
-        tau,
-        rates[..., None, :],
-        k_probs[..., None, :],
-        None if coef is None else coef[..., None, :],
-    )  # (..., Q)
-    return _safe_logsumexp(lp + torch.log(w), -1)
+def _k_tables(k_probs: torch.Tensor):
+    """``P(K > k)`` and ``P(K = k)`` for ``k = 0..N`` from probabilities ``(..., N+1)``."""
+    ge = torch.flip(torch.cumsum(torch.flip(k_probs, [-1]), -1), [-1])  # P(K >= k)
+    gt = torch.cat([ge[..., 1:], torch.zeros_like(ge[..., :1])], -1)
+    return gt.clamp_min(0.0), k_probs, ge
+
+
+def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
+    """``P(report)`` of the plan's trials; parameters ``(..., T, .)`` with ``T`` the data rows.
+
+    ``rates (..., T, N)`` 1/ms, ``k_probs (..., T, N+1)`` over ``K = 0..N``, ``exposure``,
+    ``t0``, ``t0_sd`` ``(..., T)`` (``t0_sd`` None when fixed). Returns ``(..., T)``.
+
+    Per trial the ``2^N`` decays ``G_B`` are computed once; every pair ``(S, B)`` of the plan
+    then contributes ``sign G_B`` to the "VSTM not full" sum and ``sign v_A (1 - G_B) / u_B``
+    (``A = S \\ B``, ``u_B = V - v_B``) to the "VSTM full" sum of its size ``|S|``; the sums per
+    ``(trial, |S|)`` are weighted by ``P(K > |S|)`` and ``P(K = |S|)`` at the end.
+    """
+    num = int(rates.shape[-1])
+    size = 2**num
+    num_rows = plan["num_rows"]
+    subsets = report_sets(num, device=rates.device).to(rates.dtype)
+    v_b = rates @ subsets.T  # (..., T, M)
+    u = (rates.sum(-1, keepdim=True) - v_b).clamp_min(0.0)  # V - v_B
+    sd = None if t0_sd is None else t0_sd[..., None]
+    g = _expected_decay(u, exposure[..., None], t0[..., None], sd, kind)  # (..., T, M)
+    # (1 - G_B) / u_B; u_B = 0 only for B = every present item, a pair with A = {} (weight 0)
+    h = (1.0 - g) / torch.where(u > 0, u, torch.ones_like(u))
+    lead = v_b.shape[:-2]
+    table = torch.stack([g, h], -1).reshape(*lead, num_rows * size, 2)
+    pair_b = table.index_select(-2, plan["ib"])  # (..., P, 2)
+    v_a = v_b.reshape(*lead, num_rows * size).index_select(-1, plan["ia"])  # (..., P)
+    small = plan["sign"].to(rates.dtype) * pair_b[..., 0]
+    full = plan["sign_full"].to(rates.dtype) * v_a * pair_b[..., 1]
+    vals = torch.stack([small, full], -1)  # (..., P, 2)
+    sums = torch.zeros(*lead, num_rows * (num + 1), 2, dtype=rates.dtype, device=rates.device)
+    sums = sums.index_add(-2, plan["ik"], vals).reshape(*lead, num_rows, num + 1, 2)
+    p_gt, p_eq, _ = _k_tables(k_probs)
+    prob = (p_gt * sums[..., 0] - p_eq * sums[..., 1]).sum(-1)
+    return prob + p_eq[..., 0] * plan["empty_ok"].to(rates.dtype)
+
+
+def _race_log_prob(plan, reported, rates, k_probs, exposure, t0, t0_sd, kind):
+    """``log P(report)`` ``(..., T)``: :func:`_race_prob` with exact ``-inf`` where impossible.
+
+    A report is impossible when ``P(K >= |R|) = 0`` or (fixed ``t0``) when it is not empty and
+    ``exposure <= t0``; a possible report whose probability rounds to ``<= 0`` gets the smallest
+    normal number instead (see the module docstring).
+    """
+    prob = _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind)
+    r = reported.sum(-1)  # (T,)
+    _, _, p_ge = _k_tables(k_probs.detach())
+    impossible = p_ge.gather(-1, r.expand(p_ge.shape[:-1])[..., None]).squeeze(-1) <= 0
+    if kind == "fixed" or t0_sd is None and kind == "normal":
+        impossible = impossible | ((exposure - t0).detach() <= 0) & (r > 0)
+    tiny = torch.finfo(rates.dtype).tiny
+    safe = torch.where(impossible, torch.ones_like(prob), prob.clamp_min(tiny))
+    return torch.where(impossible, -math.inf, torch.log(safe))

@@ -39,7 +39,6 @@ def processing_rates(C, weights) -> torch.Tensor:
     return C[..., None] * share / 1000.0
 
 
-
 def _partial_weights(weights, alpha, targets, distractors):
     """Partial-report item weights ``(..., N)`` and the reportable mask (the targets).
 

@@ -38,6 +38,12 @@ def _report_sets(num_items: int, device) -> torch.Tensor:
 
 
 def _check_num_items(num_items) -> int:
+    if (
+        isinstance(num_items, torch.Tensor)
+        and num_items.dim() == 0
+        and not num_items.is_floating_point()
+    ):
+        num_items = int(num_items)  # a shape under the PyTorch JIT tracer
     if isinstance(num_items, bool) or not isinstance(num_items, numbers.Integral):
         raise ValueError(f"the number of display items N must be an integer, got {num_items!r}")
     if not 1 <= num_items <= MAX_ITEMS:
@@ -52,3 +58,9 @@ def _codes(mask: torch.Tensor) -> torch.Tensor:
     """Integer code ``sum_j mask_j 2^j`` of bool sets ``(..., N)`` -> ``(...)`` int64."""
     bits = 2 ** torch.arange(int(mask.shape[-1]), device=mask.device)
     return (mask.long() * bits).sum(-1)
+
+
+@lru_cache(maxsize=32)
+def _popcount_table(num_items: int, device) -> torch.Tensor:
+    """``|S|`` for every set code ``0..2^N - 1`` as int64 ``(2^N,)``."""
+    return _report_sets(num_items, device).sum(-1)

@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-from ._checks import _check_exposure, _check_report, _check_t0, _check_weights
+from ._checks import _check_exposure, _check_report, _check_t0, _check_t0_dist, _check_weights
 from .capacity import _resolve_k
 from .rates import _partial_weights, processing_rates
 
@@ -30,13 +30,16 @@ def simulate_report(
     t0_sd=0.0,
     reportable=None,
     generator: torch.Generator | None = None,
+    t0_dist: str = "normal",
 ) -> torch.Tensor:
     """Simulate the TVA race trial by trial; returns the reported set, bool ``(..., N)``.
 
     Draws ``T_x ~ Exp(v_x)`` (``v`` from :func:`processing_rates`), ``t0`` per trial
     (``N(t0, t0_sd^2)`` when ``t0_sd > 0``) and ``K`` per trial (from
-    :func:`k_probabilities`); encodes the first ``K`` items with ``t0 + T_x < exposure`` and
-    reports the encoded items that are ``reportable``. Arguments as in
+    :func:`k_probabilities`, or ``k_probs`` over ``0..N`` / ``1..N``; with
+    ``t0_dist="exponential"`` the threshold is exponential with mean ``t0``); encodes the first
+    ``K`` items with ``t0 + T_x < exposure`` and reports the encoded items that are
+    ``reportable``. Arguments as in
     :func:`report_log_prob`; the batch shape is that of ``exposure`` broadcast with the
     parameters.
 
@@ -47,6 +50,7 @@ def simulate_report(
     num = weights.shape[-1]
     exposure = _check_exposure(exposure)
     t0, t0_sd = _check_t0(t0, t0_sd)
+    _check_t0_dist(t0_dist, t0, t0_sd)
     k_probs = _resolve_k(K, k_probs, num)
     with torch.no_grad():
         rates = processing_rates(C, weights)
@@ -62,15 +66,18 @@ def simulate_report(
         e = -torch.log1p(-u)  # Exp(1)
         finish = torch.where(rates > 0, e / torch.where(rates > 0, rates, 1.0), math.inf)
         t0_trial = t0.expand(batch)
-        if t0_sd is not None:
+        if t0_dist == "exponential":
+            e0 = -torch.log1p(-torch.rand(batch, generator=generator, dtype=rates.dtype))
+            t0_trial = t0_trial * e0
+        elif t0_sd is not None:
             z = torch.randn(batch, generator=generator, dtype=rates.dtype)
             t0_trial = t0_trial + t0_sd * z
         finish = finish + t0_trial[..., None]
         order = torch.argsort(finish, dim=-1)
         rank = torch.argsort(order, dim=-1)
-        cdf = torch.cumsum(k_probs.expand(*batch, num), -1)
+        cdf = torch.cumsum(k_probs.expand(*batch, num + 1), -1)
         uk = torch.rand((*batch, 1), generator=generator, dtype=rates.dtype)
-        k_trial = (uk > cdf).sum(-1).clamp(max=num - 1) + 1  # categorical over 1..N
+        k_trial = (uk > cdf).sum(-1).clamp(max=num)  # categorical over 0..N
         encoded = (finish < exposure.expand(batch)[..., None]) & (rank < k_trial[..., None])
         if reportable is not None:
             reportable = _check_report(reportable, num, name="reportable")
@@ -79,7 +86,16 @@ def simulate_report(
 
 
 def simulate_whole_report(
-    exposure, *, C, weights, t0, K, t0_sd=0.0, generator: torch.Generator | None = None
+    exposure,
+    *,
+    C,
+    weights,
+    t0,
+    K=None,
+    k_probs=None,
+    t0_sd=0.0,
+    generator: torch.Generator | None = None,
+    t0_dist: str = "normal",
 ) -> torch.Tensor:
     """Simulate TVA whole report: bool ``(..., N)`` of reported items per trial.
 
@@ -90,7 +106,15 @@ def simulate_whole_report(
         ValueError: the argument errors of :func:`whole_report_log_prob`.
     """
     return simulate_report(
-        exposure, C=C, weights=weights, t0=t0, K=K, t0_sd=t0_sd, generator=generator
+        exposure,
+        C=C,
+        weights=weights,
+        t0=t0,
+        K=K,
+        k_probs=k_probs,
+        t0_sd=t0_sd,
+        generator=generator,
+        t0_dist=t0_dist,
     )
 
 
@@ -107,6 +131,7 @@ def simulate_partial_report(
     k_probs=None,
     t0_sd=0.0,
     generator: torch.Generator | None = None,
+    t0_dist: str = "normal",
 ) -> torch.Tensor:
     """Simulate TVA partial report: bool ``(..., N)`` of reported targets per trial.
 
@@ -126,6 +151,7 @@ def simulate_partial_report(
         t0_sd=t0_sd,
         reportable=reportable,
         generator=generator,
+        t0_dist=t0_dist,
     )
 
 

@@ -1,0 +1,259 @@
+"""Benchmark of the TVA likelihood: log-likelihood + gradient of a partial-report session.
+
+The design of issue 12 (one subject, one condition): six locations, 13 trials at each of 16.6,
+33.3, 50, 100, 150 and 200 ms with six targets and no distractors, and 13 trials each with 2, 3
+and 4 distractors (the other locations targets) at 150 ms: 117 trials. Parameters: ``C`` items/s,
+spatial weights, distractor weight ``alpha``, Gaussian ``t0`` (``mu0``, ``sigma0``, ms) and a
+free distribution of ``K``. Timed on one thread: the median of repeated evaluations of the
+log-likelihood and its gradient with respect to every parameter. Optionally (``--nuts``) times
+NUTS on the :class:`~bayesattn.models.neuro.tva.TVA` model for this session.
+
+Run: ``python benchmarks/bench_tva.py [--repeats 30] [--nuts CHAINSxDRAWS]``; writes
+``benchmarks/results/tva/results.md`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+F64 = torch.float64
+OUT = Path(__file__).resolve().parent / "results" / "tva"
+
+
+def design(seed: int = 0):
+    """The 117-trial partial-report design and reports simulated from fixed parameters."""
+    from bayesattn.models.neuro.tva import simulate_partial_report
+
+    g = torch.Generator().manual_seed(seed)
+    exposure, targets, distractors = [], [], []
+    for e in (16.6, 33.3, 50.0, 100.0, 150.0, 200.0):
+        for _ in range(13):
+            exposure.append(e)
+            targets.append(torch.ones(6, dtype=torch.bool))
+            distractors.append(torch.zeros(6, dtype=torch.bool))
+    for nd in (2, 3, 4):
+        for _ in range(13):
+            d = torch.zeros(6, dtype=torch.bool)
+            d[torch.randperm(6, generator=g)[:nd]] = True
+            exposure.append(150.0)
+            targets.append(~d)
+            distractors.append(d)
+    exposure = torch.tensor(exposure, dtype=F64)
+    targets, distractors = torch.stack(targets), torch.stack(distractors)
+    truth = dict(
+        C=45.0,
+        weights=torch.tensor([1.2, 1.0, 0.9, 1.1, 0.8, 1.0], dtype=F64),
+        alpha=0.4,
+        t0=15.0,
+        t0_sd=5.0,
+        k_probs=torch.tensor([0.0, 0.05, 0.25, 0.45, 0.2, 0.05], dtype=F64),  # K = 1..6
+    )
+    reported = simulate_partial_report(
+        exposure, targets=targets, distractors=distractors, generator=g, **truth
+    )
+    return exposure, targets, distractors, reported, truth
+
+
+def time_likelihood(repeats: int) -> dict:
+    """Median wall time (ms) of log-likelihood + gradient over the 117 trials."""
+    from bayesattn.models.neuro.tva import partial_report_log_prob
+
+    exposure, targets, distractors, reported, truth = design()
+    params = {k: torch.as_tensor(v, dtype=F64).clone().requires_grad_() for k, v in truth.items()}
+
+    def once():
+        lp = partial_report_log_prob(
+            reported, exposure, targets=targets, distractors=distractors, **params
+        ).sum()
+        lp.backward()
+        return lp
+
+    value = float(once().detach())  # warm-up (and caches)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t)
+    return {
+        "trials": int(exposure.shape[0]),
+        "log_likelihood": value,
+        "median_ms": 1000 * statistics.median(times),
+        "min_ms": 1000 * min(times),
+        "repeats": repeats,
+    }
+
+
+def _reference_probs(rates, k_probs):
+    """``tau ->`` the ``2^N`` encoded-set probabilities by the textbook formulas (NumPy): the
+    product form when VSTM is not filled and ``sum_A (-1)^(|A|+1) v_A/(v_A+V_out)
+    (1 - e^{-(v_A+V_out) tau})`` when it is (Kyllingsbaek 2006), mixed over ``K = 0..N``."""
+    import numpy as np
+
+    n = len(rates)
+    codes = np.arange(2**n)
+    masks = (codes[:, None] >> np.arange(n)) & 1
+    sizes = masks.sum(1)
+    v_set = masks @ rates
+    v_out = rates.sum() - v_set
+    inside = (codes[None, :] & ~codes[:, None]) == 0
+    sign = np.where(sizes % 2 == 1, 1.0, -1.0)[None, :] * (inside & (codes[None, :] > 0))
+    rate_sum = v_set[None, :] + v_out[:, None]
+    ratio = np.divide(v_set[None, :], rate_sum, out=np.zeros_like(rate_sum), where=rate_sum > 0)
+    p_gt = np.array([k_probs[r + 1 :].sum() for r in sizes])
+    p_eq = k_probs[sizes]
+
+    def f(tau):
+        tau = max(tau, 0.0)
+        small = np.prod(np.where(masks == 1, -np.expm1(-rates * tau), 1.0), 1)
+        small = small * np.exp(-v_out * tau)
+        full = (sign * ratio * -np.expm1(-rate_sum * tau)).sum(1)
+        full[0] = 1.0
+        return p_gt * small + p_eq * full
+
+    return f
+
+
+def accuracy_table(exposures=(5.0, 10.0, 16.6, 33.3, 50.0, 100.0, 150.0, 200.0, 500.0)):
+    """Max abs error over all 64 whole-report sets of the closed-form Gaussian-``t0``
+    likelihood against adaptive quadrature (``scipy.integrate.quad_vec``, split at the kink
+    ``t0 = exposure``), three parameter settings, six locations; also the old 32-node
+    Gauss-Hermite error where given (``gh_error``)."""
+    import numpy as np
+    from scipy import integrate, stats
+
+    from bayesattn.models.neuro.tva import report_log_prob, report_sets
+
+    settings = [  # C, mu0, sigma0, K probabilities over 0..6
+        (40.0, 15.0, 8.0, [0, 0.05, 0.2, 0.4, 0.25, 0.1, 0]),
+        (120.0, 5.0, 20.0, [0.05, 0.1, 0.2, 0.3, 0.2, 0.1, 0.05]),
+        (25.0, 20.0, 3.0, [0, 0, 0, 1.0, 0, 0, 0]),
+    ]
+    w = torch.tensor([1.2, 1.0, 0.9, 1.1, 0.8, 1.0], dtype=F64)
+    rows = []
+    for e in exposures:
+        worst = 0.0
+        for C, mu0, sd0, kp in settings:
+            kp = np.asarray(kp, dtype=float)
+            probs = _reference_probs((C * w / w.sum() / 1000).numpy(), kp)
+
+            def f(t0, probs=probs, e=e, mu0=mu0, sd0=sd0):
+                return probs(e - t0) * stats.norm.pdf(t0, mu0, sd0)
+
+            ref = np.zeros(64)
+            for a, b in ((mu0 - 40 * sd0, e), (e, mu0 + 40 * sd0)):
+                ref += integrate.quad_vec(f, a, b, epsabs=1e-14, epsrel=1e-12, limit=400)[0]
+            lp = report_log_prob(
+                report_sets(6),
+                torch.tensor(e, dtype=F64),
+                C=C,
+                weights=w,
+                t0=mu0,
+                t0_sd=sd0,
+                k_probs=torch.as_tensor(kp, dtype=F64),
+            )
+            worst = max(worst, float(np.abs(torch.exp(lp).numpy() - ref).max()))
+        rows.append({"exposure_ms": e, "max_abs_error": worst})
+    return rows
+
+
+def time_nuts(chains: int, draws: int, jit: bool = False) -> dict:
+    """Wall time (s) of NUTS on the TVA partial-report model for the session (sequential)."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import MCMC, NUTS
+
+    from bayesattn.models.neuro.tva import TVA
+
+    exposure, targets, distractors, reported, _ = design()
+    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
+    data = dict(exposure=exposure, reported=reported, targets=targets, distractors=distractors)
+    t = time.perf_counter()
+    for c in range(chains):
+        pyro.set_rng_seed(c)
+        mcmc = MCMC(
+            NUTS(model.model, target_accept_prob=0.8, jit_compile=jit, ignore_jit_warnings=True),
+            num_samples=draws,
+            warmup_steps=draws,
+            disable_progbar=True,
+        )
+        mcmc.run(**data)
+    wall = time.perf_counter() - t
+    return {"chains": chains, "draws": draws, "warmup": draws, "wall_s": wall, "jit": jit}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--nuts", default=None, help="CHAINSxDRAWS, e.g. 1x200")
+    parser.add_argument("--jit", action="store_true", help="NUTS with jit_compile=True")
+    parser.add_argument("--label", default="current")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the quadrature table")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    res = {"label": args.label, "machine": platform.processor() or platform.machine()}
+    res["likelihood"] = time_likelihood(args.repeats)
+    print(
+        f"[{args.label}] 117-trial partial report, log-lik + grad: "
+        f"median {res['likelihood']['median_ms']:.2f} ms (min {res['likelihood']['min_ms']:.2f})"
+    )
+    if args.nuts:
+        chains, draws = (int(x) for x in args.nuts.lower().split("x"))
+        res["nuts"] = time_nuts(chains, draws, jit=args.jit)
+        wall = res["nuts"]["wall_s"]
+        print(f"[{args.label}] NUTS {chains} x {draws} (+{draws} warm-up): {wall:.1f} s")
+    if not args.no_accuracy:
+        res["accuracy"] = accuracy_table()
+        for row in res["accuracy"]:
+            print(
+                f"exposure {row['exposure_ms']:6.1f} ms: max abs error {row['max_abs_error']:.1e}"
+            )
+    if not args.no_write:
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+        (OUT / "results.md").write_text(_markdown(res))
+    return res
+
+
+def _markdown(res: dict) -> str:
+    lik = res["likelihood"]
+    lines = [
+        "# TVA likelihood benchmark (`benchmarks/bench_tva.py`)",
+        "",
+        f"One thread, {res['machine']}. 117-trial six-location partial-report session "
+        "(issue 12 design), Gaussian t0, free K: log-likelihood + gradient of every parameter.",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| median over {lik['repeats']} repeats | {lik['median_ms']:.2f} ms |",
+        f"| fastest repeat | {lik['min_ms']:.2f} ms |",
+        f"| log-likelihood | {lik['log_likelihood']:.6f} |",
+    ]
+    if "nuts" in res:
+        n = res["nuts"]
+        lines.append(
+            f"| NUTS {n['chains']} chain(s) x {n['draws']} draws (+{n['warmup']} warm-up) "
+            f"| {n['wall_s']:.1f} s |"
+        )
+    if "accuracy" in res:
+        lines += [
+            "",
+            "Closed-form Gaussian-t0 likelihood against adaptive quadrature (scipy quad_vec,",
+            "split at t0 = exposure), max abs error over all 64 report sets and 3 settings:",
+            "",
+            "| exposure (ms) | max abs error |",
+            "|---|---|",
+        ]
+        lines += [f"| {r['exposure_ms']:.1f} | {r['max_abs_error']:.1e} |" for r in res["accuracy"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
