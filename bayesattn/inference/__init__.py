@@ -4,5 +4,16 @@ from .compare import compare
 from .convert import to_inference_data
 from .diagnostics import verdict_line
 from .fit import GUIDES, METHODS, fit
+from .predictive import posterior_draws, predictive_draws, predictive_moments
 
-__all__ = ["GUIDES", "METHODS", "compare", "fit", "to_inference_data", "verdict_line"]
+__all__ = [
+    "GUIDES",
+    "METHODS",
+    "compare",
+    "fit",
+    "posterior_draws",
+    "predictive_draws",
+    "predictive_moments",
+    "to_inference_data",
+    "verdict_line",
+]

@@ -181,13 +181,20 @@ def laplace_draws(pot: Potential, u: torch.Tensor, num_draws: int, generator, *,
         (nats), ``min_eigenvalue``/``max_eigenvalue`` of ``H``.
     """
     g, H, se = curvature(pot, u, num_evals)
-    eig = torch.linalg.eigvalsh(H)
-    figures = {"grad_norm": float(g.norm()), "min_eigenvalue": float(eig[0]),
-               "max_eigenvalue": float(eig[-1])}
+    figures = {"grad_norm": float(g.norm())}
+    finite = bool(torch.isfinite(H).all())
+    try:
+        eig = torch.linalg.eigvalsh(H) if finite else None
+    except torch.linalg.LinAlgError:  # eigensolver failed on an ill-conditioned Hessian
+        eig = None
+    if eig is not None:
+        figures.update(min_eigenvalue=float(eig[0]), max_eigenvalue=float(eig[-1]))
+    else:  # a non-finite or degenerate Hessian: no curvature to report
+        figures.update(min_eigenvalue=float("nan"), max_eigenvalue=float("nan"))
     if se is not None:  # minibatch: is the gradient distinguishable from zero?
         figures["max_grad_z"] = float((g.abs() / se.clamp_min(1e-300)).max())
-    chol, info = torch.linalg.cholesky_ex(H)
-    if int(info) != 0 or not bool(torch.isfinite(H).all()):
+    chol, info = torch.linalg.cholesky_ex(H) if finite else (None, 1)
+    if int(info) != 0:
         figures["newton_decrement"] = float("nan")
         return None, figures
     step = torch.cholesky_solve(g[:, None], chol)[:, 0]
