@@ -125,6 +125,10 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
+        # softmax attention weighs keys by the dot product q . k (larger-norm keys win), not by
+        # distance, so it is no nonparametric smoother: scikit-learn's check that a regressor
+        # reaches R^2 > 0.5 on its training data does not apply to it
+        tags.regressor_tags.poor_score = self.attention == "softmax"
         return tags
 
     # ------------------------------------------------------------------ fitting
@@ -429,7 +433,8 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
 
         Raises:
             FileNotFoundError: the specification or its ``.nc`` file is missing.
-            ValueError: the file is not a specification (see :meth:`from_spec`) or not JSON.
+            ValueError: the file is not a specification (see :meth:`from_spec`) or not JSON;
+                the ``.nc`` file is not a readable InferenceData.
         """
         stem = _stem(path)
         spec_path = stem.with_name(stem.name + ".json")
@@ -437,12 +442,17 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
             spec = json.loads(spec_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{spec_path}: not JSON ({err})") from None
-        if not isinstance(spec, dict) or not isinstance(spec.get("idata"), str):
+        if (not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT
+                or not isinstance(spec.get("idata"), str)):
             raise ValueError(f"{spec_path}: not a {SPEC_FORMAT} specification")
         nc = spec_path.parent / Path(spec["idata"]).name
         if not nc.is_file():
             raise FileNotFoundError(f"{nc}: the InferenceData named by {spec_path} is missing")
-        return cls.from_spec(spec, load_idata(nc))
+        try:
+            idata = load_idata(nc)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{nc}: not a readable InferenceData netCDF file ({err})") from None
+        return cls.from_spec(spec, idata)
 
 
 def load_idata(path) -> az.InferenceData:

@@ -113,6 +113,16 @@ def parse_prior(name: str, spec, num_features: int = 1):
     return prior
 
 
+def _identity(g):
+    """Query features of the kernel, softmax and GP models: the inputs, ``(G, P)``."""
+    return g
+
+
+def _with_intercept(g):
+    """Query features of least squares: ``(1, x_1, ..., x_P)``, ``(G, P + 1)``."""
+    return torch.cat([torch.ones_like(g[:, :1]), g], dim=-1)
+
+
 def _check_xy(X, Y):
     X = torch.as_tensor(X, dtype=torch.float64)
     Y = torch.as_tensor(Y, dtype=torch.float64)
@@ -191,7 +201,7 @@ def build_regression_model(name: str, X, Y, priors: dict | None = None, *,
         bw = per_feature(torch.log(x_range * math.sqrt(P) / 20), 1.0)
         model = KernelAttentionModel(X, Y, kernel="gaussian", bandwidth=chosen.get("bandwidth", bw),
                                      noise=noise, leave_one_out=True)
-        return model, {"query": X, "target": Y}, lambda g: g
+        return model, {"query": X, "target": Y}, _identity
     if name == "softmax":
         x_var = X.var(0)
         if constant_ok:
@@ -200,17 +210,14 @@ def build_regression_model(name: str, X, Y, priors: dict | None = None, *,
         scale = dist.LogNormal(_t(-math.log(var)), _t(1.5))
         model = SoftmaxAttentionModel(X, Y, scale=chosen.get("scale", scale), noise=noise,
                                       leave_one_out=True)
-        return model, {"query": X, "target": Y}, lambda g: g
+        return model, {"query": X, "target": Y}, _identity
     if name == "gp":
         ls = per_feature(torch.log(x_range / 10), 1.0)
         model = GPAttentionModel(kernel="rbf", lengthscale=chosen.get("lengthscale", ls),
                                  amplitude=chosen.get("amplitude", dist.HalfNormal(_t(y_sd))),
                                  noise=noise)
-        return model, {"key": X, "value": Y}, lambda g: g
-
-    def features(g):
-        return torch.cat([torch.ones_like(g[:, :1]), g], dim=-1)
+        return model, {"key": X, "value": Y}, _identity
 
     model = LeastSquaresAttentionModel(
         prior_scale=chosen.get("prior_scale", dist.HalfNormal(_t(y_sd))), noise=noise)
-    return model, {"key": features(X), "value": Y}, features
+    return model, {"key": _with_intercept(X), "value": Y}, _with_intercept
