@@ -404,6 +404,42 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
         est._set_verdict()
         return est
 
+    @classmethod
+    def from_fit(cls, attention: str, method: str, X, y, idata, *, seed: int,
+                 feature_names=None) -> AttentionRegressor:
+        """A fitted estimator around an InferenceData fitted elsewhere in data units.
+
+        For a fit of :func:`bayesattn.models.defaults.build_regression_model` ``(attention,
+        X, y)`` with the default priors (as ``bayesattn fit`` and the demo do):
+        ``standardize=False`` and ``random_state=seed``.
+
+        Args:
+            attention, method: as the constructor's.
+            X: ``(n, p)`` inputs; y: ``(n,)`` targets (data units).
+            idata: the fit's InferenceData.
+            seed: the fit's seed.
+            feature_names: optional ``p`` column names.
+
+        Raises:
+            ValueError: as :meth:`from_spec`.
+        """
+        from . import __version__
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        X = X[:, None] if X.ndim == 1 else X
+        y2 = y.reshape(len(y), -1)
+        params = cls(attention, method, standardize=False, random_state=seed).get_params()
+        spec = {
+            "format": SPEC_FORMAT, "format_version": _SPEC_VERSION,
+            "bayesattn_version": __version__, "params": params, "seed": seed, "idata": "",
+            "feature_names": None if feature_names is None else list(feature_names),
+            "y_ndim": y.ndim, "x_mean": [0.0] * X.shape[1], "x_scale": [1.0] * X.shape[1],
+            "y_mean": [0.0] * y2.shape[1], "y_scale": [1.0] * y2.shape[1],
+            "X": X.tolist(), "y": y2.tolist(),
+        }
+        return cls.from_spec(spec, idata)
+
     def save(self, path) -> tuple[Path, Path]:
         """Save as ``STEM.nc`` (the InferenceData) and ``STEM.json`` (:meth:`to_spec`).
 
