@@ -328,13 +328,12 @@ def _fit_one_column(args, X, y, out):
 
 def _fit_columns(args, xs, X, y, out):
     """Several input columns: fit the estimator (data units, ARD), write .nc, spec, summary."""
-    import arviz as az
     import pandas as pd
 
     from ..estimator import AttentionRegressor
     from ..inference.diagnostics import verdict_line
     from . import fit_threads
-    from .mcycle import _settings
+    from .mcycle import _parameter_table, _settings
 
     settings = {k: v for k, v in _settings(args.quick).items() if k != "chain_method"}
     if getattr(args, "num_steps", None) is not None:
@@ -353,9 +352,7 @@ def _fit_columns(args, xs, X, y, out):
              f"Inputs: {', '.join(xs)} (one bandwidth / lengthscale per column, in that "
              f"order); target: {args.y}; {len(y)} rows.", "", "## Parameters", ""]
     if names:
-        table = az.summary(idata, var_names=names,
-                           kind="all" if args.method == "nuts" else "stats")
-        lines += [table.to_markdown(), ""]
+        lines += [_parameter_table(idata, names, args.method).to_markdown(), ""]
     lines += ["## Files", "", f"`{args.model}.nc` (InferenceData), `{spec_name(args.model)}` "
               "(read by `bayesattn predict --fit`).", ""]
     out.write_text("summary.md", "\n".join(lines))
