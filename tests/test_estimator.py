@@ -60,6 +60,11 @@ def test_kernel_fixed_hyperparameters_is_nadaraya_watson():
     assert mean.shape == (7, 2) and sd.shape == (7, 2)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(sd, np.sqrt(ref_var), rtol=1e-10)
+    # log predictive density: the Gaussian mixture over training rows, written out here
+    Yn = np.stack([np.sin(1.5 * Xn[:, 0]), np.cos(Xn[:, 1])], axis=1)
+    comp = -0.5 * ((Yn[:, None, :] - Y[None]) / tau) ** 2 - np.log(tau * math.sqrt(2 * math.pi))
+    ref_lpd = np.log((w * np.exp(comp.sum(-1))).sum(1))
+    np.testing.assert_allclose(est.log_predictive_density(Xn, Yn), ref_lpd, rtol=1e-9)
 
 
 def test_gp_fixed_hyperparameters_matches_sklearn_gp():
@@ -76,6 +81,9 @@ def test_gp_fixed_hyperparameters_matches_sklearn_gp():
     assert mean.shape == (9,)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(sd, ref_sd, rtol=1e-7)
+    yn = np.sin(1.5 * Xn[:, 0])
+    np.testing.assert_allclose(est.log_predictive_density(Xn, yn),
+                               norm.logpdf(yn, ref_mean, ref_sd), rtol=1e-7)
     # a Gaussian predictive: the interval is mean -/+ z sd up to Monte Carlo error
     n = 20000
     lo, hi = est.predict_interval(Xn, prob=0.94, n_samples=n)
@@ -138,6 +146,9 @@ def test_standardisation_is_undone_equivariance():
     mb, sb = b.predict(Xn * scale + 3.0, return_std=True)
     np.testing.assert_allclose(mb, 4.0 * ma - 7.0, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(sb, 4.0 * sa, rtol=1e-5)
+    yn = y[:5]
+    np.testing.assert_allclose(b.log_predictive_density(Xn * scale + 3.0, 4.0 * yn - 7.0),
+                               a.log_predictive_density(Xn, yn) - math.log(4.0), rtol=1e-5)
 
 
 @pytest.mark.slow
