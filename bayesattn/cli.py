@@ -3,8 +3,9 @@
 Commands (each imports its experiment module lazily, so ``bayesattn --help`` is instant)::
 
     bayesattn demo [mcycle|neuro] [--out DIR] [--quick] [--seed N] [--force]
-    bayesattn fit --data FILE.csv --x COL --y COL [--model MODEL] [--method METHOD]
+    bayesattn fit --data FILE.csv --x COL[,COL...] --y COL [--model MODEL] [--method METHOD]
                   [--out DIR] [--seed N] [--quick] [--num-steps N] [--force]
+    bayesattn predict --fit DIR --data NEW.csv --out PREDICTIONS.csv [--prob P] [--force]
     bayesattn bench uea [--attention KIND[,KIND...]] [--seeds N] [--epochs N] [--out DIR]
 
 Errors: bad input (a missing, unreadable, non-UTF-8 or binary file; a missing column;
@@ -121,6 +122,23 @@ def _fit(args) -> None:
     run_fit(args, command=["bayesattn", *args.argv])
 
 
+def _predict(args) -> None:
+    from .experiments.predict_csv import run_predict
+
+    run_predict(args)
+
+
+def _probability(text: str) -> float:
+    """argparse type of ``--prob``: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def _bench(args) -> None:
     from .experiments.uea import run_uea_bench
 
@@ -148,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="fit an attention regression model to your own CSV")
     fit.add_argument("--data", required=True, help="CSV file (UTF-8) with a header row")
-    fit.add_argument("--x", required=True, help="input column (queries and keys)")
+    fit.add_argument("--x", required=True,
+                     help="input column(s) (queries and keys), comma-separated: --x a,b,c")
     fit.add_argument("--y", required=True, help="target column (values)")
     fit.add_argument("--model", default="kernel", choices=MODEL_CHOICES,
                      help="attention regression model (default kernel)")
@@ -161,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="optimisation steps of --method svi or map (default: the fit's own)")
     fit.add_argument("--force", action="store_true", help=force_help)
     fit.set_defaults(func=_fit)
+
+    pred = sub.add_parser("predict", help="predict new rows with a model `bayesattn fit` wrote")
+    pred.add_argument("--fit", required=True,
+                      help="output folder of `bayesattn fit` (or its MODEL.json)")
+    pred.add_argument("--data", required=True, help="CSV file with the model's input columns")
+    pred.add_argument("--out", required=True, help="predictions CSV file to write")
+    pred.add_argument("--prob", type=_probability, default=0.94,
+                      help="mass of the central predictive interval (default 0.94)")
+    pred.add_argument("--force", action="store_true", help="replace an existing --out file")
+    pred.set_defaults(func=_predict)
 
     bench = sub.add_parser("bench", help="benchmarks on real data")
     bench.add_argument("suite", choices=["uea"])

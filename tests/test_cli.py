@@ -287,7 +287,8 @@ def test_fit_map_success_path_for_every_model(good_csv, tmp_path, capsys, model)
     assert "convergence:" in captured.out
     idata = az.from_netcdf(out / f"{model}.nc")
     one_draw = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"] == 1
-    expected = {f"{model}.nc", f"predictive_{model}.png", "summary.md"}
+    # MODEL.json: the AttentionRegressor specification `bayesattn predict --fit` reads
+    expected = {f"{model}.nc", f"{model}.json", f"predictive_{model}.png", "summary.md"}
     if model == "kernel":
         expected.add("attention_weights_kernel.png")
     if not one_draw:  # a Laplace approximation at the mode: draws with a spread
@@ -446,10 +447,13 @@ def test_force_replaces_only_our_files_and_never_follows_links(good_csv, tmp_pat
     assert main(fit_args(good_csv, out, "gp", "map", "--force")) == 0
     names = {p.name for p in out.iterdir()}
     assert "least_squares.nc" not in names and "predictive_least_squares.png" not in names
-    assert {"gp.nc", "predictive_gp.png", "posterior_gp.png", "summary.md", "notes.txt"} <= names
+    assert "least_squares.json" not in names
+    assert {"gp.nc", "gp.json", "predictive_gp.png", "posterior_gp.png", "summary.md",
+            "notes.txt"} <= names
     assert (out / "notes.txt").read_text() == "mine"
     assert outside.read_text() == "do not touch"
-    assert set(manifest(out)["files"]) == {"gp.nc", "predictive_gp.png", "posterior_gp.png",
+    assert set(manifest(out)["files"]) == {"gp.nc", "gp.json", "predictive_gp.png",
+                                           "posterior_gp.png",
                                            "summary.md"}
 
 

@@ -21,7 +21,8 @@ from ..inference import METHODS
 from ..io import OutputDir
 from .regression import MODELS
 
-__all__ = ["MAX_ABS_VALUE", "MAX_FIELD_CHARS", "ROW_LIMITS", "read_xy", "row_limit", "run_fit"]
+__all__ = ["MAX_ABS_VALUE", "MAX_FIELD_CHARS", "ROW_LIMITS", "parse_columns", "read_columns",
+           "read_xy", "row_limit", "run_fit"]
 
 #: Python's ``csv`` default field limit: a longer field is refused (it is not a number anyway)
 MAX_FIELD_CHARS = 131072
@@ -87,19 +88,33 @@ def _open_text(path: Path, flag: str):
 
 def read_xy(path: str | Path, x: str, y: str, *, max_rows: int | None = None,
             flag: str = "--data") -> tuple[np.ndarray, np.ndarray]:
-    """Read two numeric columns of a CSV file with a header row.
+    """Read two numeric columns of a CSV file with a header row (:func:`read_columns`).
+
+    Returns:
+        ``(x (N,), y (N,))`` as float64.
+
+    Raises:
+        UsageError: see :func:`read_columns`.
+    """
+    cols = read_columns(path, [(x, "--x"), (y, "--y")], max_rows=max_rows, flag=flag)
+    return cols[x], cols[y]
+
+
+def read_columns(path: str | Path, columns: list[tuple[str, str]], *,
+                 max_rows: int | None = None, flag: str = "--data") -> dict[str, np.ndarray]:
+    """Read numeric columns of a CSV file with a header row.
 
     The file is UTF-8 (a leading byte-order mark is ignored) and is read row by row, at most
     ``max_rows + 1`` rows, so an oversized file is refused without loading it.
 
     Args:
         path: the CSV file.
-        x, y: column names.
+        columns: ``(column name, option that named it)`` pairs, e.g. ``[("t", "--x")]``.
         max_rows: most data rows accepted (None: no limit).
-        flag: the option named in messages.
+        flag: the option naming the file in messages.
 
     Returns:
-        ``(x (N,), y (N,))`` as float64.
+        ``{name: (N,) float64}``.
 
     Raises:
         UsageError: missing or unreadable file; not UTF-8 (with an ``iconv`` command to
@@ -109,8 +124,9 @@ def read_xy(path: str | Path, x: str, y: str, *, max_rows: int | None = None,
             values beyond :data:`MAX_ABS_VALUE` in magnitude.
     """
     path = Path(path)
-    values: dict[str, list[float]] = {x: [], y: []}
-    bad: dict[str, list[int]] = {x: [], y: []}
+    names = list(dict.fromkeys(name for name, _ in columns))
+    values: dict[str, list[float]] = {c: [] for c in names}
+    bad: dict[str, list[int]] = {c: [] for c in names}
     fh = _open_text(path, flag)
     reader = None
     try:
@@ -119,13 +135,13 @@ def read_xy(path: str | Path, x: str, y: str, *, max_rows: int | None = None,
             header = next(reader, None)
             if header is None:
                 raise UsageError(f"{flag} {path}: empty file (expected a header row)")
-            columns = [c.strip() for c in header]
+            found = [c.strip() for c in header]
             index = {}
-            for col_flag, col in (("--x", x), ("--y", y)):
-                if col not in columns:
+            for col, col_flag in columns:
+                if col not in found:
                     raise UsageError(f"{col_flag} {col!r}: no such column in {path} "
-                                     f"(columns: {', '.join(columns)})")
-                index[col] = columns.index(col)
+                                     f"(columns: {', '.join(found)})")
+                index[col] = found.index(col)
             for i, row in enumerate(reader, start=1):
                 if max_rows is not None and i > max_rows:
                     raise _TooManyRows(max_rows)
@@ -149,21 +165,21 @@ def read_xy(path: str | Path, x: str, y: str, *, max_rows: int | None = None,
         raise UsageError(f"{flag} {path}{line}: {err}") from None
     except OSError as err:
         raise UsageError(f"{flag} {path}: cannot read it ({err.strerror})") from None
-    if not values[x]:
+    if not values[names[0]]:
         raise UsageError(f"{flag} {path}: no data rows")
     problems = [f"column {col!r} has missing or non-numeric values in rows {_rows(rows_)}"
                 for col, rows_ in bad.items() if rows_]
     if problems:
         raise UsageError("; ".join(problems))
-    xs, ys = np.array(values[x]), np.array(values[y])
-    for col_flag, col, arr in (("--x", x, xs), ("--y", y, ys)):
-        big = float(np.abs(arr).max())
+    out = {col: np.array(values[col]) for col in names}
+    for col, col_flag in columns:
+        big = float(np.abs(out[col]).max())
         if big > MAX_ABS_VALUE:
             raise UsageError(
                 f"{col_flag} {col!r}: values up to {big:.3g} in magnitude; bayesattn fits in "
                 f"data units and squares them, so it accepts at most {MAX_ABS_VALUE:.0e}: "
                 "rescale the column (e.g. divide it by a power of ten)")
-    return xs, ys
+    return out
 
 
 class _TooManyRows(UsageError):
@@ -194,37 +210,71 @@ def check_xy(x: np.ndarray, y: np.ndarray, xname: str, yname: str) -> None:
                              f"{MIN_SD:.0e}; rescale the column (multiply it by a power of ten)")
 
 
+def parse_columns(text: str, flag: str = "--x") -> list[str]:
+    """The column names of a comma-separated option (``--x a,b,c``), in order.
+
+    Raises:
+        UsageError: an empty name or a name given twice.
+    """
+    names = [c.strip() for c in text.split(",")]
+    if not all(names):
+        raise UsageError(f"{flag} {text!r}: empty column name (give names separated by commas)")
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise UsageError(f"{flag} {text!r}: column {', '.join(twice)} given twice")
+    return names
+
+
+def spec_name(model: str) -> str:
+    """Name of the fitted-model specification ``bayesattn fit`` writes beside ``MODEL.nc``."""
+    return f"{model}.json"
+
+
 def run_fit(args, *, command: list[str] | None = None) -> dict:
     """Fit ``args.model`` by ``args.method`` to columns ``args.x``, ``args.y`` of ``args.data``.
 
     Checks the file, the data, the size and the output folder (in that order) before fitting,
-    then writes into ``args.out`` what the demo writes for one model (``summary.md``, plots,
-    ``MODEL.nc``), every file atomically and listed in the folder's manifest.
+    then writes into ``args.out``, every file atomically and listed in the folder's manifest:
+
+    * one input column: what the demo writes for one model (``summary.md``, plots,
+      ``MODEL.nc``);
+    * several input columns (``--x a,b,c``): ``summary.md`` (verdict, settings, parameter
+      table) and ``MODEL.nc``; the bandwidth or lengthscale is then one per column (ARD);
+
+    and in both cases ``MODEL.json``, the :class:`bayesattn.AttentionRegressor` specification
+    that ``bayesattn predict --fit DIR`` reads. The model works in data units (no
+    standardisation), so the reported parameters are in the units of the columns.
 
     Args:
         args: the parsed ``bayesattn fit`` arguments (``data, x, y, model, method, out, seed,
-            quick, force, num_steps``).
+            quick, force, num_steps``); ``x`` may name several columns separated by commas.
         command: the command line, recorded in the manifest.
 
     Returns:
-        :func:`bayesattn.experiments.mcycle.fit_and_report`'s result.
+        one column: :func:`bayesattn.experiments.mcycle.fit_and_report`'s result; several:
+        ``{"estimator", "idata", "convergence"}``.
 
     Raises:
-        UsageError: unknown model or method; bad CSV (see :func:`read_xy`, :func:`check_xy`);
-            more rows than :func:`row_limit`; an unusable output folder (see
-            :meth:`bayesattn.io.OutputDir.prepare`); a method that cannot fit this model
-            (``NotImplementedError`` or a diverged optimisation from the fit).
+        UsageError: unknown model or method; bad column list; bad CSV (see
+            :func:`read_columns`, :func:`check_xy`); more rows than :func:`row_limit`; an
+            unusable output folder (see :meth:`bayesattn.io.OutputDir.prepare`); a method
+            that cannot fit this model (``NotImplementedError`` or a diverged optimisation
+            from the fit).
     """
-    from .mcycle import fit_and_report, planned_files
+    from .mcycle import planned_files
 
     if args.model not in MODELS:  # argparse's choices= checks this on the command line
         raise UsageError(f"--model {args.model!r}: unknown; expected one of {', '.join(MODELS)}")
     if args.method not in METHODS:
         raise UsageError(f"--method {args.method!r}: unknown; expected one of "
                          f"{', '.join(METHODS)}")
+    xs = parse_columns(args.x)
+    if args.y in xs:
+        raise UsageError(f"--y {args.y!r} is also an input column (--x)")
     limit = row_limit(args.model, args.method)
     try:
-        x, y = read_xy(args.data, args.x, args.y, max_rows=limit)
+        cols = read_columns(args.data, [*((c, "--x") for c in xs), (args.y, "--y")],
+                            max_rows=limit)
     except _TooManyRows:
         raise UsageError(
             f"--data {args.data}: more than {limit} rows; --model {args.model} --method "
@@ -232,13 +282,17 @@ def run_fit(args, *, command: list[str] | None = None) -> dict:
             + ("it holds N x N matrices" if args.model in _QUADRATIC else
                "it stores a log-likelihood per draw and row")
             + "); " + _size_hint(args.model, args.method)) from None
-    check_xy(x, y, args.x, args.y)
-    out = OutputDir.prepare(args.out, force=args.force, planned=planned_files([args.model]),
-                            command=command)
+    for c in xs:
+        check_xy(cols[c], cols[args.y], c, args.y)
+    X, y = np.stack([cols[c] for c in xs], axis=1), cols[args.y]
+    planned = (planned_files([args.model]) if len(xs) == 1
+               else ["summary.md", f"{args.model}.nc"]) + [spec_name(args.model)]
+    out = OutputDir.prepare(args.out, force=args.force, planned=planned, command=command)
     try:
-        result = fit_and_report(x, y, [args.model], out, method=args.method, quick=args.quick,
-                                seed=args.seed, xlabel=args.x, ylabel=args.y,
-                                num_steps=getattr(args, "num_steps", None))
+        if len(xs) == 1:
+            result = _fit_one_column(args, X, y, out)
+        else:
+            result = _fit_columns(args, xs, X, y, out)
     except (NotImplementedError, FloatingPointError) as err:  # e.g. "exact" without a closed form
         out.abandon()
         raise UsageError(f"--method {args.method} --model {args.model}: {err}") from None
@@ -246,5 +300,61 @@ def run_fit(args, *, command: list[str] | None = None) -> dict:
         out.abandon()
         raise
     out.finish()
-    print(f"\nwrote {out.path / 'summary.md'}", flush=True)
+    print(f"\nwrote {out.path / 'summary.md'} and {out.path / spec_name(args.model)}",
+          flush=True)
     return result
+
+
+def _write_spec(out: OutputDir, estimator, model: str) -> None:
+    import json
+
+    out.write_text(spec_name(model), json.dumps(estimator.to_spec(f"{model}.nc")) + "\n")
+
+
+def _fit_one_column(args, X, y, out):
+    """The demo's report for one input column, then the estimator specification."""
+    from ..estimator import AttentionRegressor
+    from .mcycle import fit_and_report
+
+    result = fit_and_report(X[:, 0], y, [args.model], out, method=args.method,
+                            quick=args.quick, seed=args.seed, xlabel=args.x, ylabel=args.y,
+                            num_steps=getattr(args, "num_steps", None))
+    est = AttentionRegressor.from_fit(args.model, args.method, X, y,
+                                      result["idatas"][args.model], seed=args.seed,
+                                      feature_names=[args.x])
+    _write_spec(out, est, args.model)
+    return result
+
+
+def _fit_columns(args, xs, X, y, out):
+    """Several input columns: fit the estimator (data units, ARD), write .nc, spec, summary."""
+    import pandas as pd
+
+    from ..estimator import AttentionRegressor
+    from ..inference.diagnostics import verdict_line
+    from . import fit_threads
+    from .mcycle import _parameter_table, _settings
+
+    settings = {k: v for k, v in _settings(args.quick).items() if k != "chain_method"}
+    if getattr(args, "num_steps", None) is not None:
+        settings["num_steps"] = args.num_steps
+    est = AttentionRegressor(args.model, args.method, standardize=False, random_state=args.seed,
+                             progress_bar=True, **settings)
+    with fit_threads():
+        est.fit(pd.DataFrame(X, columns=xs), y)
+    idata = est.idata_
+    out.to_netcdf(f"{args.model}.nc", idata)
+    _write_spec(out, est, args.model)
+    verdict = verdict_line(idata)
+    print(verdict, flush=True)
+    names = est.model_.latent_names()
+    lines = ["# bayesattn report", "", verdict, "", f"Method: {args.method}.", "",
+             f"Inputs: {', '.join(xs)} (one bandwidth / lengthscale per column, in that "
+             f"order); target: {args.y}; {len(y)} rows.", "", "## Parameters", ""]
+    if names:
+        lines += [_parameter_table(idata, names, args.method).to_markdown(), ""]
+    lines += ["## Files", "", f"`{args.model}.nc` (InferenceData), `{spec_name(args.model)}` "
+              "(read by `bayesattn predict --fit`).", ""]
+    out.write_text("summary.md", "\n".join(lines))
+    converged = None if est.converged_ is None else bool(est.converged_)
+    return {"estimator": est, "idata": idata, "convergence": {args.model: converged}}

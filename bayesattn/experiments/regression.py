@@ -1,38 +1,17 @@
-"""The attention regression models of the CLI, with weakly informative priors in data units.
+"""The attention regression models of the CLI for one input column (a thin wrapper).
 
-For one input column ``x`` (queries = keys) and one target column ``y`` (values):
-
-* ``kernel``: Gaussian-kernel (Nadaraya-Watson) attention, leave-one-out, bandwidth
-  ``~ LogNormal(log(range(x) / 20), 1)`` (units of x), noise ``~ HalfNormal(sd(y))``.
-* ``softmax``: softmax (key-selection) attention on the raw inputs, leave-one-out,
-  scale ``~ LogNormal(log(1 / var(x)), 1.5)`` (1 / units of x squared).
-* ``gp``: GP attention (RBF), lengthscale ``~ LogNormal(log(range(x) / 10), 1)``, amplitude
-  and noise ``~ HalfNormal(sd(y))``.
-* ``least_squares``: least-squares attention (Bayesian linear regression) on the keys
-  ``(1, x)``, prior scale and noise ``~ HalfNormal(sd(y))``-based.
+The priors live in :mod:`bayesattn.models.defaults` (:func:`build_regression_model`, any number
+of input and target columns); this module keeps the one-column interface of the demo and of
+``bayesattn fit --x COL``.
 """
 
 from __future__ import annotations
 
-import math
-
-import pyro.distributions as dist
 import torch
 
-from ..models import (
-    GPAttentionModel,
-    KernelAttentionModel,
-    LeastSquaresAttentionModel,
-    SoftmaxAttentionModel,
-)
+from ..models.defaults import MODELS, build_regression_model
 
 __all__ = ["MODELS", "build_model"]
-
-MODELS = ("kernel", "softmax", "gp", "least_squares")
-
-
-def _t(v):
-    return torch.tensor(float(v), dtype=torch.float64)
 
 
 def build_model(name: str, x: torch.Tensor, y: torch.Tensor):
@@ -40,43 +19,13 @@ def build_model(name: str, x: torch.Tensor, y: torch.Tensor):
 
     Returns ``(model, data, features)``: the model, its data dict for
     :func:`bayesattn.inference.fit`, and a function mapping new inputs ``(G,)`` to the model's
-    query features ``(G, E)``.
+    query features ``(G, E)``. The priors are those of
+    :func:`bayesattn.models.defaults.build_regression_model` with ``P = K = 1``.
 
     Raises:
         ValueError: unknown ``name``; fewer than 3 points; constant ``x`` or ``y``.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
     y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
-    if x.numel() < 3:
-        raise ValueError(f"need at least 3 data points, got {x.numel()}")
-    x_range, x_sd, y_sd = float(x.max() - x.min()), float(x.std()), float(y.std())
-    if x_range == 0 or y_sd == 0:
-        raise ValueError("x and y must not be constant")
-    X, Y = x[:, None], y[:, None]
-    noise = dist.HalfNormal(_t(y_sd))
-    if name == "kernel":
-        model = KernelAttentionModel(
-            X, Y, kernel="gaussian", bandwidth=dist.LogNormal(_t(math.log(x_range / 20)), _t(1)),
-            noise=noise, leave_one_out=True,
-        )
-        return model, {"query": X, "target": Y}, lambda g: g[:, None]
-    if name == "softmax":
-        model = SoftmaxAttentionModel(
-            X, Y, scale=dist.LogNormal(_t(-2 * math.log(x_sd)), _t(1.5)), noise=noise,
-            leave_one_out=True,
-        )
-        return model, {"query": X, "target": Y}, lambda g: g[:, None]
-    if name == "gp":
-        model = GPAttentionModel(
-            kernel="rbf", lengthscale=dist.LogNormal(_t(math.log(x_range / 10)), _t(1)),
-            amplitude=dist.HalfNormal(_t(y_sd)), noise=noise,
-        )
-        return model, {"key": X, "value": Y}, lambda g: g[:, None]
-
-    def features(g):
-        return torch.stack([torch.ones_like(g), g], dim=-1)
-
-    model = LeastSquaresAttentionModel(prior_scale=dist.HalfNormal(_t(y_sd)), noise=noise)
-    return model, {"key": features(x), "value": Y}, features
+    model, data, features = build_regression_model(name, x[:, None], y[:, None])
+    return model, data, lambda g: features(torch.as_tensor(g).reshape(-1, 1))
