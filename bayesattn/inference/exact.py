@@ -95,6 +95,7 @@ def fit_exact(model, data, *, num_chains, num_samples, seed, num_steps=500):
     pot = Potential(program, data, model.max_plate_nesting)
     u, info = find_mode(pot, num_steps=num_steps, learning_rate=1.0, stochastic=False)
     _, figures = laplace_draws(pot, u, 1, gen)
+    figures.pop("draws_outside_support", None)  # no Laplace draws are used here
     figures.update(iterations=info["iterations"], neg_log_density=info["value"])
     reasons = [r.replace(": point estimate only, no posterior sd", "")
                for r in mode_reasons(figures)]

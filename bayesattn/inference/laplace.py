@@ -202,7 +202,15 @@ def laplace_draws(pot: Potential, u: torch.Tensor, num_draws: int, generator, *,
     eps = torch.randn(u.numel(), num_draws, dtype=u.dtype, generator=generator)
     # H = L L^T  =>  L^{-T} eps ~ N(0, H^{-1})
     noise = torch.linalg.solve_triangular(chol.T, eps, upper=True).T
-    return {k: v.detach() for k, v in pot.constrained(u + noise).items()}, figures
+    draws = {k: v.detach() for k, v in pot.constrained(u + noise).items()}
+    # a wide Laplace approximation can put draws on the boundary of the support (exp
+    # underflows to 0 for a positive parameter): the round trip through the transform shows it
+    back = [pot.transforms[k](v) for k, v in draws.items()]
+    outside = sum(int((~torch.isfinite(b)).reshape(num_draws, -1).any(-1).sum()) for b in back)
+    figures["draws_outside_support"] = outside
+    if outside:
+        return None, figures
+    return draws, figures
 
 
 def fit_map(model, data, *, num_chains, num_samples, seed, num_steps, learning_rate,
@@ -245,7 +253,11 @@ def fit_map(model, data, *, num_chains, num_samples, seed, num_steps, learning_r
 def mode_reasons(figures: dict) -> list[str]:
     """Failure reasons of an optimum from its :func:`laplace_draws` figures."""
     reasons = []
-    if not figures["min_eigenvalue"] > 0 or math.isnan(figures["newton_decrement"]):
+    if figures.get("draws_outside_support"):
+        reasons.append(
+            f"Laplace approximation too wide: {figures['draws_outside_support']} draws fall on "
+            "the boundary of a parameter's support: point estimate only, no posterior sd")
+    elif not figures["min_eigenvalue"] > 0 or math.isnan(figures["newton_decrement"]):
         reasons.append(
             f"Hessian at the mode not positive definite (min eigenvalue "
             f"{figures['min_eigenvalue']:.3g}): point estimate only, no posterior sd")
