@@ -171,6 +171,10 @@ def curvature(pot: Potential, u: torch.Tensor, num_evals: int = 1):
     return g.mean(0), 0.5 * (H + H.T), se
 
 
+#: Laplace draws at which the (full-data) density is checked to be defined
+LAPLACE_CHECKED = 100
+
+
 def laplace_draws(pot: Potential, u: torch.Tensor, num_draws: int, generator, *,
                   num_evals: int = 1):
     """Laplace approximation at the mode ``u``: draws and figures.
@@ -207,6 +211,15 @@ def laplace_draws(pot: Potential, u: torch.Tensor, num_draws: int, generator, *,
     # underflows to 0 for a positive parameter): the round trip through the transform shows it
     back = [pot.transforms[k](v) for k, v in draws.items()]
     outside = sum(int((~torch.isfinite(b)).reshape(num_draws, -1).any(-1).sum()) for b in back)
+    if not outside and num_evals == 1:
+        # the density must be defined at the draws (e.g. a GP covariance still positive
+        # definite): check the first LAPLACE_CHECKED draws (they are independent)
+        for i in range(min(num_draws, LAPLACE_CHECKED)):
+            try:
+                ok = bool(torch.isfinite(pot((u + noise[i]).detach())))
+            except (ValueError, RuntimeError):  # NotPositiveDefiniteError, LinAlgError
+                ok = False
+            outside += not ok
     figures["draws_outside_support"] = outside
     if outside:
         return None, figures

@@ -266,7 +266,7 @@ class GPAttentionModel(_RegressionModel):
             key, key, kernel=self.kernel, lengthscale=p["lengthscale"]
         )
         cov = cov + p["noise"] ** 2 * torch.eye(key.shape[0], dtype=key.dtype)
-        return torch.linalg.cholesky(cov)
+        return _jittered_cholesky(cov)
 
     def model(self, key, value=None):
         """Each value column ``~ MVN(0, amplitude^2 K + noise^2 I)``; key ``(S, E)``."""
@@ -284,13 +284,25 @@ class GPAttentionModel(_RegressionModel):
 
         Raises:
             ValueError: a hyperparameter has a prior and ``params`` does not give it.
+            bayesattn.functional.NotPositiveDefiniteError: ``K + ridge I`` is not positive
+                definite even with the largest jitter.
         """
         check_memory(key, value)
         p = self._fixed(params, key.dtype)
-        mean, var = Fn.gp_attention(
-            query, key, value, kernel=self.kernel, lengthscale=p["lengthscale"],
-            ridge=p["noise"] ** 2 / p["amplitude"] ** 2, return_variance=True,
-        )
+        ridge = p["noise"] ** 2 / p["amplitude"] ** 2
+        # the same diagonal jitter as _jittered_cholesky when rounding makes K + ridge I
+        # indefinite (duplicate keys, tiny noise); in ridge units, 10^e (1 + ridge)
+        for exponent in (None, *range(-10, -5)):
+            jitter = 0.0 if exponent is None else 10.0**exponent * (1 + ridge)
+            try:
+                mean, var = Fn.gp_attention(
+                    query, key, value, kernel=self.kernel, lengthscale=p["lengthscale"],
+                    ridge=ridge + jitter, return_variance=True,
+                )
+                break
+            except Fn.NotPositiveDefiniteError:
+                if exponent == -6:
+                    raise
         return {"mean": mean, "variance": p["amplitude"] ** 2 * var}
 
     def predict(self, query, params: dict, data: dict):
@@ -325,3 +337,26 @@ class GPAttentionModel(_RegressionModel):
             eps = torch.randn(mean.shape, dtype=mean.dtype, generator=generator)
             reps.append(mean + var.sqrt() * eps)
         return torch.stack(reps)
+
+
+def _jittered_cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor of a GP covariance ``(S, S)``, with diagonal jitter when rounding makes
+    it numerically indefinite (duplicate keys and a tiny noise): ``1e-10, 1e-9, ..., 1e-6``
+    times the mean diagonal are tried in turn, as GP libraries do (e.g. GPyTorch's
+    ``psd_safe_cholesky``).
+
+    Raises:
+        bayesattn.functional.NotPositiveDefiniteError: still not positive definite with the
+            largest jitter (a ValueError: NUTS then rejects the step).
+    """
+    chol, info = torch.linalg.cholesky_ex(cov)
+    if not bool(info):
+        return chol
+    scale = cov.diagonal().mean().detach()
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    for exponent in range(-10, -5):
+        chol, info = torch.linalg.cholesky_ex(cov + (10.0**exponent) * scale * eye)
+        if not bool(info):
+            return chol
+    return Fn.cholesky(cov, "the GP covariance amplitude^2 K + noise^2 I")
+
