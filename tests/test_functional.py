@@ -246,7 +246,7 @@ def test_softmax_attention_is_manual_softmax_and_torch_sdpa(scale):
 @pytest.mark.parametrize("need_weights", [False, True], ids=["sdpa", "weights"])
 @pytest.mark.parametrize("scale", [0.2, 0.5, 2.0])
 def test_softmax_is_gaussian_kernel_with_key_norm_prior(scale, need_weights):
-    """DESIGN.md section 1: sigma = 1/sqrt(scale), log prior |k|^2 scale / 2."""
+    """docs/design.md section 1: sigma = 1/sqrt(scale), log prior |k|^2 scale / 2."""
     g = gen_(5)
     q, k, v = randn(g, 3, 5, 4), randn(g, 3, 8, 4), randn(g, 3, 8, 2)
     log_prior = ((k * k).sum(-1) * scale / 2).unsqueeze(-2).expand(3, 5, 8)

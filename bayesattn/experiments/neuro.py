@@ -1,6 +1,6 @@
 """``bayesattn demo neuro``: simulate -> fit -> recover -> compare, for models of attention.
 
-Two studies (issue 5; DESIGN.md section 5):
+Two studies (issue 5; docs/design.md section 5):
 
 1. **TVA whole-report parameter recovery.** Simulated subjects, each seen in a standard
    whole-report design (6 display locations, exposures 16.6-200 ms, 234 trials): true

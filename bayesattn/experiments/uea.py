@@ -20,7 +20,7 @@ Outputs in ``DIR``:
 * ``predictions.npz``: the test-set class probabilities of every run.
 
 Published reference for the softmax Transformer on this split: about 98.4-98.7 % test accuracy
-(Nguyen et al., ICLR 2023, arXiv 2406.13781; DESIGN.md section 4).
+(Nguyen et al., ICLR 2023, arXiv 2406.13781; docs/design.md section 4).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ A model is an object with
   entry named :attr:`BayesianModel.obs_name` is the observation (``None`` = simulate it).
 * :attr:`obs_name`: the observed sample site (its batch dims index observations ``N``).
 * :meth:`log_likelihood`: pointwise ``log p(y_n | theta)`` for each posterior draw, with any
-  discrete latent marginalised; this is what LOO/WAIC need (DESIGN.md section 1).
+  discrete latent marginalised; this is what LOO/WAIC need (docs/design.md section 1).
 * optionally :meth:`exact_posterior`: draws from a closed-form posterior (``method="exact"``).
 
 What :func:`bayesattn.inference.to_inference_data` and the fitting code read besides:

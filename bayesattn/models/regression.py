@@ -1,4 +1,6 @@
-"""Least-squares and GP attention as Bayesian regression from keys to values (DESIGN.md section 3).
+"""Least-squares and GP attention as Bayesian regression from keys to values.
+
+See docs/design.md section 3.
 
 Both models observe the memory itself: ``value_j`` given ``key_j``. Their posterior predictive
 mean at a query is :func:`bayesattn.functional.least_squares_attention` (Garnelo & Czarnecki

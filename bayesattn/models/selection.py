@@ -1,4 +1,4 @@
-"""Key-selection models: softmax and kernel attention as Pyro programs (DESIGN.md section 1).
+"""Key-selection models: softmax and kernel attention as Pyro programs (docs/design.md section 1).
 
 A query ``q_i`` picks one stored key, ``z_i in {1..S}``. Two programs per model:
 
@@ -173,7 +173,7 @@ class KeySelectionModel(BayesianModel):
 
         Returns a dict with ``weights (L, S)``, ``mean (L, Ev)`` (the attention output,
         ``E[y_i | q_i]``) and ``variance (L, Ev)``: the predictive variance
-        ``noise^2 + sum_j w_ij v_j^2 - (sum_j w_ij v_j)^2`` (DESIGN.md section 1).
+        ``noise^2 + sum_j w_ij v_j^2 - (sum_j w_ij v_j)^2`` (docs/design.md section 1).
 
         Raises:
             ValueError: a hyperparameter has a prior and no value is given in ``params``.
@@ -412,7 +412,7 @@ def _kernel_log_normaliser(kernel: str, bandwidth, E: int):
 
 
 class KernelAttentionModel(KeySelectionModel):
-    """Nadaraya-Watson (kernel) attention as a key-selection model (DESIGN.md section 1).
+    """Nadaraya-Watson (kernel) attention as a key-selection model (docs/design.md section 1).
 
     Weights ``w_ij`` proportional to ``K(q_i, k_j) pi_ij``: the posterior of ``z_i`` when
     ``q_i | z_i = j`` has a density proportional to the kernel around ``k_j``; the posterior
@@ -475,7 +475,7 @@ class KernelAttentionModel(KeySelectionModel):
 
 
 class SoftmaxAttentionModel(KeySelectionModel):
-    """Scaled dot-product softmax attention as a key-selection model (DESIGN.md section 1).
+    """Scaled dot-product softmax attention as a key-selection model (docs/design.md section 1).
 
     ``q_i | z_i = j ~ N(k_j, I / scale)`` with prior
     ``log p(z_i = j) = log_prior_ij + scale |k_j|^2 / 2 + const`` (the key-norm prior) gives
