@@ -23,7 +23,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from bayesattn import AttentionRegressor
 from bayesattn.models.defaults import MODELS
 
-FAST = {"method": "map", "num_steps": 30, "random_state": 0}
+FAST = {"method": "map", "num_steps": 30, "num_chains": 1, "num_samples": 50, "random_state": 0}
 
 
 def smooth_data(n=40, p=2, seed=0):
