@@ -149,7 +149,12 @@ def _bench(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``bayesattn`` command (errors raise :class:`UsageError`)."""
+    """The argument parser of the ``bayesattn`` command.
+
+    Raises:
+        UsageError: (from ``parse_args``) an unknown command, option or choice, or a value
+            of the wrong type or range, instead of argparse's exit.
+    """
     parser = _Parser(prog="bayesattn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     seed_help = f"seed of every random number, 0 to {MAX_SEED} (default 0)"

@@ -332,7 +332,7 @@ def _fit_columns(args, xs, X, y, out):
 
     from ..estimator import AttentionRegressor
     from ..inference.diagnostics import verdict_line
-    from . import fit_threads
+    from ..inference.threads import torch_threads
     from .mcycle import _parameter_table, _settings
 
     settings = {k: v for k, v in _settings(args.quick).items() if k != "chain_method"}
@@ -340,7 +340,7 @@ def _fit_columns(args, xs, X, y, out):
         settings["num_steps"] = args.num_steps
     est = AttentionRegressor(args.model, args.method, standardize=False, random_state=args.seed,
                              progress_bar=True, **settings)
-    with fit_threads():
+    with torch_threads(1):  # small models: one thread (restored after)
         est.fit(pd.DataFrame(X, columns=xs), y)
     idata = est.idata_
     out.to_netcdf(f"{args.model}.nc", idata)

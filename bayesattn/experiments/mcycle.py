@@ -34,7 +34,6 @@ from ..inference.predictive import (
     predictive_moments,
 )
 from ..io import OutputDir
-from . import fit_threads
 from .regression import build_model
 
 __all__ = ["run_demo", "fit_and_report", "planned_files", "DEMO_MODELS"]
@@ -147,9 +146,8 @@ def fit_and_report(x, y, names, out, *, method="nuts", quick=False, seed=0,
         model, data, features = build_model(name, x_t, y_t)
         print(f"\n== {LABELS[name]}: {method} ==", flush=True)
         start = time.perf_counter()
-        with fit_threads():
-            idata = fit(model, data, method=method, seed=seed, jit_compile=True,
-                        progress_bar=progress_bar, **settings)
+        idata = fit(model, data, method=method, seed=seed, jit_compile=True,
+                    progress_bar=progress_bar, **settings)  # fit chooses its threads
         seconds[name] = time.perf_counter() - start
         verdicts[name] = verdict_line(idata)
         print(verdicts[name], flush=True)

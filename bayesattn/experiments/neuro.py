@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from ..inference import compare, fit
+from ..inference.threads import torch_threads
 from ..io import OutputDir
 from ..models.neuro.cueing import (
     OBSERVERS,
@@ -39,7 +40,6 @@ from ..models.neuro.cueing import (
     simulate_cueing_responses,
 )
 from ..models.neuro.tva import TVA, simulate_whole_report, whole_report_design
-from . import fit_threads
 
 __all__ = [
     "run_neuro_demo",
@@ -335,7 +335,7 @@ def run_neuro_demo(out, *, quick: bool, seed: int) -> dict:
     start = time.perf_counter()
     out = out if isinstance(out, OutputDir) else OutputDir.plain(out)
     s = _settings(quick)
-    with fit_threads():  # small tensors: extra threads only add overhead
+    with torch_threads(1):  # small tensors: extra threads only add overhead
         print(
             f"== TVA whole-report recovery: {s['subjects']} subjects, {_describe(s['tva_fit'])} ==",
             flush=True,

@@ -264,7 +264,13 @@ def fit_map(model, data, *, num_chains, num_samples, seed, num_steps, learning_r
 
 
 def mode_reasons(figures: dict) -> list[str]:
-    """Failure reasons of an optimum from its :func:`laplace_draws` figures."""
+    """Failure reasons of an optimum from its :func:`laplace_draws` figures (an empty list
+    when the mode is usable): draws outside the support, a Hessian that is not positive
+    definite, or an optimiser that has not converged (Newton decrement, minibatch gradient).
+
+    Raises:
+        KeyError: ``figures`` lacks ``min_eigenvalue`` or ``newton_decrement``.
+    """
     reasons = []
     if figures.get("draws_outside_support"):
         reasons.append(

@@ -85,7 +85,12 @@ def merge_masks(
 
 
 def bool_only(allowed, log_prior, kind: str):
-    """Fold a float mask of 0 / -inf into ``allowed``; other float masks are an error."""
+    """Fold a float mask of 0 / -inf into ``allowed`` (bool ``(..., L, S)``, True = takes part)
+    for kinds without an additive log-prior.
+
+    Raises:
+        ValueError: ``log_prior`` holds a finite value other than 0.
+    """
     if log_prior is None:
         return allowed
     finite = torch.isfinite(log_prior)
