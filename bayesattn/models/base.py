@@ -219,6 +219,21 @@ def single_input_column(x) -> torch.Tensor | None:
     return x[:, varying[0]] if len(varying) == 1 else None
 
 
+def fixed_params(priors: dict, params: dict | None, dtype) -> dict:
+    """``params`` completed with the fixed hyperparameters of ``priors`` (as ``dtype`` tensors).
+
+    Raises:
+        ValueError: a hyperparameter has a prior (a distribution) and ``params`` lacks it.
+    """
+    params = dict(params or {})
+    for name, v in priors.items():
+        if name not in params:
+            if isinstance(v, dist.Distribution):
+                raise ValueError(f"{name} has a prior: pass its value in params")
+            params[name] = torch.as_tensor(v, dtype=dtype)
+    return params
+
+
 def num_draws(draws: dict) -> int:
     """Number of posterior draws ``D`` in ``{name: (D, ...)}`` (1 when there are none).
 

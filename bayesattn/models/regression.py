@@ -21,6 +21,7 @@ from .base import (
     BayesianModel,
     check_hyperparameter,
     check_memory,
+    fixed_params,
     hyperparameter,
     hyperparameter_log_prior,
     num_draws,
@@ -46,13 +47,7 @@ class _RegressionModel(BayesianModel):
         return [n for n, v in self._priors().items() if isinstance(v, dist.Distribution)]
 
     def _fixed(self, params, dtype):
-        params = dict(params or {})
-        for name, v in self._priors().items():
-            if name not in params:
-                if isinstance(v, dist.Distribution):
-                    raise ValueError(f"{name} has a prior: pass its value in params")
-                params[name] = torch.as_tensor(v, dtype=dtype)
-        return params
+        return fixed_params(self._priors(), params, dtype)
 
     def _sample_hyperparameters(self, dtype):
         return {n: hyperparameter(n, v, dtype=dtype) for n, v in self._priors().items()}

@@ -34,6 +34,7 @@ from .base import (
     BayesianModel,
     check_hyperparameter,
     check_memory,
+    fixed_params,
     hyperparameter,
     hyperparameter_log_prior,
     num_draws,
@@ -187,13 +188,7 @@ class KeySelectionModel(BayesianModel):
         return {"weights": w, "mean": mean, "variance": var}
 
     def _fixed(self, params):
-        params = dict(params or {})
-        for name, v in self._priors().items():
-            if name not in params:
-                if isinstance(v, dist.Distribution):
-                    raise ValueError(f"{name} has a prior: pass its value in params")
-                params[name] = torch.as_tensor(v, dtype=self.key.dtype)
-        return params
+        return fixed_params(self._priors(), params, self.key.dtype)
 
     # -- the regression likelihood, in row chunks (memory O(rows * S), not O(L * S))
     def _check_rows(self, L: int):

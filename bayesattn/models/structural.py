@@ -23,7 +23,7 @@ import torch
 
 from .. import functional as Fn
 from .._checks import check_tensor
-from .base import BayesianModel, check_hyperparameter, hyperparameter, num_draws
+from .base import BayesianModel, check_hyperparameter, fixed_params, hyperparameter, num_draws
 
 __all__ = ["MultihopAttentionModel", "ExpandingAttentionModel"]
 
@@ -138,13 +138,7 @@ class MultihopAttentionModel(BayesianModel):
         return {n: hyperparameter(n, v, dtype=self.key.dtype) for n, v in self._priors().items()}
 
     def _fixed(self, params) -> dict:
-        params = dict(params or {})
-        for name, v in self._priors().items():
-            if name not in params:
-                if isinstance(v, dist.Distribution):
-                    raise ValueError(f"{name} has a prior: pass its value in params")
-                params[name] = torch.as_tensor(v, dtype=self.key.dtype)
-        return params
+        return fixed_params(self._priors(), params, self.key.dtype)
 
     def _check_query(self, query):
         _check_sequence(query, self.key, self.value)
