@@ -6,7 +6,9 @@ Commands (each imports its experiment module lazily, so ``bayesattn --help`` is 
     bayesattn fit --data FILE.csv --x COL[,COL...] --y COL [--model MODEL] [--method METHOD]
                   [--out DIR] [--seed N] [--quick] [--num-steps N] [--force]
     bayesattn predict --fit DIR --data NEW.csv --out PREDICTIONS.csv [--prob P] [--force]
-    bayesattn bench uea [--attention KIND[,KIND...]] [--seeds N] [--epochs N] [--out DIR]
+    bayesattn bench NAME [--out DIR] [--quick] [--force] [NAME's options]
+        (NAME: see bayesattn.experiments.benches.BENCHES, e.g. uea [--attention KIND[,KIND...]]
+         [--seeds N] [--epochs N])
 
 Errors: bad input (a missing, unreadable, non-UTF-8 or binary file; a missing column;
 non-numeric data; values too large to square; more rows than the model and method can fit;
@@ -140,12 +142,23 @@ def _probability(text: str) -> float:
 
 
 def _bench(args) -> None:
-    from .experiments.uea import run_uea_bench
+    """Run ``bayesattn bench NAME [options]``: parse NAME's own options (the module named in
+    :data:`bayesattn.experiments.benches.BENCHES`), claim ``--out``, run it there."""
+    import importlib
 
-    out = prepare_out_dir(args.out, args.force, (), ["bayesattn", *args.argv])
-    kinds = [k.strip() for k in args.attention.split(",") if k.strip()] if args.attention else None
-    _run_in(out, lambda: run_uea_bench(out, attention=kinds, seeds=args.seeds,
-                                       epochs=args.epochs))
+    from .experiments.benches import BENCHES
+
+    module = importlib.import_module(BENCHES[args.suite])
+    parser = _Parser(prog=f"bayesattn bench {args.suite}", description=module.HELP)
+    parser.add_argument("--out", default=f"bayesattn-bench-{args.suite}", help="output folder")
+    parser.add_argument("--quick", action="store_true", help="a short run (CI smoke test)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the previous bayesattn run in --out (only files bayesattn "
+                             "wrote, listed in its .bayesattn-manifest.json)")
+    module.add_arguments(parser)
+    options = parser.parse_args(args.options)
+    out = prepare_out_dir(options.out, options.force, (), ["bayesattn", *args.argv])
+    _run_in(out, lambda: module.run(options, out))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,13 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--force", action="store_true", help="replace an existing --out file")
     pred.set_defaults(func=_predict)
 
-    bench = sub.add_parser("bench", help="benchmarks on real data")
-    bench.add_argument("suite", choices=["uea"])
-    bench.add_argument("--attention", default=None, help="comma-separated kinds (default all)")
-    bench.add_argument("--seeds", type=_positive, default=3)
-    bench.add_argument("--epochs", type=_positive, default=None)
-    bench.add_argument("--out", default="bayesattn-bench-uea")
-    bench.add_argument("--force", action="store_true", help=force_help)
+    from .experiments.benches import BENCHES
+
+    bench = sub.add_parser("bench",
+                           help="benchmarks and experiments (`bayesattn bench NAME --help`)")
+    bench.add_argument("suite", choices=sorted(BENCHES), help="the experiment to run")
+    bench.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the experiment's own options (`bayesattn bench NAME --help`)")
     bench.set_defaults(func=_bench)
     return parser
 

@@ -1,1 +1,2 @@
-"""Runnable studies behind the CLI: the mcycle demo, the neuro demo, the UEA benchmark."""
+"""Runnable studies behind the CLI: the demos, `bayesattn fit`/`predict` and the benches
+(:mod:`.benches`)."""

@@ -362,3 +362,25 @@ def run_uea_bench(
         print((out / "results.md").read_text())
     return records
 
+
+
+# -- ``bayesattn bench uea`` (see bayesattn.experiments.benches)
+
+HELP = "Transformer classifiers with each attention kind on JapaneseVowels (UEA)"
+
+
+def add_arguments(parser) -> None:
+    """Options of ``bayesattn bench uea`` beside the common ones."""
+    parser.add_argument("--attention", default=None, help="comma-separated kinds (default all)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per kind (default 3)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every kind (default: the benchmark's own)")
+
+
+def run(args, out) -> None:
+    """Run ``bayesattn bench uea`` into the claimed output folder ``out``."""
+    kinds = ([k.strip() for k in args.attention.split(",") if k.strip()]
+             if args.attention else None)
+    epochs = 1 if args.quick and args.epochs is None else args.epochs
+    seeds = 1 if args.quick else args.seeds
+    run_uea_bench(out, attention=kinds, seeds=seeds, epochs=epochs)
