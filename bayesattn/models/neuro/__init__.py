@@ -13,6 +13,11 @@ deterministic Pyro site ``attention_weights``:
   switching observers of the spatial cueing task (:class:`CueingObserver`).
 * :mod:`~bayesattn.models.neuro.precision` -- precision weighting of prediction errors
   (Feldman & Friston 2010; :class:`PrecisionWeighting`).
+* :mod:`~bayesattn.models.neuro.pcn` -- attention in a predictive-coding network (Singh &
+  Buckley 2023, AttentionPCN): the soft-minimum free energy over options, whose gradient
+  weights each option's prediction error by its attention (:class:`AttentionPCN`). Not a Pyro
+  model: its free energy is the negative log marginal of a mixture over options, and the
+  attention is that mixture's posterior (checked against torch.distributions in the tests).
 """
 
 from .cueing import (
@@ -22,6 +27,7 @@ from .cueing import (
     simulate_cueing_responses,
 )
 from .normalization import NormalizationPsychometric, normalization_response, population_response
+from .pcn import AttentionPCN, free_energy, option_attention, option_errors, train_attention_pcn
 from .precision import PrecisionWeighting, precision_weights
 from .tva import (
     TVA,
@@ -48,4 +54,9 @@ __all__ = [
     "simulate_cueing_responses",
     "PrecisionWeighting",
     "precision_weights",
+    "AttentionPCN",
+    "free_energy",
+    "option_attention",
+    "option_errors",
+    "train_attention_pcn",
 ]
