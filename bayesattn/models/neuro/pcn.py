@@ -40,9 +40,9 @@ key-selection posterior that the package's attention weights are (docs/design.md
 ``softmax_attention(x, f, f, scale=T)`` with the key bias ``-T |f_k|^2 / 2`` (squared
 errors). A free (unclamped) ``x`` that descends ``F`` with squared errors and step 1 moves to
 ``sum_k pi_k f_k``, the attention output with query ``x`` and keys = values = predictions
-(the modern-Hopfield update). Limits: ``min_k e_k - log(K) / T <= F <= min_k e_k``, so
-``F -> min_k e_k`` (hard attention) as ``T -> inf``; ``F + log(K) / T -> mean_k e_k`` as
-``T -> 0``.
+(the modern-Hopfield update, Ramsauer et al. 2021). Limits:
+``min_k e_k - log(K) / T <= F <= min_k e_k``, so ``F -> min_k e_k`` (hard attention) as
+``T -> inf``; ``F + log(K) / T -> mean_k e_k`` (uniform attention) as ``T -> 0``.
 
 :class:`AttentionPCN` is one such layer with linear options ``f_k(h) = W_k h + b_k`` over a
 shared latent state ``h`` with a Gaussian prior; :func:`train_attention_pcn` learns it the
