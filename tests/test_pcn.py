@@ -16,6 +16,7 @@ from bayesattn.models.neuro.pcn import (
     free_energy,
     option_attention,
     option_errors,
+    option_mixture_model,
     train_attention_pcn,
 )
 
@@ -287,3 +288,44 @@ def test_bad_input_raises():
         train_attention_pcn(layer, torch.zeros(5, 4), torch.tensor([0, 1, 2, 3, 0]))
     with pytest.raises(TypeError, match="labels"):
         train_attention_pcn(layer, torch.zeros(5, 4), torch.zeros(5))
+
+
+# ----------------------------------------------------------------------------- the Pyro program
+def _enumerated(model, *args, **kwargs):
+    import pyro
+    from pyro.infer import TraceEnum_ELBO
+
+    def guide(*a, **k):
+        pass
+
+    pyro.clear_param_store()
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    marg = elbo.compute_marginals(model, guide, *args, **kwargs)
+    return marg["option"].probs, elbo.loss(model, guide, *args, **kwargs)
+
+
+def test_pyro_program_evidence_and_posterior_are_F_and_the_attention():
+    g = _gen(13)
+    # D = 1, Euclidean errors: the evidence of a Laplace mixture (torch.distributions)
+    f = torch.randn(5, generator=g, dtype=D64)
+    x = torch.randn(6, 1, generator=g, dtype=D64)
+    preds = f[None, :, None].expand(6, 5, 1)
+    probs, loss = _enumerated(option_mixture_model, x, preds, temperature=1.5)
+    e = option_errors(x, preds)
+    torch.testing.assert_close(probs, option_attention(e, 1.5))
+    log_p = _mixture(Laplace(f, 1 / 1.5), 5).log_prob(x[:, 0]).sum()
+    assert abs(loss + float(log_p)) < 1e-9
+    # D = 3, squared errors, a prior over options: a Gaussian mixture
+    k, d, t = 4, 3, 0.7
+    f = torch.randn(6, k, d, generator=g, dtype=D64)
+    x = torch.randn(6, d, generator=g, dtype=D64)
+    lp = torch.randn(k, generator=g, dtype=D64)
+    probs, loss = _enumerated(option_mixture_model, x, f, temperature=t, error="squared",
+                              log_prior=lp)
+    e = option_errors(x, f, error="squared")
+    torch.testing.assert_close(probs, option_attention(e, t, log_prior=lp.log_softmax(-1)))
+    mix = MixtureSameFamily(Categorical(logits=lp.expand(6, k)),
+                            Independent(Normal(f, t**-0.5), 1))
+    assert abs(loss + float(mix.log_prob(x).sum())) < 1e-9
+    with pytest.raises(ValueError, match="finite temperature"):
+        option_mixture_model(x, f, temperature=math.inf)

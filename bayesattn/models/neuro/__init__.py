@@ -15,9 +15,9 @@ deterministic Pyro site ``attention_weights``:
   (Feldman & Friston 2010; :class:`PrecisionWeighting`).
 * :mod:`~bayesattn.models.neuro.pcn` -- attention in a predictive-coding network (Singh &
   Buckley 2023, AttentionPCN): the soft-minimum free energy over options, whose gradient
-  weights each option's prediction error by its attention (:class:`AttentionPCN`). Not a Pyro
-  model: its free energy is the negative log marginal of a mixture over options, and the
-  attention is that mixture's posterior (checked against torch.distributions in the tests).
+  weights each option's prediction error by its attention (:class:`AttentionPCN`); the free
+  energy is the negative log evidence of the Pyro mixture :func:`option_mixture_model`, whose
+  exact posterior over options is the attention (site ``option``, not ``attention_weights``).
 """
 
 from .cueing import (
@@ -27,7 +27,14 @@ from .cueing import (
     simulate_cueing_responses,
 )
 from .normalization import NormalizationPsychometric, normalization_response, population_response
-from .pcn import AttentionPCN, free_energy, option_attention, option_errors, train_attention_pcn
+from .pcn import (
+    AttentionPCN,
+    free_energy,
+    option_attention,
+    option_errors,
+    option_mixture_model,
+    train_attention_pcn,
+)
 from .precision import PrecisionWeighting, precision_weights
 from .tva import (
     TVA,
@@ -58,5 +65,6 @@ __all__ = [
     "free_energy",
     "option_attention",
     "option_errors",
+    "option_mixture_model",
     "train_attention_pcn",
 ]

@@ -43,6 +43,8 @@ errors). A free (unclamped) ``x`` that descends ``F`` with squared errors and st
 (the modern-Hopfield update, Ramsauer et al. 2021). Limits:
 ``min_k e_k - log(K) / T <= F <= min_k e_k``, so ``F -> min_k e_k`` (hard attention) as
 ``T -> inf``; ``F + log(K) / T -> mean_k e_k`` (uniform attention) as ``T -> 0``.
+:func:`option_mixture_model` is that mixture as a Pyro program (the package's second face):
+its enumerated evidence and posterior are ``F`` and ``pi``.
 
 :class:`AttentionPCN` is one such layer with linear options ``f_k(h) = W_k h + b_k`` over a
 shared latent state ``h`` with a Gaussian prior; :func:`train_attention_pcn` learns it the
@@ -56,17 +58,21 @@ from __future__ import annotations
 import math
 import numbers
 
+import pyro
+import pyro.distributions as dist
 import torch
 from torch import nn
 
 from ..._checks import check_choice, check_positive, check_tensor
 from ...functional._core import _safe_sqrt
+from ...functional.kernels import kernel_log_normaliser
 
 __all__ = [
     "ERRORS",
     "option_errors",
     "free_energy",
     "option_attention",
+    "option_mixture_model",
     "AttentionPCN",
     "train_attention_pcn",
 ]
@@ -197,6 +203,49 @@ def option_attention(errors, temperature=1.0, *, log_prior=None) -> torch.Tensor
         return hit / hit.sum(-1, keepdim=True)
     logits = -t * errors if log_prior is None else -t * errors + log_prior
     return torch.softmax(logits, -1)
+
+
+def option_mixture_model(x, predictions, *, temperature: float = 1.0, error: str = "euclidean",
+                         log_prior=None):
+    """The Pyro program whose negative log evidence is the free energy (module docstring).
+
+    For each row ``n``: ``option_n ~ Categorical(softmax(log_prior))`` (uniform by default;
+    site ``option``, enumerated) and ``x_n | option_n = k`` with density
+    ``c(D, T) exp(-T e_nk)`` (a ``pyro.factor`` site ``x``): the radial Laplace kernel of
+    bandwidth ``1 / T`` for Euclidean errors, ``N(f_k, I / T)`` for squared ones
+    (normalisers from :func:`bayesattn.functional.kernel_log_normaliser`). Hence
+    ``-log p(x_n) = T F_n - log c`` with ``F_n`` the :func:`free_energy` under the
+    normalised prior, and Pyro's exact posterior of ``option`` (``TraceEnum_ELBO()
+    .compute_marginals``) is :func:`option_attention`. (Enumerate at least two rows:
+    pyro-ppl/pyro#3102.)
+
+    Args:
+        x: ``(N, D)`` observed activities.
+        predictions: ``(N, K, D)`` the options' predictions.
+        temperature: finite ``T > 0``.
+        error: one of :data:`ERRORS`.
+        log_prior: optional ``(K,)`` or ``(N, K)`` log prior weights (normalised here).
+
+    Raises:
+        TypeError, ValueError: as :func:`option_errors` and :func:`free_energy`; an infinite
+            temperature (no density); ``x`` not 2-D.
+    """
+    t = _check_temperature(temperature)
+    if math.isinf(t):
+        raise ValueError("option_mixture_model needs a finite temperature (T = inf has no density)")
+    check_tensor("x", x, min_dim=2)
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}")
+    e = option_errors(x, predictions, error=error)  # (N, K)
+    n, k = e.shape
+    logits = torch.zeros(k, dtype=e.dtype) if log_prior is None else log_prior
+    e, logits = _check_errors(e, logits)
+    kernel, bandwidth = ("laplace", 1.0 / t) if error == "euclidean" else ("gaussian", t**-0.5)
+    log_c = -kernel_log_normaliser(kernel, torch.tensor(bandwidth, dtype=e.dtype), x.shape[1])
+    with pyro.plate("data", n, dim=-1):
+        option = pyro.sample("option", dist.Categorical(logits=logits.expand(n, k)),
+                             infer={"enumerate": "parallel"})
+        pyro.factor("x", log_c - t * e[torch.arange(n), option])
 
 
 class AttentionPCN(nn.Module):
