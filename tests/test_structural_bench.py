@@ -110,6 +110,7 @@ def test_task_models_match_plain_numpy():
     assert model(xe).item() == pytest.approx(float(a @ (xn[:-1] @ Wv.T)[:, 0]), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_stacked_expanding_runs_train_as_alone():
     """Two runs stacked in one batch (own data, own prior) end where each ends alone."""
     cfg = ExpandingConfig(dims=(4,), steps=6, tail=3, block=3)
@@ -121,6 +122,7 @@ def test_stacked_expanding_runs_train_as_alone():
         np.testing.assert_allclose(alone["curve"], rec["curve"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_every_output(tmp_path):
     status = main(["bench", "structural", "--quick", "--out", str(tmp_path)])
     assert status == 0
@@ -140,6 +142,7 @@ def test_quick_bench_writes_every_output(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_bench_resumes_from_its_results(tmp_path):
     mh = MultihopConfig(steps=10, batch_size=8, test_size=50, block=5)
     ex = ExpandingConfig(dims=(4,), ps=(0.5,), steps=10, tail=5, block=5)
