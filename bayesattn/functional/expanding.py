@@ -144,7 +144,8 @@ def expanding_attention(
         output and weights are 0 (an empty posterior).
 
     Raises:
-        TypeError: non-tensors, integer tensors, mixed dtypes.
+        TypeError: non-tensors, integer tensors, mixed dtypes, an integer ``alpha`` /
+            ``beta`` tensor.
         ValueError: ``L > S``; NaN/inf inputs; mismatched ``E``; non-positive ``alpha``,
             ``beta`` or ``scale``; ``alpha`` / ``beta`` tensors that do not broadcast to the
             batch shape; ``coverage`` outside ``(0, 1)``; ``max_iter`` not a
