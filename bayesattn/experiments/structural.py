@@ -268,10 +268,13 @@ def _results_md(state: dict, mh: MultihopConfig, ex: ExpandingConfig, notes: str
     if state["expanding"]:
         lines += _expanding_md(state["expanding"], ex)
     lines += [AUTHORS_NOTE]
-    secs = sum(r["seconds"] for r in state["multihop"] + state["expanding"])
+    # a stacked group's records share its wall time: count it once
+    secs = sum(r["seconds"] / r.get("stacked_runs", 1)
+               for r in state["multihop"] + state["expanding"])
     lines += [
         f"Training time: {secs / 60:.1f} min in all ({meta['machine']} CPU, "
-        f"{meta['threads']} torch thread, torch {meta['torch']}). Step time: "
+        f"{meta['threads']} torch thread, torch {meta['torch']}). Wall time per step of "
+        "the stacked runs: "
         + ", ".join(f"{LABELS[r['kind']]} {r['step_ms']:.2f} ms"
                     for r in summarize_multihop(state["multihop"]))
         + ("; expanding task " + ", ".join(
