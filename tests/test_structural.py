@@ -606,3 +606,31 @@ def test_multihop_compiles_fullgraph():
         lambda q, k, v, c: Fn.multihop_attention(q, k, v, hop_weights=c), fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v, c),
                                Fn.multihop_attention(q, k, v, hop_weights=c), atol=1e-12, rtol=0)
+
+
+def test_expanding_last_queries_and_per_sequence_priors():
+    """``L < S`` queries are the last ``L`` rows of the full call; a prior per sequence of
+    the batch gives each sequence's own call."""
+    g = gen_(7)
+    q, k, v = randn(g, 3, 12, 4), randn(g, 3, 12, 4), randn(g, 3, 12, 2)
+    full, w_full, (m_full, n_full) = Fn.expanding_attention(q, k, v, need_weights=True,
+                                                            need_window=True)
+    last, w_last, (m_last, n_last) = Fn.expanding_attention(q[:, -3:], k, v, need_weights=True,
+                                                            need_window=True)
+    torch.testing.assert_close(last, full[:, -3:], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w_last, w_full[:, -3:], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(m_last, m_full[:, -3:], rtol=1e-12, atol=1e-12)
+    assert torch.equal(n_last, n_full[:, -3:])
+    alpha = torch.tensor([0.1, 0.5, 2.0], dtype=DT)
+    beta = torch.tensor([0.9, 0.5, 1.0], dtype=DT)
+    both = Fn.expanding_attention(q, k, v, alpha=alpha, beta=beta)
+    for i in range(3):
+        alone = Fn.expanding_attention(q[i], k[i], v[i], alpha=float(alpha[i]),
+                                       beta=float(beta[i]))
+        torch.testing.assert_close(both[i], alone, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="broadcast"):
+        Fn.expanding_attention(q, k, v, alpha=torch.ones(2, dtype=DT))
+    with pytest.raises(ValueError, match="positive"):
+        Fn.expanding_attention(q, k, v, beta=-beta)
+    with pytest.raises(ValueError, match="L <= S"):
+        Fn.expanding_attention(k, q[:, :5], v[:, :5])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 #: bench name -> module (imported lazily by the command line)
 BENCHES: dict[str, str] = {
+    "structural": "bayesattn.experiments.structural",
     "uea": "bayesattn.experiments.uea",
     "pcn": "bayesattn.experiments.pcn_digits",
 }

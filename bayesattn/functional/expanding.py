@@ -21,6 +21,34 @@ def _check_fraction(name: str, x) -> float:
     return float(x)
 
 
+def _check_prior(name: str, x, validate: bool):
+    """A positive number / 0-dim tensor (:func:`check_positive`) or a positive tensor with
+    batch dimensions (checked against the batch shape by :func:`_expand_prior`)."""
+    if isinstance(x, torch.Tensor) and x.dim() > 0:
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        if validate:
+            d = x.detach()
+            if not bool((torch.isfinite(d) & (d > 0)).all()):
+                raise ValueError(f"{name} must be positive and finite")
+        return x
+    return check_positive(name, x, check_values=validate)
+
+
+def _expand_prior(name: str, x, batch, T: int, dtype, device) -> torch.Tensor:
+    """``x`` as ``(*batch, T)`` (one value per sequence, repeated over its queries)."""
+    t = torch.as_tensor(x, dtype=dtype, device=device)
+    if t.dim() == 0:
+        return t.expand(*batch, T)
+    try:
+        return t.broadcast_to(batch).unsqueeze(-1).expand(*batch, T)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} does not broadcast to the batch shape "
+            f"{tuple(batch)}"
+        ) from None
+
+
 def expanding_attention(
     query,
     key,
@@ -92,42 +120,47 @@ def expanding_attention(
         out_i = sum(wt * v[i - t] for wt, t in zip(w, d))
 
     Args:
-        query: ``(..., T, E)``.
-        key: ``(..., T, E)`` (self-attention: ``S == L``).
+        query: ``(..., L, E)``: the queries of the last ``L`` tokens (``L = T`` for every
+            token; ``L = 1`` when only the last token's output is needed).
+        key: ``(..., T, E)`` (self-attention: the sequence's ``T = S >= L`` tokens).
         value: ``(..., T, Ev)``. Batch dims broadcast; one float dtype.
         alpha, beta: the Beta prior of ``p`` (positive numbers or 0-dim tensors; the
-            authors' 0.1 and 0.9, a prior mean ``p = 0.1``, window ``m = 28.4``).
+            authors' 0.1 and 0.9, a prior mean ``p = 0.1``, window ``m = 28.4``), or
+            tensors of the batch shape ``(...)`` (broadcastable), one prior per sequence
+            (e.g. independent runs stacked in one batch).
         scale: logit multiplier, default ``1/sqrt(E)``.
         coverage: prior mass of ``delta`` the window holds (the authors' 0.95).
         max_iter: most passes (the authors' 100).
         tol: stop when the window grows by less than this (the authors' 0.01).
-        need_weights: also return the last pass's weights ``(..., T, T)`` (zero outside the
+        need_weights: also return the last pass's weights ``(..., L, T)`` (zero outside the
             window, on the query itself and in the future).
-        need_window: also return ``(m (..., T), passes (..., T))``: the last window size
+        need_window: also return ``(m (..., L), passes (..., L))``: the last window size
             ``m`` (real; ``ceil(m)`` tokens) and the number of passes per query.
         validate_args: check values (see :func:`set_validation`).
 
     Returns:
-        ``output (..., T, Ev)``; with ``need_weights`` and / or ``need_window`` a tuple
+        ``output (..., L, Ev)``; with ``need_weights`` and / or ``need_window`` a tuple
         ``(output, weights?, (m, passes)?)`` in that order. Query 0 has no earlier token: its
         output and weights are 0 (an empty posterior).
 
     Raises:
-        TypeError: non-tensors, integer tensors, mixed dtypes.
-        ValueError: ``L != S``; NaN/inf inputs; mismatched ``E``; non-positive ``alpha``,
-            ``beta`` or ``scale``; ``coverage`` outside ``(0, 1)``; ``max_iter`` not a
+        TypeError: non-tensors, integer tensors, mixed dtypes, an integer ``alpha`` /
+            ``beta`` tensor.
+        ValueError: ``L > S``; NaN/inf inputs; mismatched ``E``; non-positive ``alpha``,
+            ``beta`` or ``scale``; ``alpha`` / ``beta`` tensors that do not broadcast to the
+            batch shape; ``coverage`` outside ``(0, 1)``; ``max_iter`` not a
             positive int; negative ``tol``; logits that overflow.
     """
     validate = is_validating(validate_args)
     _check_call(query, key, value, None, False, 0.0, validate)
     T, S = query.shape[-2], key.shape[-2]
-    if T != S:
+    if T > S:
         raise ValueError(
-            f"expanding_attention is causal self-attention: query length L and key length S "
-            f"must be equal, got L={T}, S={S}"
+            f"expanding_attention is causal self-attention: the L queries are the last L of "
+            f"the S tokens, so L <= S is needed, got L={T}, S={S}"
         )
-    alpha = check_positive("alpha", alpha, check_values=validate)
-    beta = check_positive("beta", beta, check_values=validate)
+    alpha = _check_prior("alpha", alpha, validate)
+    beta = _check_prior("beta", beta, validate)
     scale = _default_scale(scale, query.shape[-1], validate)
     coverage = _check_fraction("coverage", coverage)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -138,14 +171,14 @@ def expanding_attention(
         _check_magnitude(float(scale) * _max_norm(query) * _max_norm(key), query.dtype,
                          "expanding logits scale * q.k")
     dtype, device = query.dtype, query.device
-    scores = (query @ key.mT) * scale  # (..., T, T)
-    idx = torch.arange(T, device=device)
-    delta = (idx[:, None] - idx[None, :]).to(dtype)  # (T, T): i - j
+    scores = (query @ key.mT) * scale  # (..., L, S)
+    idx = torch.arange(S - T, S, device=device)  # the queries' positions
+    delta = (idx[:, None] - torch.arange(S, device=device)[None, :]).to(dtype)  # (L, S): i - j
     past = delta >= 1
     log_mass = math.log1p(-coverage)
     batch = scores.shape[:-2]
-    a = torch.as_tensor(alpha, dtype=dtype, device=device).expand(*batch, T)
-    b = torch.as_tensor(beta, dtype=dtype, device=device).expand(*batch, T)
+    a = _expand_prior("alpha", alpha, batch, T, dtype, device)
+    b = _expand_prior("beta", beta, batch, T, dtype, device)
     m_old = torch.zeros(*batch, T, dtype=dtype, device=device)
     m_last = m_old
     weights = torch.zeros_like(scores)
