@@ -46,7 +46,7 @@ from .._common import draws_slices
 from ._checks import _check_exposure, _check_report, _check_t0
 from .capacity import _with_k0, k_probit_probabilities
 from .conditions import _condition_index, _index
-from .model import TVA
+from .model import TVA, _as64, _f64
 
 __all__ = ["HierarchicalTVA"]
 
@@ -164,24 +164,26 @@ class HierarchicalTVA(TVA):
         n = self.num_locations
         log_t0 = self.t0_dist == "exponential"
         mean = {
-            "C": dist.Normal(math.log(40.0), 0.5),
-            "alpha": dist.Normal(math.log(0.5), 0.75),
-            "weights": dist.Normal(0.0, 0.5),
-            "t0": dist.Normal(math.log(15.0), 0.75) if log_t0 else dist.Normal(15.0, 10.0),
-            "t0_sd": dist.Normal(math.log(8.0), 0.75),
-            "mK": dist.Normal(n / 2 + 0.5, 1.5),
-            "sK": dist.Normal(math.log(0.6), 0.75),
-            "K_probs": dist.Normal(0.0, 1.5),
+            "C": dist.Normal(_f64(math.log(40.0)), 0.5),
+            "alpha": dist.Normal(_f64(math.log(0.5)), 0.75),
+            "weights": dist.Normal(_f64(0.0), 0.5),
+            "t0": dist.Normal(_f64(math.log(15.0)), 0.75)
+            if log_t0
+            else dist.Normal(_f64(15.0), 10.0),
+            "t0_sd": dist.Normal(_f64(math.log(8.0)), 0.75),
+            "mK": dist.Normal(_f64(n / 2 + 0.5), 1.5),
+            "sK": dist.Normal(_f64(math.log(0.6)), 0.75),
+            "K_probs": dist.Normal(_f64(0.0), 1.5),
         }
         out = {}
         for name, shape in self._shapes.items():
             linear_t0 = name == "t0" and not log_t0
             out[f"{name}_mu"] = (mean[name], shape)
             sd = 10.0 if linear_t0 else 1.0 if name == "mK" else 0.5
-            out[f"{name}_sigma"] = (dist.HalfNormal(sd), shape)
+            out[f"{name}_sigma"] = (dist.HalfNormal(_f64(sd)), shape)
             if self._has_effect(name):
                 eff = 10.0 if linear_t0 else 1.0 if name == "mK" else 0.5
-                out[f"{name}_effect"] = (dist.Normal(0.0, eff), (self.conditions - 1, *shape))
+                out[f"{name}_effect"] = (dist.Normal(_f64(0.0), eff), (self.conditions - 1, *shape))
         for key, prior in overrides.items():
             if key not in out:
                 raise ValueError(
@@ -320,7 +322,7 @@ class HierarchicalTVA(TVA):
             for part in ("mu", "sigma", "effect"):
                 key = f"{name}_{part}"
                 if key in self._priors:
-                    values[key] = pyro.sample(key, self._priors[key])
+                    values[key] = _as64(pyro.sample(key, self._priors[key]))
             z_prior = dist.Normal(torch.zeros((), dtype=torch.float64), 1.0)
             shape = self._z_shape(name)
             values[f"{name}_z"] = pyro.sample(
@@ -388,11 +390,13 @@ class HierarchicalTVA(TVA):
         condition = _condition_index(data.get("condition"), num_trials, self.conditions)
         chunk_size = max(1, min(64, 30_000 // max(num_trials, 1)))
         out = []
-        for chunk, _ in draws_slices(draws, chunk_size):
+        for chunk, num in draws_slices(draws, chunk_size):
+            chunk = {k: _as64(torch.as_tensor(v)) for k, v in chunk.items()}
             p = self._trial_params(self._subject_values(chunk), subject, condition)
             if p["t0_sd"] is None:
                 p["t0_sd"] = torch.zeros(1, dtype=torch.float64)
-            out.append(self._trial_log_prob(p, data, exposure, reported))
+            lp = self._trial_log_prob(p, data, exposure, reported)
+            out.append(lp.expand(num, num_trials) if lp.dim() == 1 else lp)
         return torch.cat(out, 0)
 
 

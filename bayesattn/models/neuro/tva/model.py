@@ -35,6 +35,17 @@ from .sets import _check_num_items
 __all__ = ["TVA"]
 
 
+def _f64(x: float) -> torch.Tensor:
+    """A float64 scalar: default priors in float64 so that their draws (and NUTS) are too."""
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def _as64(x):
+    """A parameter value as float64 (a user's float32 prior would otherwise lower the
+    precision of the whole likelihood)."""
+    return x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+
 class _UpperTruncated(TorchDistribution):
     """A univariate distribution truncated to ``x < upper`` (needs ``cdf``/``icdf``)."""
 
@@ -158,27 +169,27 @@ class TVA(BayesianModel):
             raise ValueError(f"t0_dist must be 'normal' or 'exponential', got {t0_dist!r}")
         self.paradigm = paradigm
         self.t0_dist = t0_dist
-        self.C = dist.LogNormal(math.log(40.0), 0.6) if C is None else C
+        self.C = dist.LogNormal(_f64(math.log(40.0)), 0.6) if C is None else C
         self.mK = self.sK = None
         self._probit = isinstance(K, str) and K == "probit"
         if isinstance(K, str):
             if K == "free":
                 K = dist.Dirichlet(torch.ones(n + 1, dtype=torch.float64))
             elif K == "probit":
-                self.mK = dist.Normal(n / 2 + 0.5, 1.5) if mK is None else mK
-                self.sK = dist.HalfNormal(1.0) if sK is None else sK
+                self.mK = dist.Normal(_f64(n / 2 + 0.5), 1.5) if mK is None else mK
+                self.sK = dist.HalfNormal(_f64(1.0)) if sK is None else sK
             else:
                 raise ValueError(f"K must be an int, 'free', 'probit' or a prior, got {K!r}")
-        self.K = dist.Uniform(1.0, float(n)) if K is None else K
+        self.K = dist.Uniform(_f64(1.0), float(n)) if K is None else K
         if n == 1 and K is None:
             self.K = 1
         if not isinstance(self.K, dist.Distribution | str):
             self._fixed_k_probs()  # validates
         if t0 is None:
             t0 = (
-                dist.LogNormal(math.log(15.0), 0.75)
+                dist.LogNormal(_f64(math.log(15.0)), 0.75)
                 if t0_dist == "exponential"
-                else dist.Normal(15.0, 15.0)
+                else dist.Normal(_f64(15.0), 15.0)
             )
         self.t0 = t0
         self.t0_sd = t0_sd
@@ -194,7 +205,7 @@ class TVA(BayesianModel):
                 what = "(N,)" if r == n and regions is None else "(number of regions,)"
                 raise ValueError(f"fixed weights must have shape {what} = ({r},)")
         self.weights = weights
-        self.alpha = dist.LogNormal(math.log(0.5), 0.75) if alpha is None else alpha
+        self.alpha = dist.LogNormal(_f64(math.log(0.5)), 0.75) if alpha is None else alpha
         self.num_nodes = num_nodes
         self.conditions, self.by_condition = _check_conditions(conditions, by_condition)
         for group in self.by_condition:
@@ -350,14 +361,8 @@ class TVA(BayesianModel):
             if self.paradigm == "partial"
             else None
         )
-        return {
-            "C": C,
-            "t0": t0,
-            "t0_sd": t0_sd,
-            "k_probs": k_probs,
-            "weights": weights,
-            "alpha": alpha,
-        }
+        values = {"C": C, "t0": t0, "t0_sd": t0_sd, "k_probs": k_probs, "weights": weights}
+        return {**{k: _as64(v) for k, v in values.items()}, "alpha": _as64(alpha)}
 
     def _per_trial(self, params: dict, condition: torch.Tensor) -> dict:
         """Each parameter ``(..., T|1, *event)`` for the trials of ``condition (T,)``."""
