@@ -83,6 +83,7 @@ class TVA(BayesianModel):
 
         exposure (T,) ms, reported (T, N) bool [obs; None = simulate]
         partial report only: targets (T, N) bool, distractors (T, N) bool
+        condition (T,) int64 in 0..conditions-1 [None only with one condition]
 
     Each parameter is a fixed value or a Pyro prior (:func:`bayesattn.models.base.hyperparameter`):
 
