@@ -302,8 +302,11 @@ def main(argv=None):
         import arviz as az
 
         idata = fit_subject(datas[s], kind, args.method, seed=args.seed + s)
-        out = {"summary": summarise(subject_draws(idata.posterior)),
-               "converged": int(idata.attrs.get("converged", 0))}
+        out = {"converged": int(idata.attrs.get("converged", 0))}
+        if idata.posterior.sizes["draw"] * idata.posterior.sizes["chain"] < 2:
+            out["failed"] = "point estimate only (Hessian not positive definite)"
+            return out
+        out["summary"] = summarise(subject_draws(idata.posterior))
         with np.errstate(all="ignore"):
             loo = az.loo(idata)
         out["elpd_loo"], out["se"] = float(loo.elpd_loo), float(loo.se)
@@ -339,14 +342,16 @@ def main(argv=None):
         "machine": platform.processor() or platform.machine(),
         "wall_s_this_run": time.time() - started,
     }
-    rows = coverage_rows(truths, [f["summary"] for f in indiv])
+    ok = [s for s, f in enumerate(indiv) if "summary" in f]
+    rows = coverage_rows([truths[s] for s in ok], [indiv[s]["summary"] for s in ok])
     res["per_subject"] = {"table": table(rows), "weights": weight_misses(rows),
                           "fit_s_mean": float(np.mean([f["wall_s"] for f in indiv])),
-                          "converged": int(sum(f["converged"] for f in indiv))}
+                          "converged": int(sum(f["converged"] for f in indiv)),
+                          "failed": [s for s, f in enumerate(indiv) if "summary" not in f]}
     if h:
-        hrows = coverage_rows(truths[: args.hier_subjects], h["summaries"])
-        prow = coverage_rows(truths[: args.hier_subjects], [f["summary"] for f in
-                                                             indiv[: args.hier_subjects]])
+        both = [s for s in ok if s < args.hier_subjects]
+        hrows = coverage_rows([truths[s] for s in both], [h["summaries"][s] for s in both])
+        prow = coverage_rows([truths[s] for s in both], [indiv[s]["summary"] for s in both])
         ht, pt = table(hrows), table(prow)
         res["hierarchical"] = {
             "subjects": args.hier_subjects,
@@ -358,14 +363,16 @@ def main(argv=None):
             "shrinkage": {k: ht[k]["sd_of_means"] / pt[k]["sd_of_means"] for k in PARAMS},
         }
     if free:
-        diffs = [(p["elpd_loo"] - f["elpd_loo"]) for p, f in zip(indiv, free, strict=False)]
+        pairs = [(p, f) for p, f in zip(indiv, free, strict=False) if "summary" in p
+                 and "summary" in f]
+        diffs = [(p["elpd_loo"] - f["elpd_loo"]) for p, f in pairs]
         res["loo"] = {
-            "subjects": len(free),
+            "subjects": len(pairs),
             "elpd_probit_minus_free": diffs,
             "probit_preferred": int(sum(d > 0 for d in diffs)),
             "total_probit_minus_free": float(sum(diffs)),
-            "max_pareto_k": float(max(max(f["pareto_k_max"] for f in free),
-                                      max(p["pareto_k_max"] for p in indiv[: len(free)]))),
+            "max_pareto_k": float(max(max(f["pareto_k_max"], p["pareto_k_max"])
+                                      for p, f in pairs)),
         }
     (args.out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(res))
@@ -380,7 +387,8 @@ def markdown(res: dict) -> str:
         f"{res['subjects']} simulated subjects, {res['design']}; probit K, Gaussian t0, C per "
         f"condition. Per-subject fits: {res['method']} "
         f"(mean {res['per_subject']['fit_s_mean']:.0f} s a fit on the shared 2-core machine, "
-        f"{res['per_subject']['converged']} of {res['subjects']} verdicts converged).",
+        f"{res['per_subject']['converged']} of {res['subjects']} verdicts converged; "
+        f"failed, left out: subjects {res['per_subject']['failed']}).",
         "",
     ]
     hier = res.get("hierarchical")
