@@ -330,7 +330,8 @@ def main(argv=None):
             "population": {k: float(post[k].mean()) for k in ("C_mu", "C_effect", "mK_mu")},
         }
 
-    h = cached(f"hierarchical{args.hier_subjects:02d}", hier) if args.hier_subjects else None
+    key = f"hierarchical{args.hier_subjects:02d}_svi{args.hier_steps}"
+    h = cached(key, hier) if args.hier_subjects else None
     free = [cached(f"subject{s:02d}_free", lambda s=s: one(s, "free"))
             for s in range(min(args.loo_subjects, args.subjects))]
     indiv += [probit(s) for s in range(len(indiv), args.subjects)]
@@ -358,6 +359,7 @@ def main(argv=None):
             "table": ht,
             "weights": weight_misses(hrows),
             "fit_s": h["wall_s"],
+            "svi_steps": args.hier_steps,
             "converged": h["converged"],
             "population": h["population"],
             "shrinkage": {k: ht[k]["sd_of_means"] / pt[k]["sd_of_means"] for k in PARAMS},
@@ -398,7 +400,8 @@ def markdown(res: dict) -> str:
         head += " hierarchical coverage | RMSE | HDI width | shrinkage (sd ratio) |"
         sep += "---|---|---|---|"
     lines += [f"94% HDI coverage (goal >= 0.90 each); hierarchical over the first "
-              f"{hier['subjects']} subjects (SVI, low-rank guide)." if hier else "", "",
+              f"{hier['subjects']} subjects (SVI, low-rank guide, {hier['svi_steps']} steps)."
+              if hier else "", "",
               head, sep]
     for k, r in res["per_subject"]["table"].items():
         line = f"| {k} | {r['coverage']:.2f} | {r['rmse']:.3g} | {r['hdi_width']:.3g} |"
