@@ -6,9 +6,11 @@ and 4 distractors (the other locations targets) at 150 ms: 117 trials. Parameter
 spatial weights, distractor weight ``alpha``, Gaussian ``t0`` (``mu0``, ``sigma0``, ms) and a
 free distribution of ``K``. Timed on one thread: the median of repeated evaluations of the
 log-likelihood and its gradient with respect to every parameter. Optionally (``--nuts``) times
-NUTS on the :class:`~bayesattn.models.neuro.tva.TVA` model for this session.
+NUTS (through :func:`bayesattn.inference.fit`) on the :class:`~bayesattn.models.neuro.tva.TVA`
+model for one subject of the study: the design twice, 234 trials, probit ``K``.
 
-Run: ``python benchmarks/bench_tva.py [--repeats 30] [--nuts CHAINSxDRAWS]``; writes
+Run: ``python benchmarks/bench_tva.py [--repeats 30] [--nuts CHAINSxDRAWS [--jit]
+[--parallel]]``; writes
 ``benchmarks/results/tva/results.md`` and ``results.json``.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -163,29 +166,68 @@ def accuracy_table(exposures=(5.0, 10.0, 16.6, 33.3, 50.0, 100.0, 150.0, 200.0, 
     return rows
 
 
-def time_nuts(chains: int, draws: int, jit: bool = False) -> dict:
-    """Wall time (s) of NUTS on the TVA partial-report model for the session (sequential)."""
-    import pyro
-    import pyro.distributions as dist
-    from pyro.infer import MCMC, NUTS
+def subject_design(seed: int = 0):
+    """One subject of the issue-12 study: the 117-trial design twice (234 trials), simulated
+    from the fixed parameters of :func:`design` with a probit ``K`` (mK 3.4, sK 0.6)."""
+    from bayesattn.models.neuro.tva import (
+        k_probit_probabilities,
+        partial_report_design,
+        simulate_partial_report,
+    )
 
+    g = torch.Generator().manual_seed(seed)
+    parts = [partial_report_design(generator=g) for _ in range(2)]
+    exposure, targets, distractors = (torch.cat([p[i] for p in parts]) for i in range(3))
+    _, _, _, _, truth = design()
+    truth = {k: v for k, v in truth.items() if k != "k_probs"}
+    reported = simulate_partial_report(
+        exposure,
+        targets=targets,
+        distractors=distractors,
+        k_probs=k_probit_probabilities(3.4, 0.6, 6),
+        generator=g,
+        **truth,
+    )
+    return dict(exposure=exposure, reported=reported, targets=targets, distractors=distractors)
+
+
+def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False) -> dict:
+    """Wall time (s) of NUTS (``bayesattn.inference.fit``, ``draws`` warm-up + ``draws``
+    draws per chain) on one subject's 234 partial-report trials: probit ``K``, Gaussian ``t0``
+    (latent ``mu0``, ``sigma0``), free weights, ``alpha``. ``parallel``: one process a chain."""
+    import pyro.distributions as dist
+
+    from bayesattn.inference import fit
     from bayesattn.models.neuro.tva import TVA
 
-    exposure, targets, distractors, reported, _ = design()
+    data = subject_design()
     model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
-    data = dict(exposure=exposure, reported=reported, targets=targets, distractors=distractors)
     t = time.perf_counter()
-    for c in range(chains):
-        pyro.set_rng_seed(c)
-        mcmc = MCMC(
-            NUTS(model.model, target_accept_prob=0.8, jit_compile=jit, ignore_jit_warnings=True),
-            num_samples=draws,
-            warmup_steps=draws,
-            disable_progbar=True,
-        )
-        mcmc.run(**data)
+    idata = fit(
+        model,
+        data,
+        method="nuts",
+        num_chains=chains,
+        num_samples=draws,
+        warmup_steps=draws,
+        jit_compile=jit,
+        chain_method="parallel" if parallel else "sequential",
+        progress_bar=False,
+    )
     wall = time.perf_counter() - t
-    return {"chains": chains, "draws": draws, "warmup": draws, "wall_s": wall, "jit": jit}
+    steps = idata.sample_stats["n_steps"].values
+    return {
+        "trials": int(data["exposure"].shape[0]),
+        "chains": chains,
+        "draws": draws,
+        "warmup": draws,
+        "wall_s": wall,
+        "jit": jit,
+        "parallel": parallel,
+        "mean_leapfrog_steps": float(steps.mean()),
+        "divergences": int(idata.sample_stats["diverging"].values.sum()),
+        "load_average": os.getloadavg()[0],
+    }
 
 
 def main(argv=None) -> dict:
@@ -193,6 +235,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--nuts", default=None, help="CHAINSxDRAWS, e.g. 1x200")
     parser.add_argument("--jit", action="store_true", help="NUTS with jit_compile=True")
+    parser.add_argument("--parallel", action="store_true", help="one process per NUTS chain")
     parser.add_argument("--label", default="current")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the quadrature table")
@@ -206,9 +249,13 @@ def main(argv=None) -> dict:
     )
     if args.nuts:
         chains, draws = (int(x) for x in args.nuts.lower().split("x"))
-        res["nuts"] = time_nuts(chains, draws, jit=args.jit)
-        wall = res["nuts"]["wall_s"]
-        print(f"[{args.label}] NUTS {chains} x {draws} (+{draws} warm-up): {wall:.1f} s")
+        res["nuts"] = time_nuts(chains, draws, jit=args.jit, parallel=args.parallel)
+        n = res["nuts"]
+        print(
+            f"[{args.label}] NUTS {chains} x {draws} (+{draws} warm-up), {n['trials']} trials: "
+            f"{n['wall_s']:.1f} s, {n['mean_leapfrog_steps']:.1f} leapfrog steps a draw, "
+            f"load {n['load_average']:.1f}"
+        )
     if not args.no_accuracy:
         res["accuracy"] = accuracy_table()
         for row in res["accuracy"]:
@@ -233,14 +280,16 @@ def _markdown(res: dict) -> str:
         "| quantity | value |",
         "|---|---|",
         f"| median over {lik['repeats']} repeats | {lik['median_ms']:.2f} ms |",
+        f"| per trial | {1000 * lik['median_ms'] / lik['trials']:.1f} us |",
         f"| fastest repeat | {lik['min_ms']:.2f} ms |",
         f"| log-likelihood | {lik['log_likelihood']:.6f} |",
     ]
     if "nuts" in res:
         n = res["nuts"]
         lines.append(
-            f"| NUTS {n['chains']} chain(s) x {n['draws']} draws (+{n['warmup']} warm-up) "
-            f"| {n['wall_s']:.1f} s |"
+            f"| NUTS {n['chains']} chain(s) x {n['draws']} draws (+{n['warmup']} warm-up), "
+            f"{n['trials']} trials, jit={n['jit']}, load {n['load_average']:.1f} "
+            f"| {n['wall_s']:.1f} s ({n['mean_leapfrog_steps']:.1f} leapfrog steps a draw) |"
         )
     if "accuracy" in res:
         lines += [

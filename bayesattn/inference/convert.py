@@ -59,7 +59,8 @@ def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int 
     Groups (``y`` stands for ``model.idata_obs_name``, ``N`` observations, ``C`` chains,
     ``D`` draws; a trailing ``y_dim`` only when the observation has several columns):
 
-    * ``posterior``: the draws ``(chain, draw, ...)`` (parameters only);
+    * ``posterior``: the draws ``(chain, draw, ...)`` (parameters only; leading dims named
+      by ``model.param_dims()``, e.g. ``condition``, ``subject``);
     * ``sample_stats``: every entry of ``stats`` ``(chain, draw)`` as given, plus ``lp`` (the
       log joint density ``log p(theta, y)`` of each draw, constrained space, discrete
       latents marginalised) when ``stats`` has none;
@@ -161,6 +162,9 @@ def to_inference_data(model, data: dict, draws: dict, stats: dict, *, seed: int 
     posterior.update({k: shaped(v) for k, v in post_extra.items()})
     observed = obs_layout(observed, 0)
     dims = {name: _obs_dims(name, observed.shape, num_obs)}
+    for k, v in model.param_dims().items():  # e.g. "condition", "subject"
+        if k in posterior and posterior[k].ndim - 2 >= len(v):
+            dims[k] = list(v)
     pp = {name: shaped(obs_layout(replicated, 1))} if pointwise else {}
     for k, v in per_obs.items():
         pp[k] = shaped(obs_layout(v, 1))

@@ -130,6 +130,11 @@ class BayesianModel:
             out.append(site["fn"].log_prob(site["value"]).reshape(-1))
         return torch.stack(out)
 
+    def param_dims(self) -> dict[str, list[str]]:
+        """ArviZ dim names of parameter sites, ``{name: [dim, ...]}`` (leading dims; the rest
+        keep ArviZ's default names), e.g. ``{"C": ["condition"]}``. The default has none."""
+        return {}
+
     def prior_log_density(self, draws: dict) -> torch.Tensor | None:
         """``log p(theta_d)`` of each draw, ``(D,)``, vectorised; None = not available (the
         caller then traces the model once per draw). The default is None."""

@@ -5,7 +5,7 @@ deterministic Pyro site ``attention_weights``:
 
 * :mod:`~bayesattn.models.neuro.tva` -- Bundesen's Theory of Visual Attention (a package, one
   module per concept): exact whole- and partial-report likelihoods, simulator, :class:`TVA`
-  Pyro model (weights ``w / sum w``).
+  Pyro model (weights ``w / sum w``), :class:`HierarchicalTVA` over subjects.
 * :mod:`~bayesattn.models.neuro.normalization` -- the normalization model of attention
   (Reynolds & Heeger 2009), its reduced psychometric form (:class:`NormalizationPsychometric`)
   and biased competition (Reynolds, Chelazzi & Desimone 1999).
@@ -38,6 +38,7 @@ from .pcn import (
 from .precision import PrecisionWeighting, precision_weights
 from .tva import (
     TVA,
+    HierarchicalTVA,
     partial_report_log_prob,
     simulate_partial_report,
     simulate_whole_report,
@@ -47,6 +48,7 @@ from .tva import (
 
 __all__ = [
     "TVA",
+    "HierarchicalTVA",
     "whole_report_log_prob",
     "partial_report_log_prob",
     "simulate_whole_report",

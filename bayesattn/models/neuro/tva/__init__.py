@@ -22,18 +22,22 @@ One concept per module:
   ``whole_report_log_prob``, ``partial_report_log_prob``).
 * :mod:`.simulate` -- trial-by-trial simulation and the standard whole-report design.
 * :mod:`.distribution` -- :class:`TVAReport`, the report as a Pyro distribution.
+* :mod:`.conditions` -- per-condition parameters (``by_condition``) and per-trial gathering.
 * :mod:`.model` -- :class:`TVA`, the Pyro model with priors.
+* :mod:`.hierarchical` -- :class:`HierarchicalTVA`, many subjects, non-centred.
 
 Units: ``C`` in items/s, times (``exposure``, ``t0``, ``t0_sd``) in ms.
 """
 
 from .capacity import k_probabilities, k_probit_probabilities
 from .distribution import TVAReport
+from .hierarchical import HierarchicalTVA
 from .likelihood import partial_report_log_prob, report_log_prob, whole_report_log_prob
 from .model import TVA
 from .rates import processing_rates
 from .sets import MAX_ITEMS, report_sets
 from .simulate import (
+    partial_report_design,
     simulate_partial_report,
     simulate_report,
     simulate_whole_report,
@@ -53,6 +57,8 @@ __all__ = [
     "simulate_partial_report",
     "simulate_report",
     "whole_report_design",
+    "partial_report_design",
     "TVAReport",
     "TVA",
+    "HierarchicalTVA",
 ]

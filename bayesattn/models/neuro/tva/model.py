@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -19,12 +20,30 @@ from ...base import BayesianModel, hyperparameter
 from .._common import draws_slices, fixed_or_draw
 from ._checks import _check_exposure, _check_report, _check_t0, _check_weights
 from .capacity import _check_k_probs, _with_k0, k_probabilities, k_probit_probabilities
+from .conditions import (
+    CONDITION_GROUPS,
+    _check_conditions,
+    _condition_index,
+    _gather,
+    _per_condition,
+)
 from .distribution import TVAReport
 from .likelihood import report_log_prob
 from .rates import _partial_weights
 from .sets import _check_num_items
 
 __all__ = ["TVA"]
+
+
+def _f64(x: float) -> torch.Tensor:
+    """A float64 scalar: default priors in float64 so that their draws (and NUTS) are too."""
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def _as64(x):
+    """A parameter value as float64 (a user's float32 prior would otherwise lower the
+    precision of the whole likelihood)."""
+    return x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
 
 class _UpperTruncated(TorchDistribution):
@@ -64,6 +83,7 @@ class TVA(BayesianModel):
 
         exposure (T,) ms, reported (T, N) bool [obs; None = simulate]
         partial report only: targets (T, N) bool, distractors (T, N) bool
+        condition (T,) int64 in 0..conditions-1 [None only with one condition]
 
     Each parameter is a fixed value or a Pyro prior (:func:`bayesattn.models.base.hyperparameter`):
 
@@ -96,6 +116,14 @@ class TVA(BayesianModel):
       another). Location ``j`` then has weight ``weights[region of j]``.
     * ``alpha``: distractor weight (partial report only). Default ``LogNormal(log 0.5, 0.75)``.
     * ``num_nodes``: ignored (kept so that old calls work; ``t0`` is integrated exactly).
+    * ``conditions``: the number of experimental conditions (data ``condition (T,)`` int64 in
+      ``0..conditions-1``; default 1, no condition data needed).
+    * ``by_condition``: the parameters that differ between conditions, among ``"C"``,
+      ``"alpha"``, ``"weights"``, ``"K"`` (every latent ``K`` parameter: ``mK`` and ``sK``, or
+      ``K_probs``/``K``) and ``"t0"`` (the latent ones of ``t0`` and ``t0_sd``). Each such site
+      gets a condition axis just before its event dims (a scalar ``(conditions,)``, the weights
+      ``(conditions, R)``; ArviZ dim ``"condition"``), with independent copies of its prior;
+      the others are shared by all conditions.
 
     Data masks may be bool or 0/1 integer tensors. Sites: ``C``, ``t0`` (``mu0`` of a Gaussian
     threshold), ``t0_sd`` (``sigma0``), ``mK``, ``sK``, ``K`` / ``K_probs``, ``weights``
@@ -108,7 +136,9 @@ class TVA(BayesianModel):
     Raises:
         ValueError: ``paradigm`` not ``"whole"``/``"partial"``; ``num_locations`` outside
             ``1..MAX_ITEMS``; a fixed ``K`` outside ``1..N``; fixed weights not of shape ``(R,)``;
-            ``regions`` not a partition of ``0..N-1``; ``t0_dist`` unknown.
+            ``regions`` not a partition of ``0..N-1``; ``t0_dist`` unknown; ``conditions`` not a
+            positive int; ``by_condition`` naming an unknown parameter, a fixed one, or
+            ``"alpha"`` in whole report.
     """
 
     obs_name = "reported"
@@ -129,6 +159,8 @@ class TVA(BayesianModel):
         sK=None,
         regions=None,
         t0_dist: str = "normal",
+        conditions: int = 1,
+        by_condition: Sequence[str] = (),
     ):
         self.num_locations = _check_num_items(num_locations)
         n = self.num_locations
@@ -138,27 +170,27 @@ class TVA(BayesianModel):
             raise ValueError(f"t0_dist must be 'normal' or 'exponential', got {t0_dist!r}")
         self.paradigm = paradigm
         self.t0_dist = t0_dist
-        self.C = dist.LogNormal(math.log(40.0), 0.6) if C is None else C
+        self.C = dist.LogNormal(_f64(math.log(40.0)), 0.6) if C is None else C
         self.mK = self.sK = None
         self._probit = isinstance(K, str) and K == "probit"
         if isinstance(K, str):
             if K == "free":
                 K = dist.Dirichlet(torch.ones(n + 1, dtype=torch.float64))
             elif K == "probit":
-                self.mK = dist.Normal(n / 2 + 0.5, 1.5) if mK is None else mK
-                self.sK = dist.HalfNormal(1.0) if sK is None else sK
+                self.mK = dist.Normal(_f64(n / 2 + 0.5), 1.5) if mK is None else mK
+                self.sK = dist.HalfNormal(_f64(1.0)) if sK is None else sK
             else:
                 raise ValueError(f"K must be an int, 'free', 'probit' or a prior, got {K!r}")
-        self.K = dist.Uniform(1.0, float(n)) if K is None else K
+        self.K = dist.Uniform(_f64(1.0), float(n)) if K is None else K
         if n == 1 and K is None:
             self.K = 1
         if not isinstance(self.K, dist.Distribution | str):
             self._fixed_k_probs()  # validates
         if t0 is None:
             t0 = (
-                dist.LogNormal(math.log(15.0), 0.75)
+                dist.LogNormal(_f64(math.log(15.0)), 0.75)
                 if t0_dist == "exponential"
-                else dist.Normal(15.0, 15.0)
+                else dist.Normal(_f64(15.0), 15.0)
             )
         self.t0 = t0
         self.t0_sd = t0_sd
@@ -174,10 +206,52 @@ class TVA(BayesianModel):
                 what = "(N,)" if r == n and regions is None else "(number of regions,)"
                 raise ValueError(f"fixed weights must have shape {what} = ({r},)")
         self.weights = weights
-        self.alpha = dist.LogNormal(math.log(0.5), 0.75) if alpha is None else alpha
+        self.alpha = dist.LogNormal(_f64(math.log(0.5)), 0.75) if alpha is None else alpha
         self.num_nodes = num_nodes
+        self.conditions, self.by_condition = _check_conditions(conditions, by_condition)
+        for group in self.by_condition:
+            if group == "alpha" and paradigm != "partial":
+                raise ValueError("by_condition names 'alpha', which only partial report has")
+            if not any(self._is_latent(name) for name in CONDITION_GROUPS[group]):
+                raise ValueError(
+                    f"by_condition names {group!r}, but it is fixed: give it a prior to let it "
+                    "differ between conditions"
+                )
 
     # -- helpers
+    def _is_latent(self, name: str) -> bool:
+        """Whether site ``name`` is sampled (has a prior) in this model."""
+        if name == "alpha" and self.paradigm != "partial":
+            return False
+        if name in ("K", "K_probs"):
+            return self._k_site() == name
+        return isinstance(getattr(self, name, None), dist.Distribution)
+
+    def _varies(self, name: str) -> bool:
+        """Whether site ``name`` (or ``k_probs``) carries a condition axis."""
+        if name == "k_probs":
+            return "K" in self.by_condition
+        return self._is_latent(name) and any(name in CONDITION_GROUPS[g] for g in self.by_condition)
+
+    def _prior(self, name: str, prior):
+        """``prior`` with independent copies per condition when ``name`` varies."""
+        if not (isinstance(prior, dist.Distribution) and self._varies(name)):
+            return prior
+        return prior.expand(torch.Size([self.conditions]) + prior.batch_shape).to_event(1)
+
+    def param_dims(self) -> dict[str, list[str]]:
+        """ArviZ dims of the sites with a condition axis (the leading ``"condition"``)."""
+        out = {}
+        names = ["C", "t0", "t0_sd", "mK", "sK", "K", "K_probs", "weights", "alpha"]
+        for name in names:
+            if self._varies(name):
+                out[name] = ["condition"]
+        if "weights" in self.by_condition:
+            out["attention_weights"] = ["condition"]
+        if "K" in self.by_condition:
+            out["K_mean"] = ["condition"]
+        return out
+
     def _fixed_k_probs(self) -> torch.Tensor:
         n = self.num_locations
         K = self.K
@@ -217,61 +291,86 @@ class TVA(BayesianModel):
             names.append("alpha")
         return names
 
-    def _support_bounds(self, exposure, reported):
+    def _support_bounds(self, exposure, reported, condition):
         """Priors restricted to where the likelihood of ``reported`` is positive.
 
         With a fixed ``t0`` (``t0_sd = 0``) nothing can be reported when ``exposure <= t0``, so
-        ``t0`` must lie below the shortest exposure with a report; with a real-valued ``K``, a
-        report of ``r`` items needs ``K > r - 1``. Truncating the priors there leaves the
-        posterior unchanged (the likelihood is 0 outside) but keeps NUTS and SVI guides out of
-        the impossible region (an SVI guide on the untruncated prior would put mass there and
-        give an infinite loss).
+        ``t0`` must lie below the shortest exposure with a report (in each condition, when
+        ``t0`` varies by condition); with a real-valued ``K``, a report of ``r`` items needs
+        ``K > r - 1``. Truncating the priors there leaves the posterior unchanged (the
+        likelihood is 0 outside) but keeps NUTS and SVI guides out of the impossible region (an
+        SVI guide on the untruncated prior would put mass there and give an infinite loss).
+        Returns the priors of ``t0`` and of the ``K`` site, with their condition axes.
         """
-        t0_prior, k_prior = self.t0, self.K
+        t0_prior, k_prior = self._prior("t0", self.t0), self._prior("K", self.K)
         if reported is None or not bool(reported.any()):
             return t0_prior, k_prior
+        c = self.conditions
         fixed_sd = (
             self.t0_dist == "normal"
             and not isinstance(self.t0_sd, dist.Distribution)
             and float(self.t0_sd) == 0.0
         )
-        if fixed_sd and isinstance(t0_prior, dist.Distribution) and t0_prior.event_shape == ():
-            bound = exposure[reported.any(-1)].min()
-            t0_prior = _UpperTruncated(t0_prior, bound)
-        if isinstance(k_prior, dist.Uniform) and k_prior.event_shape == ():
-            r_max = float(reported.sum(-1).max())
-            low = torch.clamp(torch.as_tensor(k_prior.low, dtype=torch.float64), min=r_max - 1)
-            if bool((low < k_prior.high).all()):
-                k_prior = dist.Uniform(low, k_prior.high)
+        if fixed_sd and isinstance(self.t0, dist.Distribution) and self.t0.event_shape == ():
+            some = reported.any(-1)
+            if self._varies("t0"):
+                bound = _per_condition(exposure[some], condition[some], c, "amin", math.inf)
+                t0_prior = _UpperTruncated(self.t0.expand([c]), bound).to_event(1)
+            else:
+                t0_prior = _UpperTruncated(self.t0, exposure[some].min())
+        k = self.K
+        if isinstance(k, dist.Uniform) and k.event_shape == () and k.batch_shape == ():
+            if self._varies("K"):
+                r_max = _per_condition(reported.sum(-1), condition, c, "amax", 0.0)
+            else:
+                r_max = reported.sum(-1).max().to(torch.float64)
+            low = torch.clamp(torch.as_tensor(k.low, dtype=torch.float64), min=r_max - 1)
+            high = torch.as_tensor(k.high, dtype=torch.float64).expand(low.shape)
+            if bool((low < high).all()):
+                k_prior = dist.Uniform(low, high)
+                if self._varies("K"):
+                    k_prior = k_prior.to_event(1)
         return t0_prior, k_prior
 
-    def _params(self, t0_prior=None, k_prior=None):
-        """Sample or fix every parameter (inside the Pyro program)."""
+    def _params(self, t0_prior, k_prior) -> dict:
+        """Sample or fix every parameter (inside the Pyro program); condition axes kept."""
         n = self.num_locations
-        C = hyperparameter("C", self.C)
-        t0 = hyperparameter("t0", self.t0 if t0_prior is None else t0_prior)
-        t0_sd = hyperparameter("t0_sd", self.t0_sd)
+        C = hyperparameter("C", self._prior("C", self.C))
+        t0 = hyperparameter("t0", t0_prior)
+        t0_sd = hyperparameter("t0_sd", self._prior("t0_sd", self.t0_sd))
         site = self._k_site()
         if self._probit:
-            mK = hyperparameter("mK", self.mK)
-            sK = hyperparameter("sK", self.sK)
+            mK = hyperparameter("mK", self._prior("mK", self.mK))
+            sK = hyperparameter("sK", self._prior("sK", self.sK))
             k_probs = k_probit_probabilities(mK, sK, n)
         elif site is None:
             k_probs = _with_k0(self._fixed_k_probs(), n)
         else:
-            k_probs = self._k_probs_of(pyro.sample(site, self.K if k_prior is None else k_prior))
+            k_probs = self._k_probs_of(pyro.sample(site, k_prior))
         if self._probit or site is not None:
             pyro.deterministic(
                 "K_mean", (k_probs * torch.arange(n + 1, dtype=k_probs.dtype)).sum(-1)
             )
         weights = (
-            pyro.sample("weights", self.weights)
+            pyro.sample("weights", self._prior("weights", self.weights))
             if isinstance(self.weights, dist.Distribution)
             else self.weights
         )
         weights = self._location_weights(weights)
-        alpha = hyperparameter("alpha", self.alpha) if self.paradigm == "partial" else None
-        return C, t0, t0_sd, k_probs, weights, alpha
+        alpha = (
+            hyperparameter("alpha", self._prior("alpha", self.alpha))
+            if self.paradigm == "partial"
+            else None
+        )
+        values = {"C": C, "t0": t0, "t0_sd": t0_sd, "k_probs": k_probs, "weights": weights}
+        return {**{k: _as64(v) for k, v in values.items()}, "alpha": _as64(alpha)}
+
+    def _per_trial(self, params: dict, condition: torch.Tensor) -> dict:
+        """Each parameter ``(..., T|1, *event)`` for the trials of ``condition (T,)``."""
+        events = {"k_probs": 1, "weights": 1}
+        return {
+            k: _gather(v, condition, events.get(k, 0), self._varies(k)) for k, v in params.items()
+        }
 
     def _item_weights(self, weights, alpha, targets, distractors):
         if self.paradigm == "whole":
@@ -280,100 +379,128 @@ class TVA(BayesianModel):
             raise ValueError("partial report needs data 'targets' and 'distractors' (T, N) bool")
         return _partial_weights(weights, alpha, targets, distractors)
 
-    def model(self, exposure, reported=None, targets=None, distractors=None):
-        """The Pyro program; see the class docstring for the data.
-
-        Raises:
-            ValueError: bad data (see :func:`report_log_prob`), or, with a fixed integer ``K``,
-                a trial reporting more than ``K`` items (impossible under the model).
-        """
+    def _check_data(self, exposure, reported, targets, distractors):
         exposure = _check_exposure(exposure)
         n = self.num_locations
         if reported is not None:
             reported = _check_report(reported, n)
-            if targets is not None:
-                targets = _check_report(targets, n, name="targets")
-            if distractors is not None:
-                distractors = _check_report(distractors, n, name="distractors")
             if isinstance(self.K, numbers.Integral) and bool((reported.sum(-1) > self.K).any()):
                 raise ValueError(
                     f"a trial reports more than K={self.K} items, impossible with a fixed K; "
                     "raise K or give K a prior"
                 )
-        C, t0, t0_sd, k_probs, weights, alpha = self._params(
-            *self._support_bounds(exposure, reported)
+        if targets is not None:
+            targets = _check_report(targets, n, name="targets")
+        if distractors is not None:
+            distractors = _check_report(distractors, n, name="distractors")
+        return exposure, reported, targets, distractors
+
+    def _observe(self, exposure, reported, targets, distractors, p):
+        """The observed report site given per-trial parameters ``p`` (:meth:`_per_trial`)."""
+        item_weights, reportable = self._item_weights(
+            p["weights"], p["alpha"], targets, distractors
         )
-        pyro.deterministic("attention_weights", weights / weights.sum(-1, keepdim=True))
-        item_weights, reportable = self._item_weights(weights, alpha, targets, distractors)
         if reported is not None:
             if bool((reported & (item_weights.detach() <= 0)).any()):
                 raise ValueError("reported contains an item at an empty location (weight 0)")
             if reportable is not None and bool((reported & ~reportable).any()):
                 raise ValueError("reported contains an item that is not a target")
-        t0, t0_sd = _check_t0(t0, t0_sd)
         num_trials = exposure.shape[0]
         with pyro.plate("trials", num_trials):
             d = TVAReport(
                 exposure,
-                C=C,
+                C=p["C"],
                 weights=item_weights,
-                t0=t0,
-                k_probs=k_probs,
-                t0_sd=t0_sd,
+                t0=p["t0"],
+                k_probs=p["k_probs"],
+                t0_sd=p["t0_sd"],
                 reportable=reportable,
                 t0_dist=self.t0_dist,
                 validate_args=False,
             )
             return pyro.sample(self.obs_name, d.expand([num_trials]), obs=reported)
 
+    def model(self, exposure, reported=None, targets=None, distractors=None, condition=None):
+        """The Pyro program; see the class docstring for the data.
+
+        ``condition`` is an int64 tensor ``(T,)`` in ``0..conditions-1`` (None only when the
+        model has one condition).
+
+        Raises:
+            ValueError: bad data (see :func:`report_log_prob`); with a fixed integer ``K``, a
+                trial reporting more than ``K`` items (impossible under the model);
+                ``condition`` missing (several conditions), of the wrong shape or out of range.
+            TypeError: ``condition`` is not an integer tensor.
+        """
+        exposure, reported, targets, distractors = self._check_data(
+            exposure, reported, targets, distractors
+        )
+        condition = _condition_index(condition, exposure.shape[0], self.conditions)
+        params = self._params(*self._support_bounds(exposure, reported, condition))
+        weights = params["weights"]
+        pyro.deterministic("attention_weights", weights / weights.sum(-1, keepdim=True))
+        params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
+        p = self._per_trial(params, condition)
+        return self._observe(exposure, reported, targets, distractors, p)
+
+    def _draw_params(self, chunk: dict, num: int) -> dict:
+        """The parameters of ``num`` draws ``(D, [conditions,] ...)`` (fixed ones repeated)."""
+        n = self.num_locations
+        if self._probit:
+            k_probs = k_probit_probabilities(
+                fixed_or_draw(chunk, "mK", self.mK, num),
+                fixed_or_draw(chunk, "sK", self.sK, num),
+                n,
+            )
+        elif self._k_site() is None:
+            k_probs = _with_k0(self._fixed_k_probs(), n).expand(num, n + 1)
+        else:
+            k_probs = self._k_probs_of(chunk[self._k_site()])
+        return {
+            "C": fixed_or_draw(chunk, "C", self.C, num),
+            "t0": fixed_or_draw(chunk, "t0", self.t0, num),
+            "t0_sd": fixed_or_draw(chunk, "t0_sd", self.t0_sd, num),
+            "k_probs": k_probs,
+            "weights": self._location_weights(fixed_or_draw(chunk, "weights", self.weights, num)),
+            "alpha": fixed_or_draw(chunk, "alpha", self.alpha, num)
+            if self.paradigm == "partial"
+            else None,
+        }
+
+    def _trial_log_prob(self, p: dict, data: dict, exposure, reported) -> torch.Tensor:
+        """``log P(report)`` ``(D, T)`` from per-trial parameters ``p`` ``(D, T|1, ...)``."""
+        item_weights, reportable = self._item_weights(
+            p["weights"], p["alpha"], data.get("targets"), data.get("distractors")
+        )
+        t0_sd = p["t0_sd"]
+        return report_log_prob(
+            reported,
+            exposure,
+            C=p["C"],
+            weights=item_weights,
+            t0=p["t0"],
+            k_probs=p["k_probs"],
+            t0_sd=None if not bool((t0_sd > 0).any()) else t0_sd,
+            reportable=reportable,
+            t0_dist=self.t0_dist,
+        )
+
     def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
         """Pointwise log-likelihood ``(D, T)``, vectorised over draws (in chunks of 64).
 
         Raises:
-            ValueError: ``data`` lacks the observed reports.
+            ValueError: ``data`` lacks the observed reports, or its ``condition`` is bad.
         """
         reported = data.get(self.obs_name)
         if reported is None:
             raise ValueError("log_likelihood needs the observed 'reported' in data")
-        n = self.num_locations
         exposure = _check_exposure(data["exposure"])
-        reported = _check_report(reported, n)
+        reported = _check_report(reported, self.num_locations)
+        condition = _condition_index(data.get("condition"), exposure.shape[0], self.conditions)
         out = []
         for chunk, num in draws_slices(draws, 64):
-            C = fixed_or_draw(chunk, "C", self.C, num)[:, None]
-            t0 = fixed_or_draw(chunk, "t0", self.t0, num)[:, None]
-            t0_sd = fixed_or_draw(chunk, "t0_sd", self.t0_sd, num)[:, None]
-            site = self._k_site()
-            if self._probit:
-                mK = fixed_or_draw(chunk, "mK", self.mK, num)
-                sK = fixed_or_draw(chunk, "sK", self.sK, num)
-                k_probs = k_probit_probabilities(mK, sK, n)
-            elif site is None:
-                k_probs = _with_k0(self._fixed_k_probs(), n).expand(num, n + 1)
-            else:
-                k_probs = self._k_probs_of(chunk[site])
-            weights = self._location_weights(fixed_or_draw(chunk, "weights", self.weights, num))
-            alpha = (
-                fixed_or_draw(chunk, "alpha", self.alpha, num)[:, None]
-                if self.paradigm == "partial"
-                else None
-            )
-            item_weights, reportable = self._item_weights(
-                weights[:, None, :], alpha, data.get("targets"), data.get("distractors")
-            )
-            out.append(
-                report_log_prob(
-                    reported,
-                    exposure,
-                    C=C,
-                    weights=item_weights,
-                    t0=t0,
-                    k_probs=k_probs[:, None, :],
-                    t0_sd=None if not bool((t0_sd > 0).any()) else t0_sd,
-                    reportable=reportable,
-                    t0_dist=self.t0_dist,
-                )
-            )
+            p = self._per_trial(self._draw_params(chunk, num), condition)
+            out.append(self._trial_log_prob(p, data, exposure, reported))
         return torch.cat(out, 0)
 
 

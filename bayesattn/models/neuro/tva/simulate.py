@@ -1,4 +1,4 @@
-"""Simulation of TVA whole- and partial-report trials, and the standard whole-report design."""
+"""Simulation of TVA whole- and partial-report trials, and the standard study designs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ __all__ = [
     "simulate_whole_report",
     "simulate_partial_report",
     "whole_report_design",
+    "partial_report_design",
 ]
 
 
@@ -174,3 +175,52 @@ def whole_report_design(
         raise ValueError(f"trials_per_exposure must be a positive int, got {trials_per_exposure}")
     exp = _check_exposure(torch.as_tensor(exposures, dtype=torch.float64))
     return exp.repeat_interleave(int(trials_per_exposure))
+
+
+def partial_report_design(
+    num_locations: int = 6,
+    *,
+    exposures=(16.6, 33.3, 50.0, 100.0, 150.0, 200.0),
+    distractor_counts=(2, 3, 4),
+    distractor_exposure: float = 150.0,
+    trials_per_cell: int = 13,
+    generator: torch.Generator | None = None,
+):
+    """One condition of a combined whole/partial-report session: ``(exposure, targets,
+    distractors)``, ``(T,)`` ms and bool ``(T, N)``.
+
+    ``trials_per_cell`` trials at each exposure with a target at every location and no
+    distractor, then ``trials_per_cell`` trials for each count in ``distractor_counts`` at
+    ``distractor_exposure`` with that many distractors at random locations (uniform without
+    replacement, from ``generator``) and targets elsewhere. The default is the design of a
+    published-style TVA study (issue 12; Bundesen 1990, Duncan et al. 1999): 6 x 13 + 3 x 13 =
+    117 trials.
+
+    Raises:
+        ValueError: ``trials_per_cell`` not a positive int; a distractor count outside
+            ``0..N``; a negative exposure.
+    """
+    from .sets import _check_num_items
+
+    num = _check_num_items(num_locations)
+    if (
+        isinstance(trials_per_cell, bool)
+        or not isinstance(trials_per_cell, numbers.Integral)
+        or trials_per_cell < 1
+    ):
+        raise ValueError(f"trials_per_cell must be a positive int, got {trials_per_cell!r}")
+    for d in distractor_counts:
+        if not 0 <= int(d) <= num:
+            raise ValueError(f"distractor_counts must lie in 0..{num}, got {d}")
+    m = int(trials_per_cell)
+    exp = [float(e) for e in exposures for _ in range(m)]
+    distractors = [torch.zeros(num, dtype=torch.bool) for _ in exp]
+    for d in distractor_counts:
+        for _ in range(m):
+            mask = torch.zeros(num, dtype=torch.bool)
+            mask[torch.randperm(num, generator=generator)[: int(d)]] = True
+            distractors.append(mask)
+            exp.append(float(distractor_exposure))
+    exposure = _check_exposure(torch.tensor(exp, dtype=torch.float64))
+    distractors = torch.stack(distractors)
+    return exposure, ~distractors, distractors

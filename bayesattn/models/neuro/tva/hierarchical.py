@@ -1,0 +1,427 @@
+r"""Hierarchical TVA over subjects: non-centred population model, per-condition effects.
+
+A TVA study fits many subjects at once (the hierarchical models of StanTVA/RStanTVA,
+Tuennermann, Krueger & Scharlau 2021; ``docs/design.md``, "Neuroscience-style models"). Each
+latent TVA parameter ``p`` of subject ``s`` in condition ``c`` is a transform ``g`` of an
+unconstrained value
+
+.. math:: x_{s,c} = \mu_p + \beta_{p,c} + \sigma_p\, z_{p,s,c}, \qquad z \sim N(0, 1),
+
+with ``beta_{p,0} = 0`` (condition 0 is the baseline; ``beta_{p,c}`` the effect of condition
+``c``; without ``p`` in ``by_condition`` there is no ``beta`` and one ``z`` per subject). This is
+the non-centred parametrisation (Papaspiliopoulos, Roberts & Skoeld 2007; Betancourt &
+Girolami 2015), which NUTS samples without the funnel of the centred one. The transforms:
+
+=========== ==================== ===============================================
+parameter   unconstrained ``x``  ``g(x)``
+=========== ==================== ===============================================
+``C``       ``log C``            ``exp``
+``alpha``   ``log alpha``        ``exp``
+``weights`` ``R - 1`` logits     ``softmax([x, 0])`` (the last region is the reference)
+``t0``      ``mu0`` (ms)         identity (Gaussian ``t0``); ``exp`` (exponential)
+``t0_sd``   ``log sigma0``       ``exp``
+``mK``      ``mK``               identity
+``sK``      ``log sK``           ``exp``
+``K_probs`` ``k - 1`` logits     ``softmax([x, 0])``
+=========== ==================== ===============================================
+
+Latent sites per parameter ``p``: ``p_mu`` (population mean of ``x``), ``p_sigma`` (population
+sd), ``p_effect`` (``(conditions - 1, ...)``, only when ``p`` varies by condition) and ``p_z``
+(``(S, [conditions,] ...)``). The subject-level values ``g(x)`` are deterministic sites named as
+in :class:`~bayesattn.models.neuro.tva.TVA` (``C``, ``alpha``, ``weights``, ``t0``, ``t0_sd``,
+``mK``, ``sK``, ``K_probs``) with a leading subject axis.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from .._common import draws_slices
+from ._checks import _check_exposure, _check_report, _check_t0
+from .capacity import _with_k0, k_probit_probabilities
+from .conditions import _condition_index, _index
+from .model import TVA, _as64, _f64
+
+__all__ = ["HierarchicalTVA"]
+
+_ORDER = ("C", "alpha", "weights", "t0", "t0_sd", "mK", "sK", "K_probs")
+
+
+class HierarchicalTVA(TVA):
+    """TVA fitted to many subjects at once, non-centred, with per-condition effects.
+
+    Data (tensors over ``T`` trials of all subjects)::
+
+        exposure (T,) ms, reported (T, N) bool [obs; None = simulate]
+        partial report: targets (T, N), distractors (T, N) bool
+        subject (T,) int64 in 0..num_subjects-1 [None only with one subject]
+        condition (T,) int64 in 0..conditions-1 [None only with one condition]
+
+    Args:
+        num_subjects: ``S``, the number of subjects.
+        num_locations: display size ``N``.
+        paradigm, K, t0, t0_sd, weights, alpha, mK, sK, regions, t0_dist, conditions,
+            by_condition: as in :class:`~bayesattn.models.neuro.tva.TVA`. A parameter given a
+            prior there (a distribution, or the default) is hierarchical here (the prior's own
+            form is not used: see ``priors``); a fixed value is shared by every subject.
+            ``K`` is ``"probit"`` (default here), ``"free"`` or fixed.
+        priors: overrides of the hyperpriors, ``{site: distribution}``, for the sites
+            ``<p>_mu``, ``<p>_sigma`` and ``<p>_effect`` (module docstring). A scalar
+            distribution is expanded to the site's shape; defaults (unconstrained scale):
+            ``C_mu ~ N(log 40, 0.5)``, ``alpha_mu ~ N(log 0.5, 0.75)``, ``weights_mu ~
+            N(0, 0.5)``, ``t0_mu ~ N(15, 10)`` (exponential ``t0``: ``N(log 15, 0.75)``),
+            ``t0_sd_mu ~ N(log 8, 0.75)``, ``mK_mu ~ N(N/2 + 0.5, 1.5)``, ``sK_mu ~
+            N(log 0.6, 0.75)``, ``K_probs_mu ~ N(0, 1.5)``; every ``<p>_sigma ~ HalfNormal(0.5)``
+            except ``t0_sigma ~ HalfNormal(10)`` (ms) and ``mK_sigma ~ HalfNormal(1)``; every
+            ``<p>_effect ~ N(0, 0.5)`` except ``t0_effect ~ N(0, 10)`` and
+            ``mK_effect ~ N(0, 1)``.
+
+    Works with :func:`bayesattn.inference.fit` (``"nuts"``, ``"map"``, ``"svi"``): the
+    latents are the hyper-sites; :meth:`log_likelihood` is pointwise per trial.
+
+    Raises:
+        ValueError: ``num_subjects`` not a positive int; ``K`` a prior over real capacities
+            (the two-point ``K``: use ``"probit"`` or ``"free"``); ``priors`` naming an unknown
+            site or with a shape that does not fit; and the errors of
+            :class:`~bayesattn.models.neuro.tva.TVA`.
+    """
+
+    def __init__(
+        self,
+        num_subjects: int,
+        num_locations: int = 6,
+        *,
+        paradigm: str = "whole",
+        C=None,
+        K="probit",
+        t0=None,
+        t0_sd=0.0,
+        weights="prior",
+        alpha=None,
+        num_nodes: int | None = None,
+        mK=None,
+        sK=None,
+        regions=None,
+        t0_dist: str = "normal",
+        conditions: int = 1,
+        by_condition: Sequence[str] = (),
+        priors: Mapping | None = None,
+    ):
+        super().__init__(
+            num_locations,
+            paradigm=paradigm,
+            C=C,
+            K=K,
+            t0=t0,
+            t0_sd=t0_sd,
+            weights=weights,
+            alpha=alpha,
+            num_nodes=num_nodes,
+            mK=mK,
+            sK=sK,
+            regions=regions,
+            t0_dist=t0_dist,
+            conditions=conditions,
+            by_condition=by_condition,
+        )
+        if isinstance(num_subjects, bool) or not isinstance(num_subjects, numbers.Integral):
+            raise ValueError(f"num_subjects must be a positive int, got {num_subjects!r}")
+        if num_subjects < 1:
+            raise ValueError(f"num_subjects must be a positive int, got {num_subjects}")
+        if self._k_site() == "K":
+            raise ValueError(
+                "HierarchicalTVA takes K as 'probit', 'free' or fixed, not a prior over real "
+                "capacities"
+            )
+        self.num_subjects = int(num_subjects)
+        self._shapes = self._unconstrained_shapes()
+        self._priors = self._hyperpriors(dict(priors or {}))
+
+    # -- structure
+    def _unconstrained_shapes(self) -> dict[str, tuple]:
+        """The hierarchical parameters and the shape of their unconstrained value."""
+        shapes = {}
+        for name in _ORDER:
+            if not self._is_latent(name):
+                continue
+            if name == "weights":
+                r = len(self.regions)
+                if r > 1:
+                    shapes[name] = (r - 1,)
+            elif name == "K_probs":
+                shapes[name] = (self.K.event_shape[-1] - 1,)
+            else:
+                shapes[name] = ()
+        return shapes
+
+    def _hyperpriors(self, overrides: dict) -> dict:
+        n = self.num_locations
+        log_t0 = self.t0_dist == "exponential"
+        mean = {
+            "C": dist.Normal(_f64(math.log(40.0)), 0.5),
+            "alpha": dist.Normal(_f64(math.log(0.5)), 0.75),
+            "weights": dist.Normal(_f64(0.0), 0.5),
+            "t0": dist.Normal(_f64(math.log(15.0)), 0.75)
+            if log_t0
+            else dist.Normal(_f64(15.0), 10.0),
+            "t0_sd": dist.Normal(_f64(math.log(8.0)), 0.75),
+            "mK": dist.Normal(_f64(n / 2 + 0.5), 1.5),
+            "sK": dist.Normal(_f64(math.log(0.6)), 0.75),
+            "K_probs": dist.Normal(_f64(0.0), 1.5),
+        }
+        out = {}
+        for name, shape in self._shapes.items():
+            linear_t0 = name == "t0" and not log_t0
+            out[f"{name}_mu"] = (mean[name], shape)
+            sd = 10.0 if linear_t0 else 1.0 if name == "mK" else 0.5
+            out[f"{name}_sigma"] = (dist.HalfNormal(_f64(sd)), shape)
+            if self._has_effect(name):
+                eff = 10.0 if linear_t0 else 1.0 if name == "mK" else 0.5
+                out[f"{name}_effect"] = (dist.Normal(_f64(0.0), eff), (self.conditions - 1, *shape))
+        for key, prior in overrides.items():
+            if key not in out:
+                raise ValueError(
+                    f"priors names unknown site {key!r}; this model's hyper-sites are "
+                    f"{', '.join(out)}"
+                )
+            if not isinstance(prior, dist.Distribution):
+                raise ValueError(f"priors[{key!r}] must be a pyro distribution, got {prior!r}")
+            out[key] = (prior, out[key][1])
+        return {k: _shaped(k, p, s) for k, (p, s) in out.items()}
+
+    def _has_effect(self, name: str) -> bool:
+        return self.conditions > 1 and self._varies(name)
+
+    def latent_names(self) -> list[str]:
+        names = []
+        for name in self._shapes:
+            names += [f"{name}_mu", f"{name}_sigma"]
+            if self._has_effect(name):
+                names.append(f"{name}_effect")
+            names.append(f"{name}_z")
+        return names
+
+    def param_dims(self) -> dict[str, list[str]]:
+        """ArviZ dims: ``subject`` (and ``condition``) for the subject-level sites and ``z``;
+        ``contrast`` (condition ``j + 1`` against condition 0) for the effects."""
+        out = {}
+        for name in list(self._shapes) + ["attention_weights", "K_mean"]:
+            varies = (
+                "weights" in self.by_condition
+                if name == "attention_weights"
+                else "K" in self.by_condition
+                if name == "K_mean"
+                else self._varies(name)
+            )
+            dims = ["subject", "condition"] if varies else ["subject"]
+            out[name] = dims
+            if name in self._shapes:
+                out[f"{name}_z"] = dims
+                if self._has_effect(name):
+                    out[f"{name}_effect"] = ["contrast"]
+        return out
+
+    def _z_shape(self, name: str) -> tuple:
+        cond = (self.conditions,) if self._varies(name) else ()
+        return (self.num_subjects, *cond, *self._shapes[name])
+
+    # -- transforms (vectorised over leading draw dims)
+    def _subject_values(self, values: dict) -> dict:
+        """Subject-level parameters ``{p: (..., S, C|1, *event)}`` from hyper-site values."""
+        out = {}
+        for name, shape in self._shapes.items():
+            ue = len(shape)
+            mu, sigma, z = values[f"{name}_mu"], values[f"{name}_sigma"], values[f"{name}_z"]
+            mean = mu.unsqueeze(mu.dim() - ue)  # (..., 1, *u)
+            if self._has_effect(name):
+                mean = torch.cat([mean, mean + values[f"{name}_effect"]], -1 - ue)
+            if not self._varies(name):
+                z = z.unsqueeze(z.dim() - ue)  # (..., S, 1, *u)
+            scale = sigma.unsqueeze(sigma.dim() - ue).unsqueeze(sigma.dim() - ue)
+            x = mean.unsqueeze(mean.dim() - 1 - ue) + scale * z
+            out[name] = _constrain(name, x, self.t0_dist)
+        return out
+
+    def _trial_params(self, subj: dict, subject, condition) -> dict:
+        """Per-trial parameters ``(..., T|1, ...)`` as :meth:`TVA._per_trial` gives them."""
+        events = {"weights": 1, "K_probs": 1}
+        vals = {}
+        for name in ("C", "alpha", "weights", "t0", "t0_sd", "mK", "sK", "K_probs"):
+            e = events.get(name, 0)
+            if name in subj:
+                x = subj[name]
+                c = x.shape[x.dim() - 1 - e]
+                flat = x.reshape(*x.shape[: x.dim() - 2 - e], -1, *x.shape[x.dim() - e :])
+                idx = subject * c + (condition if c > 1 else 0)
+                vals[name] = flat.index_select(flat.dim() - 1 - e, idx)
+            else:
+                fixed = self._fixed_value(name)
+                vals[name] = None if fixed is None else fixed.unsqueeze(fixed.dim() - e)
+        if "t0_sd" not in subj and float(self.t0_sd) == 0.0:
+            vals["t0_sd"] = None  # a fixed threshold
+        n = self.num_locations
+        if self._probit:
+            k_probs = k_probit_probabilities(vals["mK"], vals["sK"], n)
+        elif self._k_site() is None:
+            k_probs = _with_k0(self._fixed_k_probs(), n)[None]
+        else:
+            k_probs = _with_k0(vals["K_probs"], n)
+        return {
+            "C": vals["C"],
+            "t0": vals["t0"],
+            "t0_sd": vals["t0_sd"],
+            "k_probs": k_probs,
+            "weights": self._location_weights(vals["weights"]),
+            "alpha": vals["alpha"],
+        }
+
+    def _fixed_value(self, name: str):
+        if name == "alpha" and self.paradigm != "partial":
+            return None
+        if name == "weights":
+            w = self.weights
+            if isinstance(w, dist.Distribution):  # one region: every weight 1
+                return torch.ones(len(self.regions), dtype=torch.float64)
+            return w
+        value = getattr(self, name, None)
+        if value is None or isinstance(value, dist.Distribution):
+            return None  # not a parameter of this model (e.g. K_probs with a probit K)
+        return torch.as_tensor(value, dtype=torch.float64)
+
+    # -- the Pyro program
+    def model(
+        self,
+        exposure,
+        reported=None,
+        targets=None,
+        distractors=None,
+        subject=None,
+        condition=None,
+    ):
+        """The Pyro program; see the class docstring for the data.
+
+        Raises:
+            ValueError: bad data (see :meth:`TVA.model`); ``subject`` or ``condition`` missing
+                (several subjects/conditions), of the wrong shape or out of range.
+            TypeError: ``subject`` or ``condition`` is not an integer tensor.
+        """
+        exposure, reported, targets, distractors = self._check_data(
+            exposure, reported, targets, distractors
+        )
+        num_trials = exposure.shape[0]
+        subject = _index("subject", subject, num_trials, self.num_subjects)
+        condition = _condition_index(condition, num_trials, self.conditions)
+        values = {}
+        for name in self._shapes:
+            for part in ("mu", "sigma", "effect"):
+                key = f"{name}_{part}"
+                if key in self._priors:
+                    values[key] = _as64(pyro.sample(key, self._priors[key]))
+            z_prior = dist.Normal(torch.zeros((), dtype=torch.float64), 1.0)
+            shape = self._z_shape(name)
+            values[f"{name}_z"] = pyro.sample(
+                f"{name}_z", z_prior.expand(shape).to_event(len(shape))
+            )
+        subj = self._subject_values(values)
+        for name, x in subj.items():
+            e = 1 if name in ("weights", "K_probs") else 0
+            pyro.deterministic(name, x if self._varies(name) else x.squeeze(x.dim() - 1 - e))
+        self._subject_summaries(subj)
+        p = self._trial_params(subj, subject, condition)
+        p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
+        return self._observe(exposure, reported, targets, distractors, p)
+
+    def _subject_summaries(self, subj: dict) -> None:
+        """Deterministic ``attention_weights (S, [C,] N)`` and ``K_mean (S, [C])``."""
+        if "weights" in subj:
+            w = self._location_weights(subj["weights"])
+            w = w / w.sum(-1, keepdim=True)
+            pyro.deterministic(
+                "attention_weights", w if "weights" in self.by_condition else w.squeeze(-2)
+            )
+        if self._probit and ("mK" in subj or "sK" in subj):
+            mK = subj["mK"] if "mK" in subj else self._fixed_value("mK")
+            sK = subj["sK"] if "sK" in subj else self._fixed_value("sK")
+            kp = k_probit_probabilities(mK, sK, self.num_locations)
+        elif "K_probs" in subj:
+            kp = _with_k0(subj["K_probs"], self.num_locations)
+        else:
+            return
+        k_mean = (kp * torch.arange(kp.shape[-1], dtype=kp.dtype)).sum(-1)  # (S, C|1)
+        pyro.deterministic("K_mean", k_mean if "K" in self.by_condition else k_mean[..., 0])
+
+    # -- vectorised evaluation of draws
+    log_likelihood_sums_to_joint = True
+
+    def prior_log_density(self, draws: dict) -> torch.Tensor:
+        """``log p(theta_d)`` of the hyper-site draws, ``(D,)``."""
+        total = 0.0
+        for name in self._shapes:
+            for part in ("mu", "sigma", "effect"):
+                key = f"{name}_{part}"
+                if key in self._priors:
+                    total = total + self._priors[key].log_prob(draws[key])
+            z = draws[f"{name}_z"]
+            lead = z.shape[0]
+            zz = z.reshape(lead, -1)
+            total = total + (-0.5 * zz**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return torch.as_tensor(total, dtype=torch.float64)
+
+    def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
+        """Pointwise log-likelihood ``(D, T)`` per trial, vectorised over draws in chunks.
+
+        Raises:
+            ValueError: ``data`` lacks the observed reports, or its ``subject``/``condition``
+                is bad.
+        """
+        reported = data.get(self.obs_name)
+        if reported is None:
+            raise ValueError("log_likelihood needs the observed 'reported' in data")
+        exposure = _check_exposure(data["exposure"])
+        reported = _check_report(reported, self.num_locations)
+        num_trials = exposure.shape[0]
+        subject = _index("subject", data.get("subject"), num_trials, self.num_subjects)
+        condition = _condition_index(data.get("condition"), num_trials, self.conditions)
+        chunk_size = max(1, min(64, 30_000 // max(num_trials, 1)))
+        out = []
+        for chunk, num in draws_slices(draws, chunk_size):
+            chunk = {k: _as64(torch.as_tensor(v)) for k, v in chunk.items()}
+            p = self._trial_params(self._subject_values(chunk), subject, condition)
+            if p["t0_sd"] is None:
+                p["t0_sd"] = torch.zeros(1, dtype=torch.float64)
+            lp = self._trial_log_prob(p, data, exposure, reported)
+            out.append(lp.expand(num, num_trials) if lp.dim() == 1 else lp)
+        return torch.cat(out, 0)
+
+
+def _shaped(key: str, prior, shape: tuple):
+    """``prior`` with batch shape ``shape`` moved to the event (one site of that shape).
+
+    Raises:
+        ValueError: ``prior`` has a batch or event shape that does not fit ``shape``.
+    """
+    shape = torch.Size(shape)
+    full = prior.batch_shape + prior.event_shape
+    if full == shape:
+        return prior.to_event(len(prior.batch_shape)) if prior.batch_shape else prior
+    if prior.event_shape == () and prior.batch_shape == ():
+        return prior.expand(shape).to_event(len(shape)) if shape else prior
+    raise ValueError(
+        f"priors[{key!r}] has shape {tuple(full)}; the site has shape {tuple(shape)} "
+        "(a scalar prior is expanded)"
+    )
+
+
+def _constrain(name: str, x: torch.Tensor, t0_dist: str) -> torch.Tensor:
+    """The constrained parameter from its unconstrained value (module docstring)."""
+    if name in ("weights", "K_probs"):
+        return torch.softmax(torch.cat([x, torch.zeros_like(x[..., :1])], -1), -1)
+    if name in ("t0", "mK") and not (name == "t0" and t0_dist == "exponential"):
+        return x
+    return torch.exp(x)
