@@ -235,20 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_backend_arguments(parser, default: str = "process") -> None:
-    """``--backend``, ``--workers`` (and ``--address``) of commands that run independent
-    tasks through :mod:`bayesattn.experiments.backends`."""
-    parser.add_argument("--backend", default=default, choices=["process", "ray", "serial"],
-                        help=f"where independent fits run (default {default}): a local process "
-                             "pool, Ray (local, or a cluster with --address), or one by one")
-    parser.add_argument("--workers", type=_positive, default=None,
-                        help="parallel workers (default: CPUs of this machine; with --address "
-                             "as many as the cluster runs)")
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster address (auto, HOST:6379 or ray://HOST:10001); needs "
-                             "--backend ray (default: a private local Ray)")
-
-
 def _add_tva(sub, seed_help: str, force_help: str) -> None:
     tva = sub.add_parser("tva", help="Theory of Visual Attention: fit a study's trials")
     tsub = tva.add_subparsers(dest="tva_command", required=True)
@@ -281,6 +267,8 @@ def _add_tva(sub, seed_help: str, force_help: str) -> None:
                           "C=LogNormal(4.5,0.6); NAME one of C, alpha, w, mu0, sigma0, mK, sK, "
                           "pK; repeat for several")
     fit.add_argument("--out", default="bayesattn-tva", help="output folder")
+    from .experiments.backends import add_backend_arguments
+
     add_backend_arguments(fit)
     fit.add_argument("--seed", type=_seed, default=0, help=seed_help)
     fit.add_argument("--quick", action="store_true", help="short chains / few draws")

@@ -43,7 +43,8 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["BACKENDS", "TaskResult", "default_workers", "run_tasks"]
+__all__ = ["BACKENDS", "TaskResult", "add_backend_arguments", "default_workers", "import_ray",
+           "run_tasks"]
 
 #: backends of :func:`run_tasks` (the first is the command line's default)
 BACKENDS = ("process", "ray", "serial")
@@ -69,6 +70,33 @@ class TaskResult:
     def ok(self) -> bool:
         """Whether the task finished without an error."""
         return self.error is None
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of ``--workers``: a positive integer."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def add_backend_arguments(parser, default: str = "process") -> None:
+    """Add ``--backend``, ``--workers`` and ``--address`` (the arguments of
+    :func:`run_tasks`) to an argparse ``parser``."""
+    parser.add_argument("--backend", default=default, choices=list(BACKENDS),
+                        help=f"where independent fits run (default {default}): a local process "
+                             "pool, Ray (local, or a cluster with --address), or one by one")
+    parser.add_argument("--workers", type=_positive_int, default=None,
+                        help="parallel workers (default: CPUs of this machine; with --address "
+                             "as many as the cluster runs)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (auto, HOST:6379 or ray://HOST:10001); needs "
+                             "--backend ray (default: a private local Ray)")
 
 
 def default_workers(num_tasks: int) -> int:

@@ -32,7 +32,7 @@ from ..errors import UsageError
 from ..models.neuro.tva.sets import MAX_ITEMS
 from .fit_csv import _open_text, _rows
 
-__all__ = ["Trials", "read_trials", "group_indices", "natural_key"]
+__all__ = ["Trials", "read_trials", "write_trials", "group_indices", "natural_key"]
 
 _LOCATION = re.compile(r"^([SDR])(\d+)$")
 
@@ -72,6 +72,28 @@ class Trials:
         return Trials(*(getattr(self, f)[index] for f in
                         ("subject", "condition", "exposure", "shown", "distractors",
                          "reported", "rows")))
+
+
+def write_trials(path: str | Path, trials: Trials) -> None:
+    """Write ``trials`` as the long CSV that :func:`read_trials` reads (the module's layout;
+    the ``condition`` column is left out when every label is ``""``).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    n = trials.num_locations
+    with_condition = bool((trials.condition != "").any())
+    header = ["subject", *(["condition"] if with_condition else []), "T",
+              *(f"{k}{j}" for k in "SDR" for j in range(1, n + 1))]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for i in range(len(trials.exposure)):
+            masks = [int(v) for m in (trials.shown, trials.distractors, trials.reported)
+                     for v in m[i]]
+            writer.writerow([trials.subject[i], *([trials.condition[i]] if with_condition
+                                                  else []), repr(float(trials.exposure[i])),
+                             *masks])
 
 
 def natural_key(label: str):
