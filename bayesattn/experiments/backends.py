@@ -26,6 +26,11 @@ stops the workers (the pool's processes are terminated; Ray tasks are cancelled 
 Ray instance is shut down) and propagates.
 
 Progress: a tqdm bar over finished tasks on stderr (``progress=True``).
+
+The process pool spawns fresh interpreters that import the module of ``fn``; a script that
+calls :func:`run_tasks` with ``backend="process"`` must therefore keep its top-level code under
+``if __name__ == "__main__":`` (Python's rule for the ``spawn`` start method). How to run on a
+Ray cluster: ``docs/cluster.md``.
 """
 
 from __future__ import annotations
