@@ -117,8 +117,9 @@ def plan_fits(trials: Trials, *, by: tuple, hierarchical: bool,
         sub = trials.subset(index)
         conds = _labels(sub.condition)
         subs = _labels(sub.subject)
+        pooled = (conds[0] or "all") if len(conds) == 1 else "all"
         full = {"subject": key.get("subject", "all" if len(subs) > 1 else subs[0]),
-                "condition": key.get("condition", conds[0] if len(conds) == 1 else "all")}
+                "condition": key.get("condition", pooled)}
         parts = ["hierarchical"] if hierarchical else []
         parts += [f"{c}-{_safe(key[c])}" for c in split]
         name = "fit-" + ("-".join(parts) or "all")
