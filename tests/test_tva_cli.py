@@ -328,6 +328,7 @@ def _assert_same(results, reference):
                                               ref.value.posterior[name].values)
             np.testing.assert_array_equal(r.value.log_likelihood["reported"].values,
                                           ref.value.log_likelihood["reported"].values)
+            assert r.value.prior.sizes["draw"] == 10  # fit(num_prior_draws=10)
 
 
 @pytest.mark.slow

@@ -100,8 +100,11 @@ def plot_parameters(out, name: str, frame) -> None:
     params = [p for p in ("C", "alpha", "mu0", "sigma0", "mK", "sK", "K_mean")
               if p in frame.columns and frame[p].notna().any()]
     units = {"C": "items/s", "mu0": "ms", "sigma0": "ms"}
-    fig = Figure(figsize=(max(4.0, 3.2 * len(params)), 3.2), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, max(1, len(params)), squeeze=False)).ravel()
+    cols = max(1, min(4, len(params)))
+    nrows = max(1, math.ceil(len(params) / cols))
+    height = min(12.0, max(2.4, 0.16 * len(frame) + 1.0))
+    fig = Figure(figsize=(3.4 * cols, height * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
     labels = [f"{s}/{c}" for s, c in zip(frame["subject"], frame["condition"], strict=True)]
     y = np.arange(len(frame))
     for ax, p in zip(axes, params, strict=False):
@@ -111,6 +114,8 @@ def plot_parameters(out, name: str, frame) -> None:
         ax.set_title(p + (f" ({units[p]})" if p in units else ""), fontsize=9)
         ax.set_yticks(y, labels if len(y) <= 40 else [""] * len(y), fontsize=6)
         ax.invert_yaxis()
+    for ax in axes[len(params):]:
+        ax.set_visible(False)
     if not params:
         axes[0].text(0.5, 0.5, "no fitted parameters", ha="center", va="center")
     fig.suptitle("posterior mean and 94% HDI per fit (subject/condition)", fontsize=10)
