@@ -8,7 +8,14 @@ Commands (each imports its experiment module lazily, so ``bayesattn --help`` is 
     bayesattn predict --fit DIR --data NEW.csv --out PREDICTIONS.csv [--prob P] [--force]
     bayesattn bench NAME [--out DIR] [--quick] [--force] [NAME's options]
         (NAME: see bayesattn.experiments.benches.BENCHES, e.g. uea [--attention KIND[,KIND...]]
-         [--seeds N] [--epochs N])
+         [--seeds N] [--epochs N] [--backend process|ray|serial] [--workers N])
+    bayesattn tva fit --data TRIALS.csv --task partial|whole --k probit|free|fixed=VALUE
+                  --t0 gaussian|fixed=VALUE|exponential [--regions "1-3,4-6"]
+                  --by subject[,condition] [--condition-params C,alpha,w,K,t0]
+                  [--hierarchical] --method map|nuts|svi [--prior NAME=Family(args) ...]
+                  --out DIR [--backend process|ray|serial] [--address ADDR] [--workers N]
+                  [--seed N] [--force] [--quick]
+        (see bayesattn.experiments.tva_study; exit status 1 when some fits failed)
 
 Errors: bad input (a missing, unreadable, non-UTF-8 or binary file; a missing column;
 non-numeric data; values too large to square; more rows than the model and method can fit;
@@ -130,6 +137,12 @@ def _predict(args) -> None:
     run_predict(args)
 
 
+def _tva_fit(args) -> int:
+    from .experiments.tva_study import run_tva_fit
+
+    return run_tva_fit(args, command=["bayesattn", *args.argv])
+
+
 def _probability(text: str) -> float:
     """argparse type of ``--prob``: a number strictly between 0 and 1."""
     try:
@@ -209,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--force", action="store_true", help="replace an existing --out file")
     pred.set_defaults(func=_predict)
 
+    _add_tva(sub, seed_help, force_help)
+
     from .experiments.benches import BENCHES
 
     bench = sub.add_parser("bench",
@@ -218,6 +233,47 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the experiment's own options (`bayesattn bench NAME --help`)")
     bench.set_defaults(func=_bench)
     return parser
+
+
+def _add_tva(sub, seed_help: str, force_help: str) -> None:
+    tva = sub.add_parser("tva", help="Theory of Visual Attention: fit a study's trials")
+    tsub = tva.add_subparsers(dest="tva_command", required=True)
+    fit = tsub.add_parser("fit", help="fit TVA per subject (or condition) to a trial CSV")
+    fit.add_argument("--data", required=True,
+                     help="CSV, one row per trial: subject, condition, T (ms), S1..SN, D1..DN, "
+                          "R1..RN (0/1)")
+    fit.add_argument("--task", required=True, choices=["partial", "whole"],
+                     help="partial or whole report")
+    fit.add_argument("--k", default="probit",
+                     help="VSTM capacity K: probit (default), free or fixed=VALUE")
+    fit.add_argument("--t0", default="gaussian",
+                     help="perception threshold: gaussian (default), exponential or "
+                          "fixed=VALUE (ms)")
+    fit.add_argument("--regions", default=None,
+                     help="locations sharing a weight, 1-based ranges: \"1-3,4-6\" (default: "
+                          "one weight per location)")
+    fit.add_argument("--by", default="subject",
+                     help="one fit per: subject (default), condition or subject,condition")
+    fit.add_argument("--condition-params", default=None,
+                     help="with --by subject: parameters with one value per condition, some "
+                          "of C,alpha,w,K,t0")
+    fit.add_argument("--hierarchical", action="store_true",
+                     help="one hierarchical fit of all subjects (per condition with --by "
+                          "subject,condition)")
+    fit.add_argument("--method", default="map", choices=["map", "nuts", "svi"],
+                     help="inference method (default map)")
+    fit.add_argument("--prior", action="append", default=[], metavar="NAME=Family(args)",
+                     help="a prior from pyro.distributions with numeric arguments, e.g. "
+                          "C=LogNormal(4.5,0.6); NAME one of C, alpha, w, mu0, sigma0, mK, sK, "
+                          "pK; repeat for several")
+    fit.add_argument("--out", default="bayesattn-tva", help="output folder")
+    from .experiments.backends import add_backend_arguments
+
+    add_backend_arguments(fit)
+    fit.add_argument("--seed", type=_seed, default=0, help=seed_help)
+    fit.add_argument("--quick", action="store_true", help="short chains / few draws")
+    fit.add_argument("--force", action="store_true", help=force_help)
+    fit.set_defaults(func=_tva_fit)
 
 
 def _noninteractive_plots() -> None:
@@ -232,7 +288,8 @@ def _noninteractive_plots() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bayesattn`` console script; returns the exit status.
 
-    0 on success; 2 with one line ``bayesattn: error: ...`` on a user error (including
+    0 on success; 1 when a command finished but some of its independent fits failed (each
+    reported); 2 with one line ``bayesattn: error: ...`` on a user error (including
     argparse's); 130 with one line ``bayesattn: interrupted; ...`` on Ctrl-C.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -240,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.argv = argv
         _noninteractive_plots()
-        args.func(args)
+        code = args.func(args)
+        if code:
+            return int(code)
     except UsageError as err:
         print(f"bayesattn: error: {err}", file=sys.stderr, flush=True)
         return 2

@@ -25,6 +25,7 @@ Published reference for the softmax Transformer on this split: about 98.4-98.7 %
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import statistics
@@ -34,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data.japanese_vowels import load_japanese_vowels
 from ..io import OutputDir
@@ -116,6 +116,7 @@ def _resolve_kinds(attention):
     return kinds
 
 
+@functools.lru_cache(maxsize=1)
 def _load_data():
     data = load_japanese_vowels()
     mean, std = data.train.feature_mean_std()
@@ -191,6 +192,13 @@ def run_one(kind: str, seed: int, train, test, config: BenchConfig, *, epochs: i
         **extra,
     }
     return record, probs
+
+
+def _run_task(payload):
+    """One run of the benchmark in a worker: ``payload = (kind, seed, epochs, config)``."""
+    kind, seed, epochs, config = payload
+    train, test = _load_data()
+    return run_one(kind, seed, train, test, config, epochs=epochs)
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -304,6 +312,9 @@ def run_uea_bench(
     epochs: int | None = None,
     config: BenchConfig | None = None,
     progress: bool = True,
+    backend: str = "serial",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> list[dict]:
     """Run the benchmark and write ``results.json``, ``results.md``, ``results.png`` to ``out``.
 
@@ -316,12 +327,19 @@ def run_uea_bench(
         epochs: override the epochs of every kind (default: :class:`BenchConfig`).
         config: settings (default :class:`BenchConfig`).
         progress: show a tqdm bar over runs.
+        backend, workers, address: where the runs (kind x seed) go
+            (:func:`bayesattn.experiments.backends.run_tasks`): ``"serial"`` (one after the
+            other here), ``"process"`` (a local process pool) or ``"ray"``. Each run seeds
+            itself and uses ``config.threads`` torch threads, so the records are the same on
+            every backend (the timings aside).
 
     Returns:
-        the list of result records (as in ``results.json``).
+        the list of result records (as in ``results.json``), in the order kind, seed.
 
     Raises:
-        bayesattn.errors.UsageError: unknown kind, ``seeds < 1`` or ``epochs < 1``.
+        bayesattn.errors.UsageError: unknown kind, ``seeds < 1`` or ``epochs < 1``; a bad
+            backend option (see :func:`~bayesattn.experiments.backends.run_tasks`); a run
+            failed (the others are finished and written first).
     """
     from ..errors import UsageError
 
@@ -334,22 +352,29 @@ def run_uea_bench(
     if not isinstance(out, OutputDir):
         Path(out).mkdir(parents=True, exist_ok=True)
         out = OutputDir.plain(out)
+    from .backends import run_tasks
+
     train, test = _load_data()
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    records, probs_by_run = [], {}
+    runs = [(k, s) for k in kinds for s in range(seeds)]
+    done: dict[int, tuple] = {}
+
+    def on_result(i, res):
+        if res.ok:
+            done[i] = res.value
+            records_so_far = [done[j][0] for j in sorted(done)]
+            out.write_text("results.json", json.dumps(records_so_far, indent=2) + "\n")
+
     start = time.perf_counter()
-    try:
-        runs = [(k, s) for k in kinds for s in range(seeds)]
-        bar = tqdm(runs, desc="bench uea", disable=not progress)
-        for kind, seed in bar:
-            bar.set_postfix(attention=kind, seed=seed)
-            record, probs = run_one(kind, seed, train, test, config, epochs=epochs)
-            records.append(record)
-            probs_by_run[(kind, seed)] = probs
-            out.write_text("results.json", json.dumps(records, indent=2) + "\n")
-    finally:
-        torch.set_num_threads(old_threads)
+    results = run_tasks(_run_task, [(f"{k} seed {s}", (k, s, epochs, config)) for k, s in runs],
+                        backend=backend, workers=workers, address=address,
+                        threads=config.threads, progress=progress, desc="bench uea",
+                        on_result=on_result)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise UsageError(f"{len(failed)} of {len(results)} runs failed; the first: "
+                         f"{failed[0].key}: {failed[0].error}")
+    records = [done[i][0] for i in range(len(runs))]
+    probs_by_run = {runs[i]: done[i][1] for i in range(len(runs))}
     wall = time.perf_counter() - start
     out.write_text("results.md", _table(records, config, wall, kinds, seeds))
     with out.file("predictions.npz") as tmp, open(tmp, "wb") as fh:
@@ -375,6 +400,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per kind (default 3)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of every kind (default: the benchmark's own)")
+    from .backends import add_backend_arguments
+
+    add_backend_arguments(parser)
 
 
 def run(args, out) -> None:
@@ -383,4 +411,5 @@ def run(args, out) -> None:
              if args.attention else None)
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     seeds = 1 if args.quick else args.seeds
-    run_uea_bench(out, attention=kinds, seeds=seeds, epochs=epochs)
+    run_uea_bench(out, attention=kinds, seeds=seeds, epochs=epochs, backend=args.backend,
+                  workers=args.workers, address=args.address)

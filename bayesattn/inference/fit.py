@@ -53,6 +53,7 @@ def fit(
     progress_bar: bool = True,
     num_threads: int | None = None,
     max_memory: int = MAX_MEMORY,
+    num_prior_draws: int | None = None,
 ) -> az.InferenceData:
     """Fit ``model`` to ``data`` and return an :class:`arviz.InferenceData` with a verdict.
 
@@ -108,6 +109,9 @@ def fit(
         progress_bar: show progress bars.
         num_threads: torch threads during the fit; ``None`` = the rule above.
         max_memory: bytes a full-data likelihood may take.
+        num_prior_draws: draws of the ``prior`` and ``prior_predictive`` groups; None = the
+            default of :func:`bayesattn.inference.to_inference_data` (500, fewer for an
+            expensive likelihood); 0 = no prior groups.
 
     Returns:
         InferenceData with ``posterior``, ``sample_stats`` (NUTS), ``log_likelihood``,
@@ -156,7 +160,8 @@ def fit(
                                        num_steps=num_steps)
         pointwise = _pointwise_affordable(model, data, draws, subsample)
         idata = to_inference_data(model, data, draws, stats, seed=seed, method=method,
-                                  pointwise=pointwise, **extra)
+                                  pointwise=pointwise, num_prior_draws=num_prior_draws,
+                                  **extra)
         if method == "nuts":
             figures = nuts_figures(idata, model.latent_names(), max_tree_depth)
             settings["jit_compile"] = jit_compile
