@@ -97,15 +97,15 @@ class UncertaintyConfig:
     batch_size: int = _BASE.batch_size
     lr: float = _BASE.lr
     weight_decay: float = _BASE.weight_decay
-    epochs: int = 30
+    epochs: int = 20
     val_per_class: int = 8
     ensemble_size: int = 5
-    mc_samples: int = 10
+    mc_samples: int = 8
     laplace_samples: int = 64
     laplace_prior_grid: tuple = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
     temperature_prior_scale: float = 0.5
-    bam_kl_grid: tuple = (0.001, 0.01, 0.1)
-    gp_amplitude_grid: tuple = (0.1, 0.3, 1.0)
+    bam_kl_grid: tuple = (0.01, 0.1)
+    gp_amplitude_grid: tuple = (0.2, 0.5)
     severities: tuple = SEVERITIES
     threads: int = 1
 
@@ -444,7 +444,6 @@ def run_uncertainty_bench(out, *, seeds: int = 5, methods=None, config: Uncertai
         bayesattn.errors.UsageError: ``seeds < 1``; an unknown method.
     """
     from ..errors import UsageError
-    from ..inference.threads import torch_threads
     from .uncertainty_plots import plot_all
 
     if not (isinstance(seeds, int) and seeds >= 1):
@@ -460,7 +459,10 @@ def run_uncertainty_bench(out, *, seeds: int = 5, methods=None, config: Uncertai
     protocol = _protocol(config, seeds)
     records, pooled, choices = [], {}, {}
     start = time.perf_counter()
-    with torch_threads(config.threads):
+    # torch.set_num_threads directly: bayesattn.inference.threads would import ArviZ (seconds)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
         bar = tqdm(total=seeds * len(methods), desc="bench uncertainty", disable=not progress)
         for seed in range(seeds):
             recs, arrays = _run_seed(seed, config, methods, choices, protocol["grid_search"],
@@ -471,13 +473,17 @@ def run_uncertainty_bench(out, *, seeds: int = 5, methods=None, config: Uncertai
             doc = {"settings": asdict(config), "protocol": protocol, "records": records,
                    "complete": seed == seeds - 1}
             out.write_text("results.json", json.dumps(doc, indent=1, default=_json) + "\n")
+            with out.file("arrays.pt") as tmp:  # for plots of a partial run (finish_from)
+                torch.save(pooled, tmp)
         bar.close()
+    finally:
+        torch.set_num_threads(old_threads)
     wall = time.perf_counter() - start
     summary = summarize(records)
     doc["summary"], doc["verdict"], doc["wall_seconds"] = summary, verdict(summary), wall
     out.write_text("results.json", json.dumps(doc, indent=1, default=_json) + "\n")
     out.write_text("results.md", _table(records, summary, config, protocol, wall, seeds))
-    plot_all(out, records, pooled, config)
+    plot_all(out, records, pooled, config, dpi=110 if config.epochs > 1 else 50)
     if progress:
         print((out / "results.md").read_text())
     return records
@@ -503,7 +509,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--methods", default=None,
                         help="comma-separated methods (default all): " + ", ".join(METHODS))
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs of every model (default 30)")
+                        help="epochs of every model (default 20)")
 
 
 def run(args, out) -> None:

@@ -20,7 +20,7 @@ def _pool(pooled, method, key):
     return torch.cat([a[key] for a in pooled[method]])
 
 
-def plot_all(out, records: list[dict], pooled: dict, config) -> None:
+def plot_all(out, records: list[dict], pooled: dict, config, *, dpi: int = 110) -> None:
     """Write ``reliability.png``, ``shift.png``, ``roc.png`` and ``coverage.png`` to ``out``.
 
     Args:
@@ -29,6 +29,7 @@ def plot_all(out, records: list[dict], pooled: dict, config) -> None:
         pooled: ``{method: [per-seed dict of tensors probs, y, ent_in, ent_out, mi_in,
             mi_out]}``.
         config: the :class:`UncertaintyConfig` (its severities).
+        dpi: resolution of the PNG files.
     """
     from matplotlib.figure import Figure
 
@@ -43,7 +44,8 @@ def plot_all(out, records: list[dict], pooled: dict, config) -> None:
         curve = reliability_curve(probs, y, n_bins=10)
         ok = curve.count > 0
         width = 0.1
-        ax.bar((curve.edges[:-1] + width / 2)[ok], curve.accuracy[ok], width=width * 0.9,
+        ax.bar((curve.edges[:-1] + width / 2)[ok].numpy(), curve.accuracy[ok].numpy(),
+               width=width * 0.9,
                color="C0", alpha=0.7, label="accuracy")
         ax.plot([0, 1], [0, 1], "--", color="0.4", lw=1)
         ax.set_title(LABELS[m], fontsize=9)
@@ -53,7 +55,7 @@ def plot_all(out, records: list[dict], pooled: dict, config) -> None:
     for ax in axes[len(methods):]:
         ax.set_visible(False)
     fig.suptitle("Reliability on the clean test set (10 bins, all seeds pooled)")
-    out.savefig("reliability.png", fig, dpi=110)
+    out.savefig("reliability.png", fig, dpi=dpi)
 
     # metric against severity, mean over seeds
     sev = [0, *config.severities]
@@ -73,7 +75,7 @@ def plot_all(out, records: list[dict], pooled: dict, config) -> None:
                 axes[2, j].set_xlabel("severity (0 = clean)")
     axes[0, 0].legend(fontsize=7, loc="lower left")
     fig.suptitle("Accuracy, NLL and ECE against corruption severity (mean over seeds)")
-    out.savefig("shift.png", fig, dpi=110)
+    out.savefig("shift.png", fig, dpi=dpi)
 
     # ROC of the unknown-speaker detection
     fig = Figure(figsize=(11, 4.8), layout="constrained")
@@ -91,7 +93,7 @@ def plot_all(out, records: list[dict], pooled: dict, config) -> None:
         ax.set_ylabel("true-positive rate (held-out speakers)")
         ax.set_title(f"unknown speakers by {title} (seeds pooled)")
     ax_h.legend(fontsize=7, loc="lower right")
-    out.savefig("roc.png", fig, dpi=110)
+    out.savefig("roc.png", fig, dpi=dpi)
 
     # accuracy-coverage
     fig = Figure(figsize=(6.5, 4.8), layout="constrained")
@@ -104,7 +106,7 @@ def plot_all(out, records: list[dict], pooled: dict, config) -> None:
     ax.set_ylabel("accuracy on the answered (%)")
     ax.set_title("selective prediction by confidence (clean test, seeds pooled)")
     ax.legend(fontsize=7, loc="lower left")
-    out.savefig("coverage.png", fig, dpi=110)
+    out.savefig("coverage.png", fig, dpi=dpi)
 
 
 def _roc(s_in: np.ndarray, s_out: np.ndarray):
