@@ -64,8 +64,8 @@ from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .uea import BenchConfig
 from .uncertainty_methods import GROUPS, LABELS, METHODS, MethodTrainer
 
-__all__ = ["UncertaintyConfig", "QUICK", "stratified_split", "run_uncertainty_bench",
-           "summarize", "verdict"]
+__all__ = ["UncertaintyConfig", "QUICK", "stratified_split", "held_out_pair",
+           "run_uncertainty_bench", "report_from", "summarize", "verdict"]
 
 _BASE = BenchConfig()
 
@@ -471,7 +471,7 @@ def run_uncertainty_bench(out, *, seeds: int = 5, methods=None, config: Uncertai
             for m, a in arrays.items():
                 pooled.setdefault(m, []).append(a)
             doc = {"settings": asdict(config), "protocol": protocol, "records": records,
-                   "complete": seed == seeds - 1}
+                   "complete": seed == seeds - 1, "wall_seconds": time.perf_counter() - start}
             out.write_text("results.json", json.dumps(doc, indent=1, default=_json) + "\n")
             with out.file("arrays.pt") as tmp:  # for plots of a partial run (finish_from)
                 torch.save(pooled, tmp)
@@ -483,6 +483,44 @@ def run_uncertainty_bench(out, *, seeds: int = 5, methods=None, config: Uncertai
     doc["summary"], doc["verdict"], doc["wall_seconds"] = summary, verdict(summary), wall
     out.write_text("results.json", json.dumps(doc, indent=1, default=_json) + "\n")
     out.write_text("results.md", _table(records, summary, config, protocol, wall, seeds))
+    plot_all(out, records, pooled, config, dpi=110 if config.epochs > 1 else 50)
+    if progress:
+        print((out / "results.md").read_text())
+    return records
+
+
+def report_from(folder, out, *, progress: bool = False) -> list[dict]:
+    """Write ``results.json`` (with summary and verdict), ``results.md`` and the plots to
+    ``out`` from the per-seed ``results.json`` and ``arrays.pt`` of a (possibly interrupted)
+    run in ``folder``; no training. Returns the records.
+
+    Raises:
+        bayesattn.errors.UsageError: ``folder`` lacks those files or holds no finished seed.
+    """
+    from ..errors import UsageError
+    from .uncertainty_plots import plot_all
+
+    folder = Path(folder)
+    try:
+        doc = json.loads((folder / "results.json").read_text())
+        pooled = torch.load(folder / "arrays.pt", weights_only=False)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--from {folder}: cannot read results.json / arrays.pt ({err})") from None
+    records = doc["records"]
+    if not records:
+        raise UsageError(f"--from {folder}: no finished seed")
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["settings"].items()}
+    config = UncertaintyConfig(**settings)
+    seeds = len({r["seed"] for r in records})
+    if not isinstance(out, OutputDir):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        out = OutputDir.plain(out)
+    summary = summarize(records)
+    doc["summary"], doc["verdict"] = summary, verdict(summary)
+    doc["protocol"]["seeds"] = sorted({r["seed"] for r in records})
+    wall = doc.get("wall_seconds") or float("nan")
+    out.write_text("results.json", json.dumps(doc, indent=1, default=_json) + "\n")
+    out.write_text("results.md", _table(records, summary, config, doc["protocol"], wall, seeds))
     plot_all(out, records, pooled, config, dpi=110 if config.epochs > 1 else 50)
     if progress:
         print((out / "results.md").read_text())
@@ -510,12 +548,18 @@ def add_arguments(parser) -> None:
                         help="comma-separated methods (default all): " + ", ".join(METHODS))
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of every model (default 20)")
+    parser.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                        help="no training: write the table and plots from the results.json "
+                             "and arrays.pt of an earlier (possibly interrupted) run in DIR")
 
 
 def run(args, out) -> None:
     """Run ``bayesattn bench uncertainty`` into the claimed output folder ``out``."""
     from ..errors import UsageError
 
+    if args.from_dir is not None:
+        report_from(args.from_dir, out, progress=True)
+        return
     config = QUICK if args.quick else UncertaintyConfig()
     if args.epochs is not None:
         if args.epochs < 1:
