@@ -109,6 +109,9 @@ def test_summary_and_verdict():
     v = verdict(summ)
     assert v["bam"]["met"] and v["bam"]["cost_vs_ensemble"] == pytest.approx(0.4)
     assert not v["gp_attention"]["met"] and not v["gp_attention"]["accuracy_within_0.5"]
+    v = verdict(summ, reference="ensemble")  # a stronger reference: nothing beats it here
+    assert not v["bam"]["shift_nll"] and not v["bam"]["met"]
+    assert verdict(summ, reference="laplace") == {}
 
 
 @pytest.mark.slow
