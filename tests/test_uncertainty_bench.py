@@ -12,6 +12,7 @@ from bayesattn.data.japanese_vowels import SequenceSplit, load_japanese_vowels
 from bayesattn.experiments.corruptions import CORRUPTIONS, corrupt
 from bayesattn.experiments.uncertainty import (
     held_out_pair,
+    report_from,
     stratified_split,
     summarize,
     verdict,
@@ -131,3 +132,7 @@ def test_quick_run_writes_every_output(tmp_path):
     assert "softmax + TS" in text and "What chose what" in text
     for name in ("reliability.png", "shift.png", "roc.png", "coverage.png"):
         assert (out / name).stat().st_size > 10_000
+    again = tmp_path / "again"  # the report rebuilt from the saved per-seed results
+    report_from(out, again, notes="rebuilt")
+    assert json.loads((again / "results.json").read_text())["summary"] == doc["summary"]
+    assert (again / "results.md").read_text().endswith("rebuilt\n")
