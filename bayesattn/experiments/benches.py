@@ -17,4 +17,5 @@ BENCHES: dict[str, str] = {
     "structural": "bayesattn.experiments.structural",
     "uea": "bayesattn.experiments.uea",
     "pcn": "bayesattn.experiments.pcn_digits",
+    "uncertainty": "bayesattn.experiments.uncertainty",
 }

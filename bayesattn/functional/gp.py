@@ -53,7 +53,7 @@ def gp_kernel(a, b, *, kernel="rbf", lengthscale=1.0) -> torch.Tensor:
 
 def gp_attention(
     query, key, value, *, kernel="rbf", lengthscale=1.0, ridge=1e-2, return_variance=False,
-    validate_args=None,
+    key_mask=None, validate_args=None,
 ):
     """Gaussian-process attention: the kernelised least-squares attention.
 
@@ -77,6 +77,10 @@ def gp_attention(
         lengthscale: positive number, 0-dim tensor or ``(E,)`` tensor, feature units.
         ridge: noise variance relative to the unit amplitude, non-negative.
         return_variance: also return the latent variance ``(..., L)``.
+        key_mask: bool, broadcastable to ``(..., 1, S)``, True where a key takes part (the
+            same keys for every query, e.g. ``~key_padding_mask``): the result is exactly that
+            of the regression on the kept keys only (masked keys are made independent of the
+            rest, ``k(K, K)`` block-diagonal, and get zero cross-covariance and value).
         validate_args: check values (see :func:`set_validation`).
 
     Returns:
@@ -84,7 +88,8 @@ def gp_attention(
 
     Raises:
         TypeError, ValueError: bad tensors as in :func:`softmax_attention`; unknown ``kernel``;
-            non-positive ``lengthscale``; negative ``ridge``.
+            non-positive ``lengthscale``; negative ``ridge``; ``key_mask`` not bool or not
+            broadcastable to ``(..., 1, S)``.
         NotPositiveDefiniteError: ``k(K, K) + ridge I`` is not positive definite (duplicate
             keys with ``ridge = 0``; validation on).
     """
@@ -94,9 +99,15 @@ def gp_attention(
     dtype, work = query.dtype, _solve_dtype(query.dtype)
     query, key, value = query.to(work), key.to(work), value.to(work)
     k_kk = gp_kernel(key, key, kernel=kernel, lengthscale=lengthscale)
-    k_kk = k_kk + ridge * torch.eye(k_kk.shape[-1], dtype=work, device=k_kk.device)
-    chol = cholesky(k_kk, "k(K, K) + ridge I", validate=validate)
     k_qk = gp_kernel(query, key, kernel=kernel, lengthscale=lengthscale)
+    eye = torch.eye(k_kk.shape[-1], dtype=work, device=k_kk.device)
+    if key_mask is not None:
+        keep = _check_key_mask(key_mask, key.shape[-2]).to(work)  # (..., 1, S)
+        k_kk = k_kk * keep * keep.mT + eye * (1.0 - keep)  # masked keys: independent
+        k_qk = k_qk * keep
+        value = value * keep.mT
+    k_kk = k_kk + ridge * eye
+    chol = cholesky(k_kk, "k(K, K) + ridge I", validate=validate)
     batch = torch.broadcast_shapes(chol.shape[:-2], value.shape[:-2])
     chol_b = chol.expand(*batch, *chol.shape[-2:])
     mean = k_qk @ torch.cholesky_solve(value.expand(*batch, *value.shape[-2:]), chol_b)
@@ -104,3 +115,12 @@ def gp_attention(
         return mean.to(dtype)
     half = torch.linalg.solve_triangular(chol, k_qk.mT, upper=False)
     return mean.to(dtype), (1.0 - (half * half).sum(-2)).clamp_min(0.0).to(dtype)
+
+
+def _check_key_mask(key_mask, S: int) -> torch.Tensor:
+    """``key_mask`` as a bool ``(..., 1, S)`` tensor (True = key takes part)."""
+    if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool:
+        raise TypeError("key_mask must be a bool tensor, True where a key takes part")
+    if key_mask.dim() < 2 or key_mask.shape[-2] != 1 or key_mask.shape[-1] != S:
+        raise ValueError(f"key_mask must have shape (..., 1, {S}), got {tuple(key_mask.shape)}")
+    return key_mask

@@ -10,7 +10,11 @@ Deterministic layers: :class:`MultiheadAttention` (a drop-in for
 
 Uncertainty-aware layers (:mod:`bayesattn.nn.bayesian`): :class:`BayesianMultiheadAttention`
 and :class:`BayesianTransformerClassifier` (PyroModules), fitted with :func:`train_svi` and
-evaluated with :func:`predict_bayesian` (predictive mean, entropy, mutual information).
+evaluated with :func:`predict_bayesian` (predictive mean, entropy, mutual information);
+plain-torch stochastic attention: :class:`TemperaturePosteriorAttention` (a posterior over
+the attention temperature) and :class:`GPMultiheadAttention` (GP attention passing on samples
+of its predictive variance, after SGPA), placed in a classifier with :func:`swap_attention`
+and predicted by Monte Carlo with :func:`sample_probs`.
 Calibration metrics live in :mod:`bayesattn.nn.metrics`.
 """
 
@@ -29,13 +33,16 @@ from .bayesian import (
     train_svi,
 )
 from .bn_sh import batch_normalized_query, scaled_heads_pool
+from .gp_attention import GPMultiheadAttention
 from .layers import (
     AdditiveAttention,
     HopfieldRetrieval,
     SinusoidalPositionalEncoding,
     SlotAttention,
 )
+from .stochastic import sample_probs, set_sampling, swap_attention, total_kl
 from .structural import ExpandingAttention, MultihopAttention
+from .temperature import TemperaturePosteriorAttention
 from .training import predict_proba, train_classifier
 from .transformer import TransformerClassifier, TransformerEncoderLayer, masked_mean
 
@@ -50,6 +57,8 @@ __all__ = [
     "AttentionSH",
     "BayesianMultiheadAttention",
     "BayesianTransformerClassifier",
+    "GPMultiheadAttention",
+    "TemperaturePosteriorAttention",
     "HopfieldRetrieval",
     "MultiheadAttention",
     "SinusoidalPositionalEncoding",
@@ -63,4 +72,8 @@ __all__ = [
     "scaled_heads_pool",
     "train_classifier",
     "train_svi",
+    "sample_probs",
+    "set_sampling",
+    "swap_attention",
+    "total_kl",
 ]

@@ -1,4 +1,5 @@
-"""Classification metrics for probabilistic predictions: accuracy, NLL, calibration, uncertainty.
+"""Classification metrics for probabilistic predictions: accuracy, NLL, calibration, uncertainty,
+detection of unknown inputs (AUROC, FPR at 95 % TPR) and selective prediction (AURC).
 
 ``probs (N, C)`` are predicted class probabilities (rows sum to 1), ``y (N,)`` class indices.
 """
@@ -16,6 +17,11 @@ __all__ = [
     "reliability_curve",
     "ReliabilityCurve",
     "predictive_uncertainty",
+    "brier_score",
+    "detection_auroc",
+    "fpr_at_tpr",
+    "risk_coverage_curve",
+    "area_under_risk_coverage",
 ]
 
 
@@ -149,3 +155,117 @@ def predictive_uncertainty(prob_samples: torch.Tensor) -> dict[str, torch.Tensor
         "expected_entropy": aleatoric,
         "mutual_information": (total - aleatoric).clamp_min(0.0),
     }
+
+
+def brier_score(probs: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean multi-class Brier score ``(1/N) sum_n sum_c (p_nc - [y_n = c])^2`` (Brier 1950).
+
+    In ``[0, 2]``; 0 for a perfect confident forecast.
+
+    Raises:
+        TypeError, ValueError: malformed ``probs`` or ``y``.
+    """
+    _check_probs(probs, y)
+    onehot = torch.nn.functional.one_hot(y.long(), probs.shape[1]).to(torch.float64)
+    return float(((probs.double() - onehot) ** 2).sum(-1).mean())
+
+
+def _check_scores(score_in, score_out):
+    for name, s in (("score_in", score_in), ("score_out", score_out)):
+        if not isinstance(s, torch.Tensor) or s.dim() != 1 or s.numel() == 0:
+            raise ValueError(f"{name} must be a non-empty 1-d tensor")
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+
+
+def detection_auroc(score_in: torch.Tensor, score_out: torch.Tensor) -> float:
+    """Area under the ROC curve for telling ``out`` inputs from ``in`` inputs by a score.
+
+    Higher score = more likely ``out`` (e.g. predictive entropy for unknown classes). Equals
+    the Mann-Whitney probability ``P(s_out > s_in) + P(s_out = s_in) / 2`` (Hanley & McNeil
+    1982), computed from mid-ranks in ``O(n log n)``.
+
+    Args:
+        score_in: ``(N_in,)`` scores of the known (negative) inputs.
+        score_out: ``(N_out,)`` scores of the unknown (positive) inputs.
+
+    Raises:
+        ValueError: a score tensor that is not 1-d, is empty or holds NaN / inf.
+    """
+    _check_scores(score_in, score_out)
+    scores = torch.cat([score_in, score_out]).double()
+    order = torch.argsort(scores)
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    _, inverse, counts = torch.unique(sorted_scores, return_inverse=True,
+                                         return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    mid = ends - (counts.double() - 1) / 2  # mid-ranks of tied scores
+    ranks[order] = mid[inverse]
+    n_in, n_out = len(score_in), len(score_out)
+    u = ranks[n_in:].sum() - n_out * (n_out + 1) / 2
+    return float(u / (n_in * n_out))
+
+
+def fpr_at_tpr(score_in: torch.Tensor, score_out: torch.Tensor, tpr: float = 0.95) -> float:
+    """False-positive rate on ``in`` inputs at the threshold that flags ``tpr`` of ``out`` ones.
+
+    The threshold is the largest ``t`` with ``mean(score_out >= t) >= tpr``; the result is
+    ``mean(score_in >= t)`` ("FPR at 95 % TPR", Hendrycks & Gimpel 2017, with ``tpr=0.95``).
+
+    Args:
+        score_in: ``(N_in,)`` scores of the known inputs.
+        score_out: ``(N_out,)`` scores of the unknown inputs.
+        tpr: target true-positive rate in ``(0, 1]``.
+
+    Raises:
+        ValueError: malformed scores; ``tpr`` outside ``(0, 1]``.
+    """
+    _check_scores(score_in, score_out)
+    if not 0.0 < float(tpr) <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    out_sorted = torch.sort(score_out.double(), descending=True).values
+    k = max(1, int(torch.ceil(torch.tensor(tpr * len(score_out) - 1e-9))))
+    threshold = out_sorted[k - 1]
+    return float((score_in.double() >= threshold).double().mean())
+
+
+def risk_coverage_curve(probs: torch.Tensor, y: torch.Tensor, confidence=None):
+    """Selective risk against coverage when abstaining on the least confident inputs.
+
+    Inputs are sorted by decreasing ``confidence`` (default the top-class probability);
+    keeping the ``k`` most confident gives coverage ``k / N`` and selective risk (error rate
+    among them) ``e_k / k`` (Geifman & El-Yaniv 2017; El-Yaniv & Wiener 2010).
+
+    Args:
+        probs: ``(N, C)`` probabilities.
+        y: ``(N,)`` labels.
+        confidence: ``(N,)`` confidence (higher = keep first), or None for ``max_c p_c``.
+
+    Returns:
+        ``(coverage, risk)``, each ``(N,)`` float64, coverage ``1/N .. 1``.
+
+    Raises:
+        TypeError, ValueError: malformed ``probs`` / ``y``; ``confidence`` not ``(N,)``.
+    """
+    _check_probs(probs, y)
+    if confidence is None:
+        confidence = probs.max(-1).values
+    if not isinstance(confidence, torch.Tensor) or tuple(confidence.shape) != (len(y),):
+        raise ValueError(f"confidence must be a tensor of shape ({len(y)},)")
+    order = torch.argsort(confidence.double(), descending=True, stable=True)
+    wrong = (probs.argmax(-1) != y).double()[order]
+    k = torch.arange(1, len(y) + 1, dtype=torch.float64)
+    return k / len(y), torch.cumsum(wrong, 0) / k
+
+
+def area_under_risk_coverage(probs: torch.Tensor, y: torch.Tensor, confidence=None) -> float:
+    """AURC: the mean selective risk over the coverages ``1/N, 2/N, .., 1`` (lower is better).
+
+    Geifman, Uziel & El-Yaniv (ICLR 2019), the area under :func:`risk_coverage_curve`.
+
+    Raises:
+        TypeError, ValueError: as :func:`risk_coverage_curve`.
+    """
+    _, risk = risk_coverage_curve(probs, y, confidence)
+    return float(risk.mean())
