@@ -15,4 +15,5 @@ from __future__ import annotations
 #: bench name -> module (imported lazily by the command line)
 BENCHES: dict[str, str] = {
     "uea": "bayesattn.experiments.uea",
+    "fewshot": "bayesattn.experiments.fewshot",
 }
