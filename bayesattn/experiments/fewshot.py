@@ -117,16 +117,18 @@ def _references(fam, val, test, cfg):
     out = {"mse": {}, "coverage": {}, "hyper": {}}
 
     def both(fn):
-        mean, var = zip(*(fn(xc[:, :n], yc[:, :n], xq) for n in range(1, xc.shape[1] + 1)))
+        pairs = [fn(xc[:, :n], yc[:, :n], xq) for n in range(1, xc.shape[1] + 1)]
+        mean, var = zip(*pairs, strict=True)
         return torch.stack(mean), torch.stack(var)
 
     x64 = [t.double() for t in test]
     for name, fn in (("ridge", ic.ridge_predict), ("intention", ic.intention_predict)):
         mean, var = zip(*(fn(x64[0][:, :n], x64[1][:, :n], x64[2], ridge=s2, noise=s)
-                          for n in range(1, xc.shape[1] + 1)))
+                          for n in range(1, xc.shape[1] + 1)), strict=True)
         mean, var = torch.stack(mean), torch.stack(var)
         out["mse"][name] = _mse_curve(mean, yq).tolist()
-        out["coverage"][name] = [ic.interval_coverage(m, v, yq) for m, v in zip(mean, var)]
+        out["coverage"][name] = [ic.interval_coverage(m, v, yq)
+                                 for m, v in zip(mean, var, strict=True)]
         out[f"_{name}_mean"] = mean
     out["intention_max_abs_diff_to_ridge"] = float(
         (out.pop("_intention_mean") - out.pop("_ridge_mean")).abs().max())
@@ -150,7 +152,7 @@ def _references(fam, val, test, cfg):
                                                       val[1][:, :n].double() / sc,
                                                       val[2].double(), lengthscale=ls,
                                                       ridge=ridge)
-                              for n in range(1, val[0].shape[1] + 1)))
+                              for n in range(1, val[0].shape[1] + 1)), strict=True)
             mse = float(_mse_curve(torch.stack(mean) * sc, val[3]).mean())
             if best is None or mse < best[0]:
                 resid = ((torch.stack(mean) - val[3].double() / sc) ** 2 / torch.stack(lat))
@@ -162,7 +164,7 @@ def _references(fam, val, test, cfg):
         a.double(), b.double() / sc, c.double(), lengthscale=ls, ridge=ridge, amplitude2=amp2))
     out["mse"]["gp_attention"] = _mse_curve(mean * sc, yq).tolist()
     out["coverage"]["gp_attention"] = [ic.interval_coverage(m * sc, v * sc**2, yq)
-                                       for m, v in zip(mean, var)]
+                                       for m, v in zip(mean, var, strict=True)]
     # scikit-learn GP on a subset of prompts and lengths
     grid, P = _gp_grid(fam), cfg.gp_prompts
     sk_mse, sk_cov, sub_ridge = [], [], []
@@ -263,7 +265,7 @@ def _table(results, cfg, wall) -> str:
         lines += ["", f"{LABELS['sklearn_gp']} on the first {sk['prompts']} test prompts: "
                   + ", ".join(f"n = {n}: {m:.3g} (ridge on the same prompts {r:.3g})"
                               for n, m, r in zip(sk["n"], sk["mse"],
-                                                 sk["ridge_mse_same_prompts"])) + ".",
+                                                 sk["ridge_mse_same_prompts"], strict=True)) + ".",
                   f"Intention layer vs ridge (float64): max |prediction difference| = "
                   f"{fam_res['references']['intention_max_abs_diff_to_ridge']:.2e}.", ""]
     lines += ["## Coverage of central 90 % predictive intervals (mean over n; first, last n)",
@@ -309,7 +311,7 @@ def _plot(results, cfg, out) -> None:
     reg = results["regression"]
     if reg:
         fig, axes = plt.subplots(1, len(reg), figsize=(4.2 * len(reg), 3.6), squeeze=False)
-        for ax, (name, fam_res) in zip(axes[0], reg.items()):
+        for ax, (name, fam_res) in zip(axes[0], reg.items(), strict=True):
             n = np.arange(1, ic.family(name).max_examples + 1)
             for kind, runs in fam_res["transformers"].items():
                 m, s = _msd([r["mse"] for r in runs.values()])
