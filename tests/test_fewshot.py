@@ -160,7 +160,7 @@ def test_bench_fewshot_quick_writes_tables_and_plots(tmp_path):
     bayes = np.asarray(lin["references"]["mse"]["ridge"])
     assert len(bayes) == 11 and (np.asarray(lin["references"]["mse"]["ols"]) >= bayes - 1e-3
                                  ).mean() > 0.5
-    assert len(res["digits"]) == 1 and 0.2 < res["digits"][0]["softmax/5"]["accuracy"] <= 1
+    assert len(res["digits"]) == 1 and 0.2 < res["digits"][0]["pixels/softmax/5"]["accuracy"] <= 1
     md = (out / "results.md").read_text()
     assert "Intention layer, identity projections" in md and "5-shot" in md
     assert (out / "mse_vs_examples.png").stat().st_size > 0

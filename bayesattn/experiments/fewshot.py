@@ -203,12 +203,13 @@ def _digits_seed(seed, cfg):
     for shots in (1, 5):
         val = dg.sample_episodes(split["val"], cfg.digit_val_episodes, 5, shots, 10, gen)
         test = dg.sample_episodes(split["test"], cfg.digit_test_episodes, 5, shots, 15, gen)
-        for head in dg.HEADS:
-            params, val_acc = dg.choose_head(model, head, val, 5)
-            acc = dg.episode_accuracy(model, head, test, 5, params)
-            mean, half = dg.mean_ci(acc.numpy())
-            result[f"{head}/{shots}"] = {"accuracy": mean, "ci95": half, "params": params,
-                                         "val_accuracy": val_acc}
+        for emb_name, emb in (("learned", model), ("pixels", dg.PixelEmbedding())):
+            for head in dg.HEADS:
+                params, val_acc = dg.choose_head(emb, head, val, 5)
+                acc = dg.episode_accuracy(emb, head, test, 5, params)
+                mean, half = dg.mean_ci(acc.numpy())
+                result[f"{emb_name}/{head}/{shots}"] = {
+                    "accuracy": mean, "ci95": half, "params": params, "val_accuracy": val_acc}
     return result
 
 
@@ -285,23 +286,27 @@ def _table(results, cfg, wall) -> str:
     if dig:
         lines += ["## Few-shot classification: scikit-learn digits, 5-way", "",
                   f"Meta-train classes 0-4 (80 % of their images; the other 20 % give the "
-                  f"validation episodes), meta-test classes 5-9. One MLP embedding per seed "
-                  f"trained {cfg.digit_steps} steps with the matching-network (softmax) loss, "
-                  f"frozen; each head's hyperparameters chosen on {cfg.digit_val_episodes} "
+                  f"validation episodes), meta-test classes 5-9. Embeddings: *learned*, one MLP "
+                  f"per seed trained {cfg.digit_steps} steps with the matching-network "
+                  f"(softmax) loss, then frozen; *pixels*, the L2-normalised pixels (no "
+                  f"training). Each head's hyperparameters chosen on {cfg.digit_val_episodes} "
                   f"validation episodes; {cfg.digit_test_episodes} test episodes x 75 queries "
-                  "per seed. Accuracy: mean ± sd over seeds [mean 95 % CI half-width over "
+                  "per seed. Accuracy (%): mean ± sd over seeds [mean 95 % CI half-width over "
                   "episodes within a seed].", "",
-                  "| head | 1-shot | 5-shot | chosen (seed 0, 1-shot / 5-shot) |",
-                  "|---|---|---|---|"]
-        for head in dg.HEADS:
-            cells = []
-            for shots in (1, 5):
-                accs = [d[f"{head}/{shots}"]["accuracy"] for d in dig]
-                cis = [d[f"{head}/{shots}"]["ci95"] for d in dig]
-                m, s = _msd(np.asarray(accs)[:, None])
-                cells.append(f"{100 * m[0]:.1f} ± {100 * s[0]:.1f} [± {100 * np.mean(cis):.1f}]")
-            chosen = f"{dig[0][f'{head}/1']['params']} / {dig[0][f'{head}/5']['params']}"
-            lines.append(f"| {head} | " + " | ".join(cells) + f" | {chosen} |")
+                  "| embedding | head | 1-shot | 5-shot | chosen (seed 0, 1-shot / 5-shot) |",
+                  "|---|---|---|---|---|"]
+        for emb in ("learned", "pixels"):
+            for head in dg.HEADS:
+                cells = []
+                for shots in (1, 5):
+                    accs = [d[f"{emb}/{head}/{shots}"]["accuracy"] for d in dig]
+                    cis = [d[f"{emb}/{head}/{shots}"]["ci95"] for d in dig]
+                    m, s = _msd(np.asarray(accs)[:, None])
+                    cells.append(f"{100 * m[0]:.1f} ± {100 * s[0]:.1f} "
+                                 f"[± {100 * np.mean(cis):.1f}]")
+                chosen = (f"{dig[0][f'{emb}/{head}/1']['params']} / "
+                          f"{dig[0][f'{emb}/{head}/5']['params']}")
+                lines.append(f"| {emb} | {head} | " + " | ".join(cells) + f" | {chosen} |")
     return "\n".join(lines) + "\n"
 
 
@@ -332,18 +337,21 @@ def _plot(results, cfg, out) -> None:
         plt.close(fig)
     dig = results["digits"]
     if dig:
-        fig, ax = plt.subplots(figsize=(7, 3.4))
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
         width = 0.38
-        for j, shots in enumerate((1, 5)):
-            means = [np.mean([d[f"{h}/{shots}"]["accuracy"] for d in dig]) for h in dg.HEADS]
-            cis = [np.mean([d[f"{h}/{shots}"]["ci95"] for d in dig]) for h in dg.HEADS]
-            x = np.arange(len(dg.HEADS)) + (j - 0.5) * width
-            ax.bar(x, means, width, yerr=cis, capsize=3, label=f"{shots}-shot")
-        ax.set_xticks(np.arange(len(dg.HEADS)), dg.HEADS, fontsize=8)
-        ax.set_ylabel("test accuracy (95 % CI)")
-        ax.set_ylim(0.5, 1.0)
-        ax.legend()
-        ax.set_title("5-way digits, meta-test classes 5-9")
+        for ax, emb in zip(axes, ("learned", "pixels"), strict=True):
+            for j, shots in enumerate((1, 5)):
+                means = [np.mean([d[f"{emb}/{h}/{shots}"]["accuracy"] for d in dig])
+                         for h in dg.HEADS]
+                cis = [np.mean([d[f"{emb}/{h}/{shots}"]["ci95"] for d in dig])
+                       for h in dg.HEADS]
+                x = np.arange(len(dg.HEADS)) + (j - 0.5) * width
+                ax.bar(x, means, width, yerr=cis, capsize=3, label=f"{shots}-shot")
+            ax.set_xticks(np.arange(len(dg.HEADS)), dg.HEADS, fontsize=7)
+            ax.set_ylim(0.4, 1.0)
+            ax.set_title(f"5-way digits 5-9, {emb} embedding")
+        axes[0].set_ylabel("test accuracy (95 % CI)")
+        axes[0].legend()
         fig.tight_layout()
         out.savefig("digits_accuracy.png", fig, dpi=110)
         plt.close(fig)

@@ -13,9 +13,10 @@ impossible, so validation episodes use the meta-train classes with 20 % of each 
 held out from training (seeded): hyperparameters (the heads' scale, bandwidth, ridge and
 lengthscale) are chosen on these, never on meta-test classes.
 
-Embedding: a two-layer MLP (64 -> 64 -> 32, ReLU) whose L2-normalised output is trained on
-meta-train episodes with the softmax (matching-network) head and then frozen; every head is
-evaluated on this same embedding.
+Embeddings: a two-layer MLP (64 -> 64 -> 32, ReLU) whose L2-normalised output is trained on
+meta-train episodes with the softmax (matching-network) head and then frozen; and, as a
+reference that needs no training, the L2-normalised pixels (:class:`PixelEmbedding`). Every
+head is evaluated on the same embedding.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import nn
 from .. import functional as Fn
 
 __all__ = ["HEADS", "HEAD_GRIDS", "load_digit_split", "sample_episodes", "DigitEmbedding",
+           "PixelEmbedding",
            "head_scores", "train_embedding", "episode_accuracy", "choose_head", "mean_ci"]
 
 #: attention heads compared (the softmax one is the matching network)
@@ -110,6 +112,13 @@ class DigitEmbedding(nn.Module):
 
     def forward(self, x):
         return F.normalize(self.net(x), dim=-1)
+
+
+class PixelEmbedding(nn.Module):
+    """The L2-normalised pixels ``(..., 64)``: the embedding that needs no training."""
+
+    def forward(self, x):
+        return F.normalize(x, dim=-1)
 
 
 def head_scores(head: str, query, support, support_labels, ways: int, **params):
