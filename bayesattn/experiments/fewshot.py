@@ -62,6 +62,7 @@ class FewShotConfig:
         seeds: seeds ``0..seeds-1`` (training streams and initialisations; the test prompts
             are fixed per family).
         steps, batch, lr: Transformer training (AdamW, one-cycle).
+        evals: validation evaluations per training run (the best is kept).
         width, depth, heads: Transformer size (the same for every kind).
         test_prompts, val_prompts, queries: evaluation prompts (``queries`` per prompt).
         gp_prompts: test prompts for the per-prompt scikit-learn GP (at 4 prompt lengths).
@@ -75,6 +76,7 @@ class FewShotConfig:
     steps: int = 400
     batch: int = 64
     lr: float = 2e-3
+    evals: int = 5
     width: int = 32
     depth: int = 2
     heads: int = 4
@@ -90,8 +92,8 @@ class FewShotConfig:
     def quick(cls) -> FewShotConfig:
         """A seconds-long configuration for CI (``--quick``)."""
         return cls(trained_families=("linear5",), reference_families=(), kinds=KINDS, seeds=1,
-                   steps=8, batch=16, test_prompts=16, val_prompts=8, queries=4, gp_prompts=2,
-                   digit_steps=10, digit_val_episodes=20, digit_test_episodes=40)
+                   steps=8, batch=16, evals=1, test_prompts=8, val_prompts=8, queries=4,
+                   gp_prompts=1, digit_steps=10, digit_val_episodes=10, digit_test_episodes=20)
 
 
 # ----------------------------------------------------------------------------- regression
@@ -185,7 +187,7 @@ def _train_one(fam, kind, seed, val, test, cfg):
     start = time.perf_counter()
     hist = ic.train_in_context(model, fam, steps=cfg.steps, batch=cfg.batch, lr=cfg.lr,
                                seed=seed, validation=val,
-                               eval_every=max(1, cfg.steps // 5))
+                               eval_every=max(1, cfg.steps // cfg.evals))
     seconds = time.perf_counter() - start
     with torch.no_grad():
         pred = ic.predict_prefixes(model, *test[:3])
