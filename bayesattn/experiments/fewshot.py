@@ -235,7 +235,11 @@ def _table(results, cfg, wall) -> str:
               f"{cfg.width}, {cfg.depth} layers, {cfg.heads} heads, {cfg.steps} AdamW steps of "
               f"{cfg.batch} prompts (lr {cfg.lr}, one-cycle), best validation checkpoint. "
               f"Test: {cfg.test_prompts} fixed prompts x {cfg.queries} queries per family; "
-              "MSE includes the observation noise (a perfect predictor scores sigma^2).", "",
+              "MSE includes the observation noise (a perfect predictor scores sigma^2). "
+              f"Transformers trained on {', '.join(cfg.trained_families)}"
+              + (f"; {', '.join(cfg.reference_families)} with the training-free references "
+                 "only (to fit the compute budget)" if cfg.reference_families else "")
+              + ".", "",
               "## In-context regression: test MSE", ""]
     for name, fam_res in reg.items():
         fam = ic.family(name)
