@@ -18,4 +18,5 @@ BENCHES: dict[str, str] = {
     "uea": "bayesattn.experiments.uea",
     "pcn": "bayesattn.experiments.pcn_digits",
     "uncertainty": "bayesattn.experiments.uncertainty",
+    "fewshot": "bayesattn.experiments.fewshot",
 }

@@ -21,6 +21,7 @@ Calibration metrics live in :mod:`bayesattn.nn.metrics`.
 from .attention import (
     ATTENTION_KINDS,
     SELF_ATTENTION_KINDS,
+    UNMASKED_KINDS,
     AttentionBN,
     AttentionBNSH,
     AttentionSH,
@@ -49,6 +50,7 @@ from .transformer import TransformerClassifier, TransformerEncoderLayer, masked_
 __all__ = [
     "ATTENTION_KINDS",
     "SELF_ATTENTION_KINDS",
+    "UNMASKED_KINDS",
     "AdditiveAttention",
     "ExpandingAttention",
     "MultihopAttention",

@@ -23,6 +23,13 @@ per-head scaled dot-product attention (Vaswani et al. 2017, eq. 1) by another po
                     ``sum_h c_h A^h V`` with learnable hop weights ``c = softmax(hop_logits)``;
                     self-attention only (``L == S``), so it is in
                     :data:`SELF_ATTENTION_KINDS`, not in :data:`ATTENTION_KINDS`
+``gp``              :func:`bayesattn.functional.gp_attention` (kernelised least squares, an
+                    RBF covariance) with a learnable lengthscale and ridge; no masks, so it
+                    is in :data:`UNMASKED_KINDS`
+``softmax_least_squares``  :func:`bayesattn.functional.softmax_least_squares_attention`
+                    (our reading of Intention's softmax variant,
+                    ``softmax(QK^T)(softmax(KK^T) + ridge I)^{-1} V``) with a learnable
+                    ridge; no masks (:data:`UNMASKED_KINDS`)
 ==================  =====================================================================
 
 Shapes follow :class:`torch.nn.MultiheadAttention`: ``L`` target (query) length, ``S`` source
@@ -50,6 +57,7 @@ from .structural import hop_logits_init
 __all__ = [
     "ATTENTION_KINDS",
     "SELF_ATTENTION_KINDS",
+    "UNMASKED_KINDS",
     "MultiheadAttention",
     "AttentionBN",
     "AttentionSH",
@@ -61,6 +69,11 @@ ATTENTION_KINDS = ("softmax", "kernel", "least_squares", "linear", "bn", "sh", "
 #: Kinds defined for self-attention only (``L == S``: a hop moves from a key to that token's
 #: query), also accepted by :class:`MultiheadAttention`.
 SELF_ATTENTION_KINDS = ("multihop",)
+#: Kinds whose memory is a joint regression over all keys that a mask cannot remove exactly
+#: (a masked key would still enter the covariance), also accepted by
+#: :class:`MultiheadAttention`: they take no ``attn_mask``, ``key_padding_mask``,
+#: ``is_causal`` or dropout.
+UNMASKED_KINDS = ("gp", "softmax_least_squares")
 #: Kinds whose weights are a posterior over keys (convex, may take an additive log-prior).
 _SELECTION_KINDS = ("softmax", "kernel", "bn")
 
@@ -109,11 +122,16 @@ class MultiheadAttention(nn.Module):
         vdim: value feature dim (default ``E``).
         batch_first: inputs are ``(N, L, E)`` instead of ``(L, N, E)``.
         device, dtype: factory arguments.
-        attention: one of :data:`ATTENTION_KINDS` or :data:`SELF_ATTENTION_KINDS`.
+        attention: one of :data:`ATTENTION_KINDS`, :data:`SELF_ATTENTION_KINDS` or
+            :data:`UNMASKED_KINDS`.
         kernel: kernel of ``attention="kernel"`` (see :data:`bayesattn.functional.KERNELS`).
         bandwidth: initial bandwidth of ``kernel`` attention (default ``d ** 0.25``, the
             Gaussian kernel's match to ``1/sqrt(d)`` softmax); learnable (``log_bandwidth``).
-        ridge: initial ridge ``lambda`` of ``least_squares``; learnable (``log_ridge``).
+        ridge: initial ridge ``lambda`` of ``least_squares``, ``gp`` (noise variance
+            relative to the unit amplitude) and ``softmax_least_squares``; learnable
+            (``log_ridge``).
+        lengthscale: initial RBF lengthscale of ``gp`` (default ``sqrt(d)``, feature units of
+            a head); learnable (``log_lengthscale``).
         head_ratios: per-head pooling ratios of ``sh`` / ``bn_sh`` (default: the first
             ``ceil(H/2)`` heads 1, the rest 2).
         bn_mean_weight: weight of the mean term of ``bn`` / ``bn_sh``.
@@ -127,15 +145,16 @@ class MultiheadAttention(nn.Module):
             ``dropout`` outside ``[0, 1)``; unknown ``attention`` or ``kernel``; non-positive
             ``bandwidth`` or ``ridge``; ``head_ratios`` not ``H`` positive ints;
             ``add_bias_kv`` / ``add_zero_attn`` with ``bn``, ``sh``, ``bn_sh`` or
-            ``multihop``; ``dropout > 0`` with ``multihop``; ``hop_weights`` that are not
-            positive numbers.
+            ``multihop``, ``gp`` or ``softmax_least_squares``; ``dropout > 0`` with
+            ``multihop``, ``gp`` or ``softmax_least_squares``; ``hop_weights`` that are not
+            positive numbers; non-positive ``lengthscale``.
     """
 
     __constants__ = ["batch_first"]
 
     #: Parameters that :class:`torch.nn.MultiheadAttention` does not have; a state_dict from
     #: torch's module may lack them (they keep their initial values).
-    _EXTRA_PARAMETERS = ("log_bandwidth", "log_ridge", "hop_logits")
+    _EXTRA_PARAMETERS = ("log_bandwidth", "log_ridge", "hop_logits", "log_lengthscale")
 
     @property
     def _qkv_same_embed_dim(self) -> bool:
@@ -193,6 +212,7 @@ class MultiheadAttention(nn.Module):
         bn_mean_weight: float = 1.0,
         bn_eps: float = 1e-5,
         hop_weights: Sequence[float] | None = None,
+        lengthscale: float | None = None,
     ) -> None:
         if not (isinstance(embed_dim, int) and embed_dim > 0):
             raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
@@ -202,9 +222,11 @@ class MultiheadAttention(nn.Module):
             raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        attention = check_choice("attention", attention, ATTENTION_KINDS + SELF_ATTENTION_KINDS)
+        attention = check_choice("attention", attention,
+                                 ATTENTION_KINDS + SELF_ATTENTION_KINDS + UNMASKED_KINDS)
         kernel = check_choice("kernel", kernel, Fn.KERNELS)
-        if (add_bias_kv or add_zero_attn) and attention in ("bn", "sh", "bn_sh", "multihop"):
+        if (add_bias_kv or add_zero_attn) and attention in ("bn", "sh", "bn_sh", "multihop",
+                                                            *UNMASKED_KINDS):
             raise ValueError(f"add_bias_kv / add_zero_attn are not defined for {attention!r}")
         factory = {"device": device, "dtype": dtype}
         super().__init__()
@@ -246,14 +268,20 @@ class MultiheadAttention(nn.Module):
                 raise TypeError("bandwidth must be a positive number (the initial value)")
             bw = check_positive("bandwidth", bw)
             self.log_bandwidth = nn.Parameter(torch.tensor(math.log(bw), **factory))
-        if attention == "least_squares":
+        if attention in ("least_squares", *UNMASKED_KINDS):
             if isinstance(ridge, torch.Tensor):
                 raise TypeError("ridge must be a positive number (the initial value)")
             ridge = check_positive("ridge", ridge)
             self.log_ridge = nn.Parameter(torch.tensor(math.log(ridge), **factory))
+        if attention in ("multihop", *UNMASKED_KINDS) and float(dropout) > 0:
+            raise ValueError(f"dropout is not defined for attention={attention!r} (use 0.0)")
+        if attention == "gp":
+            ls = math.sqrt(self.head_dim) if lengthscale is None else lengthscale
+            if isinstance(ls, torch.Tensor):
+                raise TypeError("lengthscale must be a positive number (the initial value)")
+            ls = check_positive("lengthscale", ls)
+            self.log_lengthscale = nn.Parameter(torch.tensor(math.log(ls), **factory))
         if attention == "multihop":
-            if float(dropout) > 0:
-                raise ValueError("dropout is not defined for attention='multihop' (use 0.0)")
             self.hop_logits = nn.Parameter(hop_logits_init(hop_weights, **factory))
         ratios = default_ratios(num_heads) if head_ratios is None else tuple(head_ratios)
         if len(ratios) != num_heads or not all(
@@ -303,8 +331,14 @@ class MultiheadAttention(nn.Module):
 
     @property
     def ridge(self) -> torch.Tensor:
-        """Ridge ``lambda`` (0-dim tensor); only for ``attention="least_squares"``."""
+        """Ridge ``lambda`` (0-dim tensor); for ``least_squares``, ``gp`` and
+        ``softmax_least_squares``."""
         return self.log_ridge.exp()
+
+    @property
+    def lengthscale(self) -> torch.Tensor:
+        """RBF lengthscale (0-dim tensor); only for ``attention="gp"``."""
+        return self.log_lengthscale.exp()
 
     # ------------------------------------------------------------------ projections
     def in_projection(self, query, key, value):
@@ -437,6 +471,8 @@ class MultiheadAttention(nn.Module):
         """
         kind = self.attention
         drop = self.dropout if self.training else 0.0
+        if kind in UNMASKED_KINDS:
+            return self._unmasked(q, k, v, allowed, log_prior, need_weights)
         if kind in ("least_squares", "linear"):
             allowed = bool_only(allowed, log_prior, kind)
             if kind == "least_squares":
@@ -467,6 +503,25 @@ class MultiheadAttention(nn.Module):
         else:
             res = Fn.softmax_attention(q, k, v, mask, drop, need_weights=need_weights)
         return res if need_weights else (res, None)
+
+    def _unmasked(self, q, k, v, allowed, log_prior, need_weights):
+        """``gp`` / ``softmax_least_squares`` heads; the implied weights (``out = weights @ V``,
+        signed) by regressing the identity as well."""
+        if allowed is not None or log_prior is not None:
+            raise ValueError(
+                f"attention={self.attention!r} takes no attn_mask, key_padding_mask or "
+                "is_causal (a masked key would still enter the joint regression)"
+            )
+        S, dv = k.shape[-2], v.shape[-1]
+        if need_weights:
+            eye = torch.eye(S, dtype=v.dtype, device=v.device).expand(*v.shape[:-2], S, S)
+            v = torch.cat([v, eye], dim=-1)
+        if self.attention == "gp":
+            out = Fn.gp_attention(q, k, v, kernel="rbf", lengthscale=self.lengthscale,
+                                  ridge=self.ridge)
+        else:
+            out = Fn.softmax_least_squares_attention(q, k, v, ridge=self.ridge)
+        return (out[..., :dv], out[..., dv:]) if need_weights else (out, None)
 
     def _scaled_heads(self, q, k, v, allowed, key_valid, need_weights, drop):
         N, H, L, d = q.shape
