@@ -15,4 +15,6 @@ from __future__ import annotations
 #: bench name -> module (imported lazily by the command line)
 BENCHES: dict[str, str] = {
     "uea": "bayesattn.experiments.uea",
+    "distill": "bayesattn.experiments.distill",
+    "seq2seq": "bayesattn.experiments.seq2seq",
 }
