@@ -84,8 +84,8 @@ class DistillConfig:
     observe: str = "positions"
     d_model: int = 16
     nhead: int = 2
-    steps: int = 400
-    dagger_steps: int = 150
+    steps: int = 250
+    dagger_steps: int = 50
     batch_size: int = 128
     lr: float = 3e-3
     val_fraction: float = 0.2
