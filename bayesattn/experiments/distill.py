@@ -263,6 +263,10 @@ def run_one(kind: str, method: str, trajectories: int, seed: int, expert: LQRExp
             "us_per_step": us_per_step(model, config.history, xs.shape[-1])}
 
 
+def _run_key(r: dict) -> tuple:
+    return r["attention"], r["method"], r["trajectories"], r["seed"]
+
+
 def summarize(records: list[dict]) -> list[dict]:
     """Mean and sample sd over seeds of the return ratio, per (kind, method, trajectories)."""
     rows = []
@@ -279,6 +283,14 @@ def summarize(records: list[dict]) -> list[dict]:
             row[key + "_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
         rows.append(row)
     return rows
+
+
+def _cell(row: dict, seeds: int) -> str:
+    """``mean +- sd``, or the mean with its seed count when fewer seeds finished."""
+    if row["seeds"] == 1 < seeds:
+        return f"{row['return_ratio']:.3f} (1 seed)"
+    text = f"{row['return_ratio']:.3f} +- {row['return_ratio_sd']:.3f}"
+    return text if row["seeds"] == seeds else f"{text} ({row['seeds']} seeds)"
 
 
 def _table(records, expert_record, config, wall, counts, seeds) -> str:
@@ -308,8 +320,7 @@ def _table(records, expert_record, config, wall, counts, seeds) -> str:
             for n in counts:
                 match = [r for r in rows if (r["attention"], r["method"], r["trajectories"])
                          == (kind, method, n)]
-                cells.append(f"{match[0]['return_ratio']:.3f} +- {match[0]['return_ratio_sd']:.3f}"
-                             if match else "-")
+                cells.append(_cell(match[0], seeds) if match else "-")
                 cost += [m["us_per_step"] for m in match]
             lines.append(f"| {LABELS[kind]} | " + " | ".join(cells)
                          + f" | {statistics.fmean(cost):.0f} |" if cost else " | - |")
@@ -354,8 +365,8 @@ def _plot(records, counts, out, name):
 
 
 def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 2, 5, 10),
-                      seeds: int = 3, config: DistillConfig | None = None,
-                      resume: str | Path | None = None, progress: bool = True) -> dict:
+                      seeds: int = 3, first_seed: int = 0, config: DistillConfig | None = None,
+                      resume=(), progress: bool = True) -> dict:
     """Run the benchmark; write ``results.json`` (after every run), ``results.md``, ``results.png``.
 
     Args:
@@ -363,10 +374,11 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
         attention: kinds (default :data:`DISTILL_KINDS`).
         methods: subset of ``("bc", "dagger")``.
         trajectories: numbers of expert-labelled trajectories.
-        seeds: seeds ``0 .. seeds - 1``.
+        seeds: how many seeds; first_seed: the first (seeds ``first_seed ..``).
         config: :class:`DistillConfig`.
-        resume: a ``results.json`` of an interrupted run with the same settings: its records
-            are kept and their runs skipped.
+        resume: ``results.json`` files of earlier runs with the same settings (an interrupted
+            run, other seeds run in parallel): their records are kept and their runs skipped;
+            the tables cover every record (also of trajectory counts not asked for now).
         progress: print a line per run.
 
     Returns:
@@ -385,8 +397,9 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
         raise UsageError(f"unknown attention kind(s) {bad}; expected some of {HEAD_KINDS}")
     if not methods or any(m not in METHODS for m in methods):
         raise UsageError(f"methods must be some of {METHODS}, got {methods}")
-    if not (isinstance(seeds, int) and seeds >= 1):
-        raise UsageError(f"--seeds must be a positive integer, got {seeds}")
+    if not (isinstance(seeds, int) and seeds >= 1 and first_seed >= 0):
+        raise UsageError(f"--seeds must be positive and --first-seed >= 0, got {seeds}, "
+                         f"{first_seed}")
     counts = sorted(set(trajectories))
     if not counts or counts[0] < 1:
         raise UsageError(f"--trajectories must be positive integers, got {trajectories}")
@@ -396,12 +409,14 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
         Path(out).mkdir(parents=True, exist_ok=True)
         out = OutputDir.plain(out)
     records = []
-    if resume is not None:
-        previous = json.loads(Path(resume).read_text())
+    for path in [resume] if isinstance(resume, str | Path) else resume:
+        previous = json.loads(Path(path).read_text())
         if previous.get("config") != asdict(config):
-            raise UsageError(f"{resume}: its settings differ from this run's")
-        records = list(previous["records"])
-    done = {(r["attention"], r["method"], r["trajectories"], r["seed"]) for r in records}
+            raise UsageError(f"{path}: its settings differ from this run's")
+        have = {_run_key(r) for r in records}
+        records += [r for r in previous["records"]
+                    if _run_key(r) not in have and "same_as" not in r]
+    done = {_run_key(r) for r in records}
     start = time.perf_counter()
     with torch_threads(config.threads):
         import gymnasium as gym
@@ -421,7 +436,8 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
                          "sd_return": float(ev.returns.std()),
                          "gain": expert.gain.tolist(), "us_per_step": 1e6 * statistics.median(t)}
         results = {"expert": expert_record, "config": asdict(config), "records": records}
-        runs = [(k, m, n, s) for s in range(seeds) for n in counts for m in methods
+        runs = [(k, m, n, s) for s in range(first_seed, first_seed + seeds)
+                for n in counts for m in methods
                 for k in kinds if not (m == "dagger" and n == 1)]
         for kind, method, n, seed in runs:
             if (kind, method, n, seed) in done:
@@ -441,7 +457,9 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
             records.append({**r, "method": "dagger", "same_as": "bc"})
     out.write_text("results.json", json.dumps(results, indent=1) + "\n")
     wall = time.perf_counter() - start
-    out.write_text("results.md", _table(records, expert_record, config, wall, counts, seeds))
+    counts = sorted({r["trajectories"] for r in records})
+    n_seeds = len({r["seed"] for r in records})
+    out.write_text("results.md", _table(records, expert_record, config, wall, counts, n_seeds))
     _plot(records, counts, out, "results.png")
     if progress:
         print((out / "results.md").read_text())
@@ -458,12 +476,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--attention", default=None,
                         help=f"comma-separated kinds (default {','.join(DISTILL_KINDS)})")
     parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
+    parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--methods", default="bc,dagger", help="bc, dagger or both (default)")
     parser.add_argument("--trajectories", default="1,2,5,10",
                         help="comma-separated numbers of expert trajectories (default 1,2,5,10)")
     parser.add_argument("--observe", default="positions", choices=sorted(OBSERVATIONS),
                         help="what students see (default positions: x and theta)")
     parser.add_argument("--resume", default=None,
-                        help="results.json of an interrupted run to continue")
+                        help="comma-separated results.json files of earlier runs to continue")
 
 
 def run(args, out) -> None:
@@ -481,5 +501,7 @@ def run(args, out) -> None:
         config = DistillConfig(observe=args.observe, steps=30, dagger_steps=10, eval_episodes=3,
                                d_model=8)
         kinds, counts, seeds = kinds or ["softmax", "gp"], [1, 2], 1
-    run_distill_bench(out, attention=kinds, trajectories=counts, seeds=seeds, config=config,
-                      resume=args.resume)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    run_distill_bench(out, attention=kinds, methods=methods, trajectories=counts, seeds=seeds,
+                      first_seed=args.first_seed, config=config,
+                      resume=[p for p in (args.resume or "").split(",") if p])

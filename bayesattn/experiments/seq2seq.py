@@ -1,8 +1,8 @@
 """Encoder-decoder attention (D2L 11.4-11.7) on written dates: ``bayesattn bench seq2seq``.
 
 ``bayesattn bench seq2seq [--models M[,M...]] [--seeds N] [--epochs N]`` trains, on the
-written-date -> ISO task of :mod:`bayesattn.experiments.dates` (3000 train, 500 validation,
-1000 test dates, the splits disjoint), the models of
+written-date -> ISO task of :mod:`bayesattn.experiments.dates` (2000 train, 300 validation,
+500 test dates, the splits disjoint), the models of
 :mod:`bayesattn.experiments.seq2seq_models`:
 
 * ``gru``: GRU encoder-decoder without attention (D2L 10.7);
@@ -12,9 +12,9 @@ written-date -> ISO task of :mod:`bayesattn.experiments.dates` (3000 train, 500 
   ``softmax`` and ``least_squares`` (Intention); ``linear``, ``kernel``, ... on request.
 
 Training: cross-entropy with teacher forcing, Adam (step 3e-3 after a 50-step linear
-warm-up, gradient norm clipped at 1), minibatches of 64, at most ``--epochs`` epochs; after
-each epoch the greedy character accuracy on the validation split is measured and the best
-epoch's weights are kept (stopping after 3 epochs without a gain): the validation split is the
+warm-up, gradient norm clipped at 1), minibatches of 32, at most ``--epochs`` (8) epochs;
+after each epoch the greedy character accuracy on the validation split is measured and the
+best epoch's weights are kept (stopping after 2 epochs without a gain): the validation split is the
 only thing tuned on. Argument validation of :mod:`bayesattn.functional` is off during the run
 (:func:`bayesattn.functional.set_validation`, restored afterwards): it syncs on every call.
 Test metrics (greedy decoding, 10 steps): exact match (the whole ISO string right), character
@@ -77,7 +77,7 @@ class Seq2SeqConfig:
         threads: torch threads.
     """
 
-    sizes: tuple = (3000, 500, 1000)
+    sizes: tuple = (2000, 300, 500)
     data_seed: int = 0
     embed_dim: int = 32
     hidden: int = 64
@@ -86,9 +86,9 @@ class Seq2SeqConfig:
     num_layers: int = 1
     dim_feedforward: int = 64
     dropout: float = 0.1
-    epochs: int = 12
-    patience: int = 3
-    batch_size: int = 64
+    epochs: int = 8
+    patience: int = 2
+    batch_size: int = 32
     warmup: int = 50
     lr: float = 3e-3
     threads: int = 1
@@ -430,7 +430,7 @@ def add_arguments(parser) -> None:
                              f"(default {','.join(DEFAULT_MODELS)})")
     parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--epochs", type=int, default=None, help="most epochs (default 12)")
+    parser.add_argument("--epochs", type=int, default=None, help="most epochs (default 8)")
     parser.add_argument("--resume", default=None,
                         help="comma-separated results.json files of earlier runs to continue")
 
