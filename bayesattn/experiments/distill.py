@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import platform
 import statistics
 import time
@@ -204,18 +205,28 @@ def train_policy(model: HistoryPolicy, x: torch.Tensor, y: torch.Tensor, *, step
     return best
 
 
-def us_per_step(model: nn.Module, history: int, features: int, *, calls: int = 300) -> float:
-    """Median wall time (µs) of one policy call on one history (batch 1, no grad)."""
+def us_per_step(model: nn.Module, history: int, features: int, *, calls: int = 100,
+                repeats: int = 5) -> float:
+    """CPU time (µs) of one policy call on one history (batch 1, no grad, eval mode).
+
+    Process CPU time (:func:`time.process_time`), not wall time, so that other jobs on a
+    shared machine do not count; with one torch thread it is the work of the call. The best
+    of ``repeats`` means over ``calls`` calls (as :mod:`timeit` advises).
+    """
     x = torch.randn(1, history, features)
-    times = []
+    was_training = model.training
+    model.eval()
+    best = math.inf
     with torch.no_grad():
-        for _ in range(20):
+        for _ in range(10):
             model(x)
-        for _ in range(calls):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1e6 * statistics.median(times)
+        for _ in range(repeats):
+            start = time.process_time()
+            for _ in range(calls):
+                model(x)
+            best = min(best, (time.process_time() - start) / calls)
+    model.train(was_training)
+    return 1e6 * best
 
 
 def _expert_data(expert, seeds, config):
@@ -293,7 +304,7 @@ def _cell(row: dict, seeds: int) -> str:
     return text if row["seeds"] == seeds else f"{text} ({row['seeds']} seeds)"
 
 
-def _table(records, expert_record, config, wall, counts, seeds) -> str:
+def _table(records, expert_record, config, wall, counts, seeds, costs) -> str:
     rows = summarize(records)
     kinds = [k for k in DISTILL_KINDS if any(r["attention"] == k for r in rows)]
     lines = [
@@ -313,22 +324,23 @@ def _table(records, expert_record, config, wall, counts, seeds) -> str:
         if not any(r["method"] == method for r in rows):
             continue
         lines += [f"## {'behaviour cloning' if method == 'bc' else 'DAgger'}", "",
-                  "| attention | " + " | ".join(f"n = {n}" for n in counts) + " | µs / step |",
+                  "| attention | " + " | ".join(f"n = {n}" for n in counts)
+                  + " | µs / step (one thread) |",
                   "|---|" + "---|" * (len(counts) + 1)]
         for kind in kinds:
-            cells, cost = [], []
+            cells = []
             for n in counts:
                 match = [r for r in rows if (r["attention"], r["method"], r["trajectories"])
                          == (kind, method, n)]
                 cells.append(_cell(match[0], seeds) if match else "-")
-                cost += [m["us_per_step"] for m in match]
-            lines.append(f"| {LABELS[kind]} | " + " | ".join(cells)
-                         + f" | {statistics.fmean(cost):.0f} |" if cost else " | - |")
+            lines.append(f"| {LABELS[kind]} | " + " | ".join(cells) + f" | {costs[kind]:.0f} |")
         lines.append("")
     lines += [
         f"Whole run: {wall / 60:.1f} min wall clock on {platform.machine()} CPU with "
-        f"{config.threads} torch thread(s) (a machine shared with other jobs: the µs / step "
-        f"column compares kinds measured alike, not absolute speed), torch {torch.__version__}.",
+        f"{config.threads} torch thread(s), torch {torch.__version__}. The µs / step column: "
+        "process CPU time of one policy call on one history (batch 1, no grad, one torch "
+        "thread), the best of 5 means over 100 calls, all kinds measured one after another "
+        "at the end of the run.",
         "",
         "Settings: " + json.dumps(asdict(config), sort_keys=True),
         "",
@@ -366,7 +378,7 @@ def _plot(records, counts, out, name):
 
 def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 2, 5, 10),
                       seeds: int = 3, first_seed: int = 0, config: DistillConfig | None = None,
-                      resume=(), progress: bool = True) -> dict:
+                      resume=(), train: bool = True, progress: bool = True) -> dict:
     """Run the benchmark; write ``results.json`` (after every run), ``results.md``, ``results.png``.
 
     Args:
@@ -379,6 +391,7 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
         resume: ``results.json`` files of earlier runs with the same settings (an interrupted
             run, other seeds run in parallel): their records are kept and their runs skipped;
             the tables cover every record (also of trajectory counts not asked for now).
+        train: run the missing runs (False: only write the outputs of the ``resume`` records)
         progress: print a line per run.
 
     Returns:
@@ -429,9 +442,9 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
         states = np.random.default_rng(0).normal(size=(300, 4))
         t = []
         for s in states:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             expert(s[None])
-            t.append(time.perf_counter() - t0)
+            t.append(time.process_time() - t0)
         expert_record = {"mean_return": float(ev.returns.mean()),
                          "sd_return": float(ev.returns.std()),
                          "gain": expert.gain.tolist(), "us_per_step": 1e6 * statistics.median(t)}
@@ -440,7 +453,7 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
                 for n in counts for m in methods
                 for k in kinds if not (m == "dagger" and n == 1)]
         for kind, method, n, seed in runs:
-            if (kind, method, n, seed) in done:
+            if (kind, method, n, seed) in done or not train:
                 continue
             rec = run_one(kind, method, n, seed, expert, config)
             records.append(rec)
@@ -459,7 +472,16 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
     wall = time.perf_counter() - start
     counts = sorted({r["trajectories"] for r in records})
     n_seeds = len({r["seed"] for r in records})
-    out.write_text("results.md", _table(records, expert_record, config, wall, counts, n_seeds))
+    kinds_run = [k for k in DISTILL_KINDS if any(r["attention"] == k for r in records)]
+    with torch_threads(config.threads):
+        F = len(OBSERVATIONS[config.observe]) + 1  # observed components, previous action
+        costs = {k: us_per_step(HistoryPolicy(F, config.history, k, d_model=config.d_model,
+                                              nhead=config.nhead), config.history, F)
+                 for k in kinds_run}
+    results["cost_us_per_step"] = costs
+    out.write_text("results.json", json.dumps(results, indent=1) + "\n")
+    out.write_text("results.md", _table(records, expert_record, config, wall, counts, n_seeds,
+                                        costs))
     _plot(records, counts, out, "results.png")
     if progress:
         print((out / "results.md").read_text())
@@ -484,6 +506,8 @@ def add_arguments(parser) -> None:
                         help="what students see (default positions: x and theta)")
     parser.add_argument("--resume", default=None,
                         help="comma-separated results.json files of earlier runs to continue")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the tables and plots of the --resume files")
 
 
 def run(args, out) -> None:
@@ -504,4 +528,5 @@ def run(args, out) -> None:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     run_distill_bench(out, attention=kinds, methods=methods, trajectories=counts, seeds=seeds,
                       first_seed=args.first_seed, config=config,
-                      resume=[p for p in (args.resume or "").split(",") if p])
+                      resume=[p for p in (args.resume or "").split(",") if p],
+                      train=not args.report_only)

@@ -334,7 +334,7 @@ def _plot_attention(models: dict, test, out, name, index=(0, 1, 2, 3)):
 
 
 def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed: int = 0,
-                      config: Seq2SeqConfig | None = None, resume=(),
+                      config: Seq2SeqConfig | None = None, resume=(), train: bool = True,
                       progress: bool = True) -> dict:
     """Run the benchmark; write ``results.json`` (after every run), ``results.md``,
     ``results.png``, ``attention.png`` and ``seed0_models.pt``.
@@ -347,6 +347,7 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
         resume: ``results.json`` files of earlier runs with the same settings (e.g. other
             seeds run in parallel): their records are kept and their runs skipped; seed 0's
             models are read from a ``seed0_models.pt`` beside one of them.
+        train: run the missing runs (False: only write the outputs of the ``resume`` records)
         progress: print a line per run.
 
     Returns:
@@ -392,7 +393,7 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
         with torch_threads(config.threads):
             for seed in range(first_seed, first_seed + seeds):
                 for name in names:
-                    if (name, seed) in done:
+                    if (name, seed) in done or not train:
                         continue
                     record, model = run_one(name, seed, splits, config)
                     if seed == 0:
@@ -433,6 +434,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="most epochs (default 8)")
     parser.add_argument("--resume", default=None,
                         help="comma-separated results.json files of earlier runs to continue")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the tables and plots of the --resume files")
 
 
 def run(args, out) -> None:
@@ -452,4 +455,4 @@ def run(args, out) -> None:
         seeds = 1
     resume = [p for p in (args.resume or "").split(",") if p]
     run_seq2seq_bench(out, models=models, seeds=seeds, first_seed=args.first_seed,
-                      config=config, resume=resume)
+                      config=config, resume=resume, train=not args.report_only)
