@@ -378,7 +378,8 @@ def _plot(records, counts, out, name):
 
 def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 2, 5, 10),
                       seeds: int = 3, first_seed: int = 0, config: DistillConfig | None = None,
-                      resume=(), train: bool = True, progress: bool = True) -> dict:
+                      resume=(), train: bool = True, notes: str = "",
+                      progress: bool = True) -> dict:
     """Run the benchmark; write ``results.json`` (after every run), ``results.md``, ``results.png``.
 
     Args:
@@ -392,6 +393,7 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
             run, other seeds run in parallel): their records are kept and their runs skipped;
             the tables cover every record (also of trajectory counts not asked for now).
         train: run the missing runs (False: only write the outputs of the ``resume`` records)
+        notes: a paragraph added to ``results.md`` (e.g. how the run was cut to fit).
         progress: print a line per run.
 
     Returns:
@@ -480,8 +482,8 @@ def run_distill_bench(out, *, attention=None, methods=METHODS, trajectories=(1, 
                  for k in kinds_run}
     results["cost_us_per_step"] = costs
     out.write_text("results.json", json.dumps(results, indent=1) + "\n")
-    out.write_text("results.md", _table(records, expert_record, config, wall, counts, n_seeds,
-                                        costs))
+    text = _table(records, expert_record, config, wall, counts, n_seeds, costs)
+    out.write_text("results.md", text + (f"\n{notes.strip()}\n" if notes.strip() else ""))
     _plot(records, counts, out, "results.png")
     if progress:
         print((out / "results.md").read_text())
@@ -506,6 +508,7 @@ def add_arguments(parser) -> None:
                         help="what students see (default positions: x and theta)")
     parser.add_argument("--resume", default=None,
                         help="comma-separated results.json files of earlier runs to continue")
+    parser.add_argument("--notes", default="", help="a paragraph added to results.md")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the tables and plots of the --resume files")
 
@@ -529,4 +532,4 @@ def run(args, out) -> None:
     run_distill_bench(out, attention=kinds, methods=methods, trajectories=counts, seeds=seeds,
                       first_seed=args.first_seed, config=config,
                       resume=[p for p in (args.resume or "").split(",") if p],
-                      train=not args.report_only)
+                      train=not args.report_only, notes=args.notes)

@@ -214,6 +214,7 @@ def run_one(name: str, seed: int, splits, config: Seq2SeqConfig, *, progress=Fal
     start = time.perf_counter()
     metrics = evaluate(model, test)
     record = {"model": _model_name(name), "seed": seed, **metrics,
+              "max_epochs": config.epochs, "patience": config.patience,
               "test_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
               "parameters": sum(p.numel() for p in model.parameters()), **fit}
     return record, model
@@ -225,7 +226,8 @@ def summarize(records: list[dict]) -> list[dict]:
     names = list(dict.fromkeys(r["model"] for r in records))
     for name in names:
         rs = [r for r in records if r["model"] == name]
-        row = {"model": name, "seeds": len(rs), "parameters": rs[0]["parameters"]}
+        row = {"model": name, "seeds": len(rs), "parameters": rs[0]["parameters"],
+               "max_epochs": rs[0].get("max_epochs")}
         for key in ("exact_match", "char_accuracy", "bleu", "train_seconds", "best_epoch"):
             vals = [r[key] for r in rs]
             row[key] = statistics.fmean(vals)
@@ -245,7 +247,7 @@ def _table(records, config, wall, seeds) -> str:
         "tokenisation; best epoch chosen on validation exact match.",
         "",
         "| model | parameters | exact match (%) | char. accuracy (%) | BLEU (char) | best epoch "
-        "| train s |",
+        "/ most | train s |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in summarize(records):
@@ -253,7 +255,8 @@ def _table(records, config, wall, seeds) -> str:
             f"| {LABELS.get(r['model'], r['model'])} | {r['parameters']} | "
             f"{100 * r['exact_match']:.2f} +- {100 * r['exact_match_sd']:.2f} | "
             f"{100 * r['char_accuracy']:.2f} +- {100 * r['char_accuracy_sd']:.2f} | "
-            f"{r['bleu']:.2f} +- {r['bleu_sd']:.2f} | {r['best_epoch']:.1f} | "
+            f"{r['bleu']:.2f} +- {r['bleu_sd']:.2f} | {r['best_epoch']:.1f} / "
+            f"{r['max_epochs']} | "
             f"{r['train_seconds']:.0f} +- {r['train_seconds_sd']:.0f} |")
     lines += [
         "",
@@ -335,7 +338,7 @@ def _plot_attention(models: dict, test, out, name, index=(0, 1, 2, 3)):
 
 def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed: int = 0,
                       config: Seq2SeqConfig | None = None, resume=(), train: bool = True,
-                      progress: bool = True) -> dict:
+                      notes: str = "", progress: bool = True) -> dict:
     """Run the benchmark; write ``results.json`` (after every run), ``results.md``,
     ``results.png``, ``attention.png`` and ``seed0_models.pt``.
 
@@ -348,6 +351,7 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
             seeds run in parallel): their records are kept and their runs skipped; seed 0's
             models are read from a ``seed0_models.pt`` beside one of them.
         train: run the missing runs (False: only write the outputs of the ``resume`` records)
+        notes: a paragraph added to ``results.md`` (e.g. how the run was cut to fit).
         progress: print a line per run.
 
     Returns:
@@ -371,16 +375,24 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
         Path(out).mkdir(parents=True, exist_ok=True)
         out = OutputDir.plain(out)
     cfg = json.loads(json.dumps(asdict(config)))
+    budget = ("epochs", "patience")  # may differ between models (kept in each record)
+    same = {k: v for k, v in cfg.items() if k not in budget}
     records, seed0 = [], {}
     for path in [resume] if isinstance(resume, str | Path) else resume:
         previous = json.loads(Path(path).read_text())
-        if previous.get("config") != cfg:
+        theirs = {k: v for k, v in previous.get("config", {}).items() if k not in budget}
+        if theirs != same:
             raise UsageError(f"{path}: its settings differ from this run's")
+        for r in previous["records"]:
+            r.setdefault("max_epochs", previous["config"]["epochs"])
+            r.setdefault("patience", previous["config"]["patience"])
         records += [r for r in previous["records"]
                     if (r["model"], r["seed"]) not in {(q["model"], q["seed"]) for q in records}]
         saved = Path(path).parent / "seed0_models.pt"
         if saved.exists():
             for name, state in torch.load(saved, weights_only=True).items():
+                if name in seed0:
+                    continue
                 seed0[name] = build_model(name, config)
                 seed0[name].load_state_dict(state)
     done = {(r["model"], r["seed"]) for r in records}
@@ -409,7 +421,9 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
             wall = time.perf_counter() - start
             all_seeds = len({r["seed"] for r in records})
             out.write_text("results.json", json.dumps(results, indent=1) + "\n")
-            out.write_text("results.md", _table(records, config, wall, all_seeds))
+            text = _table(records, config, wall, all_seeds)
+            out.write_text("results.md",
+                           text + (f"\n{notes.strip()}\n" if notes.strip() else ""))
             _plot_scores(records, out, "results.png")
             _plot_attention(seed0, splits[2], out, "attention.png")
     finally:
@@ -432,8 +446,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="most epochs (default 8)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="epochs without a validation gain before stopping (default 2)")
     parser.add_argument("--resume", default=None,
                         help="comma-separated results.json files of earlier runs to continue")
+    parser.add_argument("--notes", default="", help="a paragraph added to results.md")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the tables and plots of the --resume files")
 
@@ -444,10 +461,11 @@ def run(args, out) -> None:
 
     models = [m for m in args.models.split(",") if m.strip()]
     config = Seq2SeqConfig()
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise UsageError(f"--epochs must be a positive integer, got {args.epochs}")
-        config = Seq2SeqConfig(epochs=args.epochs)
+    for flag, value in (("--epochs", args.epochs), ("--patience", args.patience)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
+    config = Seq2SeqConfig(epochs=args.epochs or config.epochs,
+                           patience=args.patience or config.patience)
     seeds = args.seeds
     if args.quick:
         config = Seq2SeqConfig(sizes=(300, 50, 50), epochs=1, d_model=16, hidden=16,
@@ -455,4 +473,4 @@ def run(args, out) -> None:
         seeds = 1
     resume = [p for p in (args.resume or "").split(",") if p]
     run_seq2seq_bench(out, models=models, seeds=seeds, first_seed=args.first_seed,
-                      config=config, resume=resume, train=not args.report_only)
+                      config=config, resume=resume, train=not args.report_only, notes=args.notes)
