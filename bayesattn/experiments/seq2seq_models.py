@@ -153,7 +153,10 @@ class TransformerDecoderLayer(nn.Module):
 class TransformerSeq2Seq(nn.Module):
     """Transformer encoder-decoder with one attention kind throughout.
 
-    Token embeddings scaled by ``sqrt(d_model)`` plus sinusoidal positions; ``num_layers``
+    Token embeddings (initialised ``N(0, 1 / d_model)``) scaled by ``sqrt(d_model)``, so that
+    their entries are on the scale of the sinusoidal positions added to them (with torch's
+    ``N(0, 1)`` initialisation the positions are ``sqrt(d_model)`` times weaker and the
+    decoder loses track of where it is); ``num_layers``
     pre-norm encoder and decoder layers; final LayerNorms; a linear read-out.
 
     Args:
@@ -178,6 +181,10 @@ class TransformerSeq2Seq(nn.Module):
         self.scale = math.sqrt(d_model)
         self.src_embed = nn.Embedding(source_vocab, d_model, padding_idx=0)
         self.tgt_embed = nn.Embedding(target_vocab, d_model, padding_idx=0)
+        for emb in (self.src_embed, self.tgt_embed):  # sqrt(d) * N(0, 1/d): unit entries,
+            nn.init.normal_(emb.weight, std=d_model**-0.5)  # on the scale of the positions
+            with torch.no_grad():
+                emb.weight[0].zero_()
         self.pos = SinusoidalPositionalEncoding(d_model, max_len, dropout, batch_first=True)
         self.encoder = nn.ModuleList(
             TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation="gelu",
