@@ -336,8 +336,11 @@ def _table(records, expert_record, config, wall, counts, seeds, costs) -> str:
             lines.append(f"| {LABELS[kind]} | " + " | ".join(cells) + f" | {costs[kind]:.0f} |")
         lines.append("")
     lines += [
-        f"Whole run: {wall / 60:.1f} min wall clock on {platform.machine()} CPU with "
-        f"{config.threads} torch thread(s), torch {torch.__version__}. The µs / step column: "
+        "Time summed over the runs: "
+        f"{sum(r['train_seconds'] for r in records if 'same_as' not in r) / 60:.0f} min of "
+        f"training wall clock (this invocation: {wall / 60:.1f} min) on {platform.machine()} "
+        f"CPU with {config.threads} torch thread(s), torch {torch.__version__}. The µs / step "
+        "column: "
         "process CPU time of one policy call on one history (batch 1, no grad, one torch "
         "thread), the best of 5 means over 100 calls, all kinds measured one after another "
         "at the end of the run.",

@@ -224,7 +224,8 @@ def summarize(records: list[dict]) -> list[dict]:
     """Mean and sample sd over seeds of the test metrics, per model."""
     rows = []
     names = list(dict.fromkeys(r["model"] for r in records))
-    for name in names:
+    order = {m: i for i, m in enumerate(DEFAULT_MODELS)}
+    for name in sorted(names, key=lambda m: order.get(m, len(order))):
         rs = [r for r in records if r["model"] == name]
         row = {"model": name, "seeds": len(rs), "parameters": rs[0]["parameters"],
                "max_epochs": rs[0].get("max_epochs")}
@@ -244,7 +245,7 @@ def _table(records, config, wall, seeds) -> str:
         "distinct dates in 8 written formats (data seed "
         f"{config.data_seed}). Greedy decoding. Mean +- sd over {seeds} seed(s). Exact match "
         "and character accuracy in %, BLEU: sacrebleu corpus BLEU with character "
-        "tokenisation; best epoch chosen on validation exact match.",
+        "tokenisation; the epoch is chosen on the validation character accuracy.",
         "",
         "| model | parameters | exact match (%) | char. accuracy (%) | BLEU (char) | best epoch "
         "/ most | train s |",
@@ -260,8 +261,10 @@ def _table(records, config, wall, seeds) -> str:
             f"{r['train_seconds']:.0f} +- {r['train_seconds_sd']:.0f} |")
     lines += [
         "",
-        f"Whole run: {wall / 60:.1f} min wall clock on {platform.machine()} CPU with "
-        f"{config.threads} torch thread(s) on a shared machine, torch {torch.__version__}.",
+        f"Training time summed over the runs: "
+        f"{sum(r['train_seconds'] for r in records) / 60:.0f} min wall clock (this invocation: "
+        f"{wall / 60:.1f} min) on {platform.machine()} CPU with {config.threads} torch "
+        f"thread(s) on a shared machine, torch {torch.__version__}.",
         "",
         "Settings: " + json.dumps(asdict(config), sort_keys=True),
         "",
@@ -426,6 +429,9 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
                            text + (f"\n{notes.strip()}\n" if notes.strip() else ""))
             _plot_scores(records, out, "results.png")
             _plot_attention(seed0, splits[2], out, "attention.png")
+            if seed0 and not (out / "seed0_models.pt").exists():
+                with out.file("seed0_models.pt") as tmp:
+                    torch.save({k: m.state_dict() for k, m in seed0.items()}, tmp)
     finally:
         Fn.set_validation(validating)
     if progress:
