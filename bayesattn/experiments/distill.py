@@ -371,6 +371,7 @@ def _plot(records, counts, out, name):
         ax.axhline(1.0, color="0.4", ls="--", lw=1, label="expert (LQR)")
         ax.set_xscale("log")
         ax.set_xticks(counts, [str(n) for n in counts])
+        ax.minorticks_off()
         ax.set_xlabel("expert-labelled trajectories")
         ax.set_title("behaviour cloning" if method == "bc" else "DAgger")
         ax.set_ylim(0, 1.05)
