@@ -19,4 +19,6 @@ BENCHES: dict[str, str] = {
     "pcn": "bayesattn.experiments.pcn_digits",
     "uncertainty": "bayesattn.experiments.uncertainty",
     "fewshot": "bayesattn.experiments.fewshot",
+    "distill": "bayesattn.experiments.distill",
+    "seq2seq": "bayesattn.experiments.seq2seq",
 }
