@@ -217,22 +217,22 @@ def test_save_load_predicts_exactly_the_same(tmp_path, name):
     assert loaded.get_params() == est.get_params()
 
 
-def test_load_refuses_other_files(tmp_path):
-    (tmp_path / "x.json").write_text(json.dumps({"format": "other", "idata": "x.nc"}))
+_FORMAT = "bayesattn.AttentionRegressor"
+
+
+@pytest.mark.parametrize("spec_text, error, match", [
+    (json.dumps({"format": "other", "idata": "x.nc"}), ValueError, "specification"),
+    (json.dumps({"format": _FORMAT, "idata": 3}), ValueError, "specification"),
+    (json.dumps({"format": _FORMAT, "idata": "x.nc"}), ValueError,
+     "not a readable InferenceData"),
+    ("{", ValueError, "not JSON"),
+    (json.dumps({"format": _FORMAT, "idata": "missing.nc"}), FileNotFoundError, "missing.nc"),
+])
+def test_load_refuses_other_files(tmp_path, spec_text, error, match):
     (tmp_path / "x.nc").write_text("not netcdf")
-    with pytest.raises(ValueError, match="specification"):
-        AttentionRegressor.load(tmp_path / "x")
-    (tmp_path / "w.json").write_text(json.dumps({"format": "bayesattn.AttentionRegressor",
-                                                 "idata": "x.nc"}))
-    with pytest.raises(ValueError, match="not a readable InferenceData"):
-        AttentionRegressor.load(tmp_path / "w")
-    (tmp_path / "y.json").write_text("{")
-    with pytest.raises(ValueError, match="not JSON"):
-        AttentionRegressor.load(tmp_path / "y.json")
-    (tmp_path / "z.json").write_text(json.dumps({"format": "bayesattn.AttentionRegressor",
-                                                 "idata": "missing.nc"}))
-    with pytest.raises(FileNotFoundError, match="missing.nc"):
-        AttentionRegressor.load(tmp_path / "z.json")
+    (tmp_path / "w.json").write_text(spec_text)
+    with pytest.raises(error, match=match):
+        AttentionRegressor.load(tmp_path / "w.json")
 
 
 # ----------------------------------------------------------------------------- model selection
