@@ -252,6 +252,13 @@ def methods(quick: bool):
 
 
 # ---------------------------------------------------------------------------- reporting
+def _ordered(per: dict) -> list[str]:
+    """The methods with results, in the order of :func:`methods` (the same in every table)."""
+    order = list(methods(False))
+    return sorted((n for n, rows in per.items() if rows),
+                  key=lambda n: order.index(n) if n in order else len(order))
+
+
 METRICS = (("rmse", "RMSE", "{:.3g}"), ("coverage", "94% coverage", "{:.3f}"),
            ("crps", "CRPS", "{:.3g}"), ("mlpd", "MLPD", "{:.3f}"), ("seconds", "seconds", "{:.1f}"))
 
@@ -271,12 +278,11 @@ def table(results: dict, meta: dict) -> str:
         lines += [f"**{ds}**: {info['description']}", "",
                   "| method | " + " | ".join(m[1] for m in METRICS) + " |",
                   "|---|" + "---|" * len(METRICS)]
-        means = {name: np.mean([r["mlpd"] for r in rows.values()]) for name, rows in per.items()
-                 if rows}
+        names = _ordered(per)
+        means = {name: np.mean([r["mlpd"] for r in per[name].values()]) for name in names}
         best = max(means.values()) if means else None
-        for name, rows in per.items():
-            if not rows:
-                continue
+        for name in names:
+            rows = per[name]
             cells = []
             for key, _, fmt in METRICS:
                 vals = np.array([r[key] for r in rows.values()])
@@ -292,18 +298,22 @@ def table(results: dict, meta: dict) -> str:
 def plot(results: dict, path: Path):
     import matplotlib.pyplot as plt
 
-    sets = [ds for ds in results if results[ds]]
-    fig, axes = plt.subplots(2, len(sets), figsize=(4.2 * len(sets), 6.5), squeeze=False)
+    sets = [ds for ds in results if _ordered(results[ds])]
+    every = _ordered({n: True for ds in sets for n in _ordered(results[ds])})
+    fig, axes = plt.subplots(2, len(sets), figsize=(4.2 * len(sets), 6.5), squeeze=False,
+                             sharey=True)
     for j, ds in enumerate(sets):
-        names = [n for n, rows in results[ds].items() if rows]
+        names = _ordered(results[ds])
+        where = [every.index(n) for n in names]  # one row per method in every panel
         for i, key in enumerate(("mlpd", "coverage")):
             ax = axes[i, j]
             vals = [np.array([r[key] for r in results[ds][n].values()]) for n in names]
-            ax.errorbar([v.mean() for v in vals], range(len(names)),
+            ax.errorbar([v.mean() for v in vals], where,
                         xerr=[v.std() for v in vals], fmt="o", capsize=3)
-            ax.set_yticks(range(len(names)))
-            ax.set_yticklabels(names if j == 0 else [""] * len(names), fontsize=8)
-            ax.invert_yaxis()
+            ax.set_yticks(range(len(every)))
+            ax.set_yticklabels(every, fontsize=8)
+            if j == 0 and i == 0:
+                ax.invert_yaxis()  # shared y: once
             if key == "coverage":
                 ax.axvspan(0.90, 0.97, color="tab:green", alpha=0.15)
                 ax.axvline(PROB, color="k", lw=0.8, ls="--")
