@@ -49,6 +49,17 @@ _FIT_OPTIONS = ("num_samples", "warmup_steps", "num_chains", "num_steps", "learn
                 "guide")
 
 
+def _check_positive_int(name: str, value) -> int:
+    """``value`` as an int when it is a positive integer (bools refused).
+
+    Raises:
+        ValueError: anything else, naming ``name``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _standardize(a: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """``(a - loc) / scale`` (one place, so a loaded model repeats it bit for bit)."""
     return (a - loc) / scale
@@ -141,9 +152,7 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.priors is not None and not isinstance(self.priors, dict):
             raise TypeError(f"priors must be a dict or None, got {type(self.priors).__name__}")
-        if (isinstance(self.max_draws, bool) or not isinstance(self.max_draws, numbers.Integral)
-                or self.max_draws < 1):
-            raise ValueError(f"max_draws must be a positive integer, got {self.max_draws!r}")
+        _check_positive_int("max_draws", self.max_draws)
 
     def _seed(self) -> int:
         rs = self.random_state
@@ -261,9 +270,7 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
             sklearn.exceptions.NotFittedError: before :meth:`fit`.
             ValueError: ``n_samples < 1``; bad ``X``.
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) \
-                or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        n_samples = _check_positive_int("n_samples", n_samples)
         query = self._query(X)
         rng = check_random_state(random_state)
         names = self.model_.latent_names()
@@ -388,8 +395,6 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
             sklearn.exceptions.NotFittedError: before :meth:`fit`.
             TypeError: ``priors`` holds something other than numbers and texts.
         """
-        from . import __version__
-
         check_is_fitted(self, "idata_")
         params = self.get_params(deep=False)
         if not isinstance(params["random_state"], numbers.Integral | type(None)):
@@ -398,17 +403,10 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
             if not isinstance(value, numbers.Real | str) or isinstance(value, bool):
                 raise TypeError(f"priors[{name!r}] cannot be saved: only numbers and texts "
                                 "such as 'LogNormal(0, 1)' can")
-        names = getattr(self, "feature_names_in_", None)
-        return {
-            "format": SPEC_FORMAT, "format_version": _SPEC_VERSION,
-            "bayesattn_version": __version__, "params": params, "seed": self.seed_,
-            "idata": idata_file,
-            "feature_names": None if names is None else [str(n) for n in names],
-            "y_ndim": self._y_ndim,
-            "x_mean": self.x_mean_.tolist(), "x_scale": self.x_scale_.tolist(),
-            "y_mean": self.y_mean_.tolist(), "y_scale": self.y_scale_.tolist(),
-            "X": self._X_train.tolist(), "y": self._y_train.tolist(),
-        }
+        return _make_spec(params, self.seed_, idata_file,
+                          getattr(self, "feature_names_in_", None), self._y_ndim,
+                          (self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_),
+                          self._X_train, self._y_train)
 
     @classmethod
     def from_spec(cls, spec: dict, idata) -> AttentionRegressor:
@@ -418,8 +416,7 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
             ValueError: not a specification of this format, or one that does not fit together
                 (shapes, a model the posterior does not match).
         """
-        if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
-            raise ValueError(f"not a {SPEC_FORMAT} specification")
+        _check_format(spec, "")
         if spec.get("format_version") != _SPEC_VERSION:
             raise ValueError(f"unsupported specification version {spec.get('format_version')!r}"
                              f" (this bayesattn reads version {_SPEC_VERSION})")
@@ -476,21 +473,14 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
         Raises:
             ValueError: as :meth:`from_spec`.
         """
-        from . import __version__
-
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         X = X[:, None] if X.ndim == 1 else X
         y2 = y.reshape(len(y), -1)
         params = cls(attention, method, standardize=False, random_state=seed).get_params()
-        spec = {
-            "format": SPEC_FORMAT, "format_version": _SPEC_VERSION,
-            "bayesattn_version": __version__, "params": params, "seed": seed, "idata": "",
-            "feature_names": None if feature_names is None else list(feature_names),
-            "y_ndim": y.ndim, "x_mean": [0.0] * X.shape[1], "x_scale": [1.0] * X.shape[1],
-            "y_mean": [0.0] * y2.shape[1], "y_scale": [1.0] * y2.shape[1],
-            "X": X.tolist(), "y": y2.tolist(),
-        }
+        p, k = X.shape[1], y2.shape[1]
+        identity = (np.zeros(p), np.ones(p), np.zeros(k), np.ones(k))
+        spec = _make_spec(params, seed, "", feature_names, y.ndim, identity, X, y2)
         return cls.from_spec(spec, idata)
 
     def save(self, path) -> tuple[Path, Path]:
@@ -531,9 +521,7 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
             spec = json.loads(spec_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{spec_path}: not JSON ({err})") from None
-        if (not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT
-                or not isinstance(spec.get("idata"), str)):
-            raise ValueError(f"{spec_path}: not a {SPEC_FORMAT} specification")
+        _check_format(spec, f"{spec_path}: ")
         nc = spec_path.parent / Path(spec["idata"]).name
         if not nc.is_file():
             raise FileNotFoundError(f"{nc}: the InferenceData named by {spec_path} is missing")
@@ -548,6 +536,39 @@ def load_idata(path) -> az.InferenceData:
     """Read an InferenceData from netCDF fully into memory (the file is not kept open)."""
     with az.rc_context({"data.load": "eager"}):
         return az.from_netcdf(str(path))
+
+
+def _make_spec(params: dict, seed: int, idata_file: str, feature_names, y_ndim: int,
+               scaling, X: np.ndarray, y: np.ndarray) -> dict:
+    """The specification dict of :meth:`AttentionRegressor.to_spec` (one place for its keys).
+
+    ``scaling``: ``(x_mean (p,), x_scale (p,), y_mean (k,), y_scale (k,))``; ``X (n, p)``,
+    ``y (n, k)`` the training data.
+    """
+    from . import __version__
+
+    x_mean, x_scale, y_mean, y_scale = (np.asarray(a, dtype=np.float64) for a in scaling)
+    return {
+        "format": SPEC_FORMAT, "format_version": _SPEC_VERSION,
+        "bayesattn_version": __version__, "params": params, "seed": int(seed),
+        "idata": idata_file,
+        "feature_names": None if feature_names is None else [str(n) for n in feature_names],
+        "y_ndim": int(y_ndim),
+        "x_mean": x_mean.tolist(), "x_scale": x_scale.tolist(),
+        "y_mean": y_mean.tolist(), "y_scale": y_scale.tolist(),
+        "X": np.asarray(X).tolist(), "y": np.asarray(y).tolist(),
+    }
+
+
+def _check_format(spec, where: str) -> None:
+    """Refuse anything but a dict with this format's ``"format"`` and a text ``"idata"``.
+
+    Raises:
+        ValueError: ``"{where}not a bayesattn.AttentionRegressor specification"``.
+    """
+    if (not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT
+            or not isinstance(spec.get("idata"), str)):
+        raise ValueError(f"{where}not a {SPEC_FORMAT} specification")
 
 
 def _stem(path) -> Path:
