@@ -63,6 +63,32 @@ def _size_hint(model: str, method: str) -> str:
     return "fit a random subset of the rows"
 
 
+
+def csv_read_error(err: Exception, flag: str, path, reader) -> UsageError:
+    """The one-line :class:`UsageError` for an error met while reading a CSV file.
+
+    Args:
+        err: a ``UnicodeDecodeError`` (not UTF-8: the message gives an ``iconv`` command),
+            a ``csv.Error`` (with the line) or an ``OSError`` (unreadable).
+        flag: the option that named the file (``--data``).
+        path: the file.
+        reader: the ``csv.reader`` (for its line number) or None before it was made.
+
+    Raises:
+        TypeError: ``err`` is none of those (a bug: re-raise it instead).
+    """
+    if isinstance(err, UnicodeDecodeError):
+        return UsageError(
+            f"{flag} {path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} near line "
+            f"{reader.line_num + 1 if reader is not None else 1}); convert it, e.g. for Latin-1 "
+            f"`iconv -f latin1 -t utf-8 {path} > converted.csv`")
+    if isinstance(err, csv.Error):
+        line = f", line {reader.line_num}" if reader is not None else ""
+        return UsageError(f"{flag} {path}{line}: {err}")
+    if isinstance(err, OSError):
+        return UsageError(f"{flag} {path}: cannot read it ({err.strerror})")
+    raise TypeError(f"not a CSV reading error: {err!r}")
+
 def _open_text(path: Path, flag: str):
     """Open ``path`` as UTF-8 text (a byte-order mark is skipped); refuse binary files.
 
@@ -155,16 +181,8 @@ def read_columns(path: str | Path, columns: list[tuple[str, str]], *,
                     if not math.isfinite(v):
                         bad[col].append(i)
                     values[col].append(v)
-    except UnicodeDecodeError as err:
-        raise UsageError(
-            f"{flag} {path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} near line "
-            f"{reader.line_num + 1 if reader is not None else 1}); convert it, e.g. for Latin-1 "
-            f"`iconv -f latin1 -t utf-8 {path} > converted.csv`") from None
-    except csv.Error as err:
-        line = f", line {reader.line_num}" if reader is not None else ""
-        raise UsageError(f"{flag} {path}{line}: {err}") from None
-    except OSError as err:
-        raise UsageError(f"{flag} {path}: cannot read it ({err.strerror})") from None
+    except (UnicodeDecodeError, csv.Error, OSError) as err:
+        raise csv_read_error(err, flag, path, reader) from None
     if not values[names[0]]:
         raise UsageError(f"{flag} {path}: no data rows")
     problems = [f"column {col!r} has missing or non-numeric values in rows {_rows(rows_)}"

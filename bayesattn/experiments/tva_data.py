@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..models.neuro.tva.sets import MAX_ITEMS
-from .fit_csv import _open_text, _rows
+from .fit_csv import _open_text, _rows, csv_read_error
 
 __all__ = ["Trials", "read_trials", "write_trials", "group_indices", "natural_key"]
 
@@ -172,16 +172,8 @@ def read_trials(path: str | Path, *, task: str, need_condition: bool = False) ->
                                      f"{', '.join(header)}")
             n, loc = _location_columns(header, path)
             raw = [(i, row) for i, row in enumerate(reader, start=1) if row]
-    except UnicodeDecodeError as err:
-        raise UsageError(
-            f"--data {path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} near line "
-            f"{reader.line_num + 1 if reader is not None else 1}); convert it, e.g. "
-            f"`iconv -f latin1 -t utf-8 {path} > converted.csv`") from None
-    except csv.Error as err:
-        line = f", line {reader.line_num}" if reader is not None else ""
-        raise UsageError(f"--data {path}{line}: {err}") from None
-    except OSError as err:
-        raise UsageError(f"--data {path}: cannot read it ({err.strerror})") from None
+    except (UnicodeDecodeError, csv.Error, OSError) as err:
+        raise csv_read_error(err, "--data", path, reader) from None
     if not raw:
         raise UsageError(f"--data {path}: no data rows")
     return _check(path, header, raw, n, loc, task)
