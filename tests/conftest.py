@@ -1,4 +1,4 @@
-"""Test-session settings shared by every test module.
+"""Test-session settings and fixtures shared by every test module.
 
 Hypothesis: CI runs the property tests derandomised (the examples are derived from each test's
 source, so a CI run is reproducible and never fails on a fresh random draw), without the
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import torch
 from hypothesis import settings
 
 #: Profile for continuous integration: reproducible, no database, no deadlines.
@@ -42,3 +44,12 @@ def _profile(environ) -> str:
 
 
 settings.load_profile(_profile(os.environ))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (small models are much faster so) and restore the count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

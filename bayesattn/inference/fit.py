@@ -49,6 +49,7 @@ def fit(
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     jit_compile: bool = False,
+    full_mass: bool = False,
     chain_method: str = "sequential",
     progress_bar: bool = True,
     num_threads: int | None = None,
@@ -105,6 +106,9 @@ def fit(
         target_accept_prob: NUTS step-size adaptation target, in (0, 1).
         max_tree_depth: NUTS maximum number of trajectory doublings.
         jit_compile: trace the NUTS potential with the PyTorch JIT.
+        full_mass: NUTS adapts a dense mass matrix (the posterior covariance) instead of a
+            diagonal one: fewer leapfrog steps when parameters are correlated, at ``O(D^2)``
+            memory and ``O(D^3)`` per adaptation window for ``D`` unconstrained dims.
         chain_method: ``"sequential"`` or ``"parallel"`` (NUTS chains in worker processes).
         progress_bar: show progress bars.
         num_threads: torch threads during the fit; ``None`` = the rule above.
@@ -142,7 +146,7 @@ def fit(
             draws, stats, settings = run_nuts(
                 model, data, num_samples=num_samples, warmup_steps=warmup_steps,
                 num_chains=num_chains, seed=seed, target_accept_prob=target_accept_prob,
-                max_tree_depth=max_tree_depth, jit_compile=jit_compile,
+                max_tree_depth=max_tree_depth, jit_compile=jit_compile, full_mass=full_mass,
                 chain_method=chain_method, progress_bar=progress_bar)
         elif method == "svi":
             draws, extra["svi_loss"], verdict = fit_svi(

@@ -37,9 +37,10 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median
+from pyro.infer.mcmc.util import initialize_model
 from tqdm.std import tqdm as std_tqdm
 
-__all__ = ["RecordingNUTS", "run_nuts", "safe_potential"]
+__all__ = ["RecordingNUTS", "potential_from_log_joint", "run_nuts", "safe_potential"]
 
 STAT_NAMES = ("lp", "energy", "diverging", "step_size", "acceptance_rate", "n_steps",
               "tree_depth")
@@ -138,7 +139,7 @@ class RecordingNUTS(NUTS):
 
 
 def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target_accept_prob,
-             max_tree_depth, jit_compile, chain_method, progress_bar):
+             max_tree_depth, jit_compile, chain_method, progress_bar, full_mass=False):
     """Run ``num_chains`` NUTS chains of ``model`` on ``data``.
 
     Chain ``c`` uses seed ``seed + c``. ``chain_method="parallel"`` runs the chains in spawned
@@ -153,7 +154,7 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
         KeyboardInterrupt: interrupted (the worker processes are gone when it propagates).
     """
     jobs = [(model, data, num_samples, warmup_steps, seed + c, target_accept_prob,
-             max_tree_depth, jit_compile, progress_bar) for c in range(num_chains)]
+             max_tree_depth, jit_compile, progress_bar, full_mass) for c in range(num_chains)]
     workers = min(num_chains, os.cpu_count() or 1)
     if chain_method == "parallel" and workers > 1:
         results = _run_parallel(jobs, workers)
@@ -163,7 +164,8 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
     stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
     settings = {"num_chains": num_chains, "warmup_steps": warmup_steps,
                 "num_samples": num_samples, "target_accept_prob": target_accept_prob,
-                "max_tree_depth": max_tree_depth, "chain_method": chain_method}
+                "max_tree_depth": max_tree_depth, "chain_method": chain_method,
+                "full_mass": full_mass}
     return draws, stats, settings
 
 
@@ -203,19 +205,69 @@ def _run_parallel(jobs, workers):
         raise
 
 
+def potential_from_log_joint(log_joint, transforms):
+    """The potential ``U(z) = -(log p(x, data) + sum_k log|det dx_k/dz_k|)``, ``x_k =
+    T_k^{-1}(z_k)``, of a log joint density of constrained values: the potential Pyro builds
+    from a traced model, with the model's transforms ``T_k`` (constrained -> unconstrained, as
+    :func:`pyro.infer.mcmc.util.initialize_model` returns them)."""
+
+    def potential(z):
+        x = {k: transforms[k].inv(v) for k, v in z.items()}
+        lp = log_joint(x)
+        for k, v in z.items():
+            lp = lp - transforms[k].log_abs_det_jacobian(x[k], v).sum()
+        return -lp
+
+    return potential
+
+
+def _jit_traced(potential, example: dict):
+    """``potential`` compiled by ``torch.jit.trace`` at ``example`` (fixed data and shapes, as
+    Pyro's ``jit_compile``)."""
+    names = sorted(example)
+    args = tuple(example[k].detach().clone().requires_grad_() for k in names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(lambda *vals: potential(dict(zip(names, vals, strict=True))),
+                                 args,
+                                 check_trace=False)
+    return lambda z: traced(*(z[k] for k in names))
+
+
 def _run_chain(job):
-    """One NUTS chain: ``(draws {name: (num_samples, ...)}, per-draw stats)``."""
+    """One NUTS chain: ``(draws {name: (num_samples, ...)}, per-draw stats)``.
+
+    A model whose :meth:`~bayesattn.models.base.BayesianModel.log_joint_fn` gives a fast log
+    joint is sampled through it (same density, same transforms and initial point as the traced
+    program); other models through Pyro's trace of :meth:`model`.
+    """
     (model, data, num_samples, warmup_steps, seed, target, max_tree_depth, jit,
-     progress_bar) = job
+     progress_bar, full_mass) = job
     pyro.set_rng_seed(seed)
-    kernel = RecordingNUTS(model.model, max_plate_nesting=model.max_plate_nesting,
-                           target_accept_prob=target, max_tree_depth=max_tree_depth,
-                           init_strategy=init_to_median(num_samples=15), jit_compile=jit,
-                           ignore_jit_warnings=True)
+    init_strategy = init_to_median(num_samples=15)
+    log_joint = model.log_joint_fn(data)
+    run_kwargs = data
+    if log_joint is None:
+        kernel = RecordingNUTS(model.model, max_plate_nesting=model.max_plate_nesting,
+                               target_accept_prob=target, max_tree_depth=max_tree_depth,
+                               init_strategy=init_strategy, jit_compile=jit,
+                               ignore_jit_warnings=True, full_mass=full_mass)
+        initial = None
+    else:
+        initial, _, transforms, _ = initialize_model(
+            model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting,
+            init_strategy=init_strategy)
+        potential = potential_from_log_joint(log_joint, transforms)
+        if jit:
+            potential = _jit_traced(potential, initial)
+        kernel = RecordingNUTS(potential_fn=safe_potential(potential), transforms=transforms,
+                               target_accept_prob=target, max_tree_depth=max_tree_depth,
+                               full_mass=full_mass)
+        run_kwargs = {}
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
-                disable_progbar=not progress_bar)
+                initial_params=initial, disable_progbar=not progress_bar)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        mcmc.run(**data)
+        mcmc.run(**run_kwargs)
     samples = mcmc.get_samples()
     return {k: samples[k] for k in model.latent_names()}, kernel.stats(num_samples)

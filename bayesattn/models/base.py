@@ -135,6 +135,19 @@ class BayesianModel:
         keep ArviZ's default names), e.g. ``{"C": ["condition"]}``. The default has none."""
         return {}
 
+    def log_joint_fn(self, data: dict):
+        """A fast ``log p(theta, data)`` for NUTS, or None (the default: NUTS traces
+        :meth:`model`).
+
+        A model may return a function of ``{site: constrained value}`` (every site of
+        :meth:`latent_names`, as the Pyro program samples it) giving the same scalar log joint
+        density as the traced program -- priors plus log-likelihood -- without Pyro's per-call
+        tracing and data checks; :func:`bayesattn.inference.nuts.run_nuts` then builds the
+        potential from it and the program's own transforms. Tests must show it equals the
+        traced density.
+        """
+        return None
+
     def prior_log_density(self, draws: dict) -> torch.Tensor | None:
         """``log p(theta_d)`` of each draw, ``(D,)``, vectorised; None = not available (the
         caller then traces the model once per draw). The default is None."""

@@ -10,7 +10,7 @@ from .._common import as_float_tensor
 from ._checks import _check_exposure, _check_report, _check_t0, _check_weights
 from .capacity import _check_k_probs
 from .likelihood import _report_log_prob
-from .rates import processing_rates
+from .rates import _rates, processing_rates
 from .simulate import simulate_report
 
 __all__ = ["TVAReport"]
@@ -59,7 +59,7 @@ class TVAReport(TorchDistribution):
                 reportable = _check_report(reportable, weights.shape[-1], name="reportable")
             rates = processing_rates(C, weights)
         else:
-            rates = C[..., None] * weights / weights.sum(-1, keepdim=True) / 1000.0
+            rates = _rates(C, weights)
         self.exposure, self.C, self.weights, self.t0, self.t0_sd = exposure, C, weights, t0, t0_sd
         self.k_probs, self.reportable, self.num_nodes, self.rates = (
             k_probs,

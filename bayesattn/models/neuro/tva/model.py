@@ -6,6 +6,7 @@ Dyrholm et al. (2011, LibTVA); the probit ``K`` and Gaussian ``t0`` of StanTVA/R
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from collections.abc import Sequence
@@ -29,7 +30,8 @@ from .conditions import (
 )
 from .distribution import TVAReport
 from .likelihood import report_log_prob
-from .rates import _partial_weights
+from .race import _plan, _race_log_prob
+from .rates import _partial_weights, _rates
 from .sets import _check_num_items
 
 __all__ = ["TVA"]
@@ -74,6 +76,21 @@ class _UpperTruncated(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):
         return _UpperTruncated(self.base.expand(batch_shape), self.upper)
+
+
+def _unchecked(prior):
+    """A shallow copy of a distribution (and of the distributions inside it) that does not
+    validate its arguments: for a potential whose values come from bijections onto the
+    support, where the checks would cost more than the density itself."""
+    if not isinstance(prior, torch.distributions.Distribution):
+        return prior
+    prior = copy.copy(prior)
+    prior._validate_args = False
+    for name in ("base_dist", "base"):
+        inner = getattr(prior, name, None)
+        if isinstance(inner, torch.distributions.Distribution):
+            setattr(prior, name, _unchecked(inner))
+    return prior
 
 
 class TVA(BayesianModel):
@@ -302,7 +319,8 @@ class TVA(BayesianModel):
         SVI guide on the untruncated prior would put mass there and give an infinite loss).
         Returns the priors of ``t0`` and of the ``K`` site, with their condition axes.
         """
-        t0_prior, k_prior = self._prior("t0", self.t0), self._prior("K", self.K)
+        t0_prior = self._prior("t0", self.t0)
+        k_prior = self._prior(self._k_site() or "K", self.K)  # "K_probs" for a free K
         if reported is None or not bool(reported.any()):
             return t0_prior, k_prior
         c = self.conditions
@@ -332,36 +350,26 @@ class TVA(BayesianModel):
                     k_prior = k_prior.to_event(1)
         return t0_prior, k_prior
 
-    def _params(self, t0_prior, k_prior) -> dict:
-        """Sample or fix every parameter (inside the Pyro program); condition axes kept."""
+    def _params(self, t0_prior, k_prior, site=hyperparameter) -> dict:
+        """Every parameter, condition axes kept: ``site(name, prior_or_value)`` returns the
+        value of each (default: sample it in the Pyro program, or take the fixed value)."""
         n = self.num_locations
-        C = hyperparameter("C", self._prior("C", self.C))
-        t0 = hyperparameter("t0", t0_prior)
-        t0_sd = hyperparameter("t0_sd", self._prior("t0_sd", self.t0_sd))
-        site = self._k_site()
+        C = site("C", self._prior("C", self.C))
+        t0 = site("t0", t0_prior)
+        t0_sd = site("t0_sd", self._prior("t0_sd", self.t0_sd))
+        k_site = self._k_site()
         if self._probit:
-            mK = hyperparameter("mK", self._prior("mK", self.mK))
-            sK = hyperparameter("sK", self._prior("sK", self.sK))
+            mK = site("mK", self._prior("mK", self.mK))
+            sK = site("sK", self._prior("sK", self.sK))
             k_probs = k_probit_probabilities(mK, sK, n)
-        elif site is None:
+        elif k_site is None:
             k_probs = _with_k0(self._fixed_k_probs(), n)
         else:
-            k_probs = self._k_probs_of(pyro.sample(site, k_prior))
-        if self._probit or site is not None:
-            pyro.deterministic(
-                "K_mean", (k_probs * torch.arange(n + 1, dtype=k_probs.dtype)).sum(-1)
-            )
-        weights = (
-            pyro.sample("weights", self._prior("weights", self.weights))
-            if isinstance(self.weights, dist.Distribution)
-            else self.weights
-        )
-        weights = self._location_weights(weights)
-        alpha = (
-            hyperparameter("alpha", self._prior("alpha", self.alpha))
-            if self.paradigm == "partial"
-            else None
-        )
+            k_probs = self._k_probs_of(site(k_site, k_prior))
+        weights = self._location_weights(site("weights", self._prior("weights", self.weights)))
+        alpha = None
+        if self.paradigm == "partial":
+            alpha = site("alpha", self._prior("alpha", self.alpha))
         values = {"C": C, "t0": t0, "t0_sd": t0_sd, "k_probs": k_probs, "weights": weights}
         return {**{k: _as64(v) for k, v in values.items()}, "alpha": _as64(alpha)}
 
@@ -437,11 +445,103 @@ class TVA(BayesianModel):
         )
         condition = _condition_index(condition, exposure.shape[0], self.conditions)
         params = self._params(*self._support_bounds(exposure, reported, condition))
+        if self._probit or self._k_site() is not None:
+            k_probs = params["k_probs"]
+            pyro.deterministic(
+                "K_mean", (k_probs * torch.arange(k_probs.shape[-1], dtype=k_probs.dtype)).sum(-1)
+            )
         weights = params["weights"]
         pyro.deterministic("attention_weights", weights / weights.sum(-1, keepdim=True))
         params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
         p = self._per_trial(params, condition)
         return self._observe(exposure, reported, targets, distractors, p)
+
+    def log_joint_fn(self, data: dict):
+        """``values -> log p(values, reported)``, the Pyro program's log joint, fast (for NUTS).
+
+        The same density as :meth:`model` (the priors, their truncation by
+        :meth:`_support_bounds`, and the report likelihood; deterministic sites add nothing),
+        computed without Pyro's tracing, with the data checked once, and with the trials grouped
+        by display -- (condition, exposure, targets, distractors) -- so that each display's
+        ``2^N`` decays are computed once however many trials repeat it (:func:`.race._plan`).
+
+        Args:
+            data: as :meth:`model`, with the observed ``reported``.
+
+        Returns:
+            A function of ``{site: value}`` (every :meth:`latent_names` site, constrained, with
+            its condition axis) returning a float64 scalar; None when ``data`` has no reports.
+
+        Raises:
+            ValueError, TypeError: bad data, as :meth:`model`.
+        """
+        exposure, reported, targets, distractors = self._check_data(
+            data["exposure"], data.get(self.obs_name), data.get("targets"), data.get("distractors")
+        )
+        if reported is None:
+            return None
+        num_trials = exposure.shape[0]
+        condition = _condition_index(data.get("condition"), num_trials, self.conditions)
+        t0_prior, k_prior = self._support_bounds(exposure, reported, condition)
+        columns = [condition[:, None].to(torch.float64), exposure[:, None]]
+        if self.paradigm == "partial":
+            if targets is None or distractors is None:
+                raise ValueError(
+                    "partial report needs data 'targets' and 'distractors' (T, N) bool"
+                )
+            if bool((reported & ~targets).any()):
+                raise ValueError("reported contains an item that is not a target")
+            columns += [targets.to(torch.float64), distractors.to(torch.float64)]
+        _, display = torch.unique(torch.cat(columns, -1), dim=0, return_inverse=True)
+        num_displays = int(display.max()) + 1
+        first = torch.full((num_displays,), num_trials, dtype=torch.long).scatter_reduce(
+            0, display, torch.arange(num_trials), reduce="amin"
+        )
+        shown_t = None if targets is None else targets[first]
+        shown_d = None if distractors is None else distractors[first]
+        hidden = torch.zeros_like(reported) if distractors is None else distractors
+        plan = _plan(reported, hidden, display)
+        cond_u, exposure_u = condition[first], exposure[first]
+        priors = {}  # the program's priors, copied without checks on first use
+
+        def log_joint(values: dict) -> torch.Tensor:
+            terms = []
+
+            def site(name, prior):
+                if isinstance(prior, dist.Distribution):
+                    if name not in priors:
+                        priors[name] = _unchecked(prior)
+                    terms.append(priors[name].log_prob(values[name]).sum())
+                    return values[name]
+                return torch.as_tensor(prior, dtype=torch.float64)
+
+            params = self._params(t0_prior, k_prior, site)
+            params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
+            p = self._per_trial(params, cond_u)  # per display row
+            item_weights, _ = self._item_weights(p["weights"], p["alpha"], shown_t, shown_d)
+            item_weights = item_weights.expand(num_displays, item_weights.shape[-1])
+            if bool((reported & (item_weights.detach() <= 0).index_select(-2, display)).any()):
+                raise ValueError("reported contains an item at an empty location (weight 0)")
+            rates = _rates(p["C"], item_weights)
+            k_probs = p["k_probs"]
+            if k_probs.shape[-2] > 1:
+                k_probs = k_probs.index_select(-2, display)
+            t0_sd = p["t0_sd"]
+            kind = "fixed" if t0_sd is None and self.t0_dist == "normal" else self.t0_dist
+            rows = rates.shape[:-1]
+            lp = _race_log_prob(
+                plan,
+                reported,
+                rates,
+                k_probs,
+                exposure_u.expand(rows),
+                p["t0"].expand(rows),
+                None if t0_sd is None else t0_sd.expand(rows),
+                kind,
+            )
+            return torch.stack(terms).sum() + lp.sum() if terms else lp.sum()
+
+        return log_joint
 
     def _draw_params(self, chunk: dict, num: int) -> dict:
         """The parameters of ``num`` draws ``(D, [conditions,] ...)`` (fixed ones repeated)."""

@@ -81,7 +81,7 @@ from .threshold import _expected_decay
 _PLAN_CACHE: dict = {}
 
 
-def _plan(reported: torch.Tensor, hidden: torch.Tensor):
+def _plan(reported: torch.Tensor, hidden: torch.Tensor, display: torch.Tensor | None = None):
     """Data-only index plan of the race sums for trials ``(T, N)``.
 
     ``reported`` and ``hidden`` (present items that are encoded but never reported, i.e. the
@@ -89,7 +89,12 @@ def _plan(reported: torch.Tensor, hidden: torch.Tensor):
     ``S = R_t u D``, ``D subset hidden_t``; the plan lists every pair ``(t, S, B)`` with
     ``B subset S`` as flat int64 tensors ``row, S, B`` (codes as in :func:`report_sets`), the
     float sign ``(-1)^(|S|-|B|)``, ``|S|`` and ``B != S``, with the flat indices into the
-    per-trial tables (``ib``, ``ia``, ``ik``). Returns a dict.
+    per-display tables (``ib``, ``ia``) and the per-trial bins (``ik``). Returns a dict.
+
+    ``display (T,)`` int64 names the display row of each trial: trials that share a display
+    (the same exposure, rates and threshold, e.g. repeats of one condition of a design) share
+    its ``2^N`` decays, which are then computed once per display (:func:`_race_prob`); None =
+    one display per trial.
     """
     num = int(reported.shape[-1])
     size = 2**num
@@ -106,11 +111,16 @@ def _plan(reported: torch.Tensor, hidden: torch.Tensor):
     s_size = pop[s_code]
     diff = s_size - pop[b_code]
     sign = torch.where(diff % 2 == 0, 1.0, -1.0).to(torch.float64)
+    if display is None:
+        display = torch.arange(int(reported.shape[0]), device=device)
+    disp = display[row]
     return {
         "row": row,
-        "ib": row * size + b_code,  # the (trial, B) cell of the per-trial tables
-        "ia": row * size + (s_code ^ b_code),  # (trial, A = S \\ B)
+        "ib": disp * size + b_code,  # the (display, B) cell of the per-display tables
+        "ia": disp * size + (s_code ^ b_code),  # (display, A = S \\ B)
         "ik": row * (num + 1) + s_size,  # the (trial, |S|) bin
+        "display": display,
+        "num_displays": int(display.max()) + 1 if display.numel() else 0,
         "sign": sign,
         "sign_full": sign * (b_code != s_code),  # 0 for A = {}: no "VSTM full" term
         "empty_ok": ~reported.any(-1),  # S = {} (K = 0 encodes nothing) is consistent
@@ -144,12 +154,13 @@ def _k_tables(k_probs: torch.Tensor):
 
 
 def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
-    """``P(report)`` of the plan's trials; parameters ``(..., T, .)`` with ``T`` the data rows.
+    """``P(report)`` of the plan's trials ``(..., T)``.
 
-    ``rates (..., T, N)`` 1/ms, ``k_probs (..., T, N+1)`` over ``K = 0..N``, ``exposure``,
-    ``t0``, ``t0_sd`` ``(..., T)`` (``t0_sd`` None when fixed). Returns ``(..., T)``.
+    Per display row (``U`` = ``plan["num_displays"]``, the trials' ``plan["display"]``):
+    ``rates (..., U, N)`` 1/ms, ``exposure``, ``t0``, ``t0_sd`` ``(..., U)`` (``t0_sd`` None
+    when fixed); per trial: ``k_probs (..., T|1, N+1)`` over ``K = 0..N``.
 
-    Per trial the ``2^N`` decays ``G_B`` are computed once; every pair ``(S, B)`` of the plan
+    Per display the ``2^N`` decays ``G_B`` are computed once; every pair ``(S, B)`` of the plan
     then contributes ``sign G_B`` to the "VSTM not full" sum and ``sign v_A (1 - G_B) / u_B``
     (``A = S \\ B``, ``u_B = V - v_B``) to the "VSTM full" sum of its size ``|S|``; the sums per
     ``(trial, |S|)`` are weighted by ``P(K > |S|)`` and ``P(K = |S|)`` at the end.
@@ -157,6 +168,7 @@ def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
     num = int(rates.shape[-1])
     size = 2**num
     num_rows = plan["num_rows"]
+    num_displays = int(rates.shape[-2])
     subsets = report_sets(num, device=rates.device).to(rates.dtype)
     v_b = rates @ subsets.T  # (..., T, M)
     u = (rates.sum(-1, keepdim=True) - v_b).clamp_min(0.0)  # V - v_B
@@ -165,9 +177,9 @@ def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
     # (1 - G_B) / u_B; u_B = 0 only for B = every present item, a pair with A = {} (weight 0)
     h = (1.0 - g) / torch.where(u > 0, u, torch.ones_like(u))
     lead = v_b.shape[:-2]
-    table = torch.stack([g, h], -1).reshape(*lead, num_rows * size, 2)
+    table = torch.stack([g, h], -1).reshape(*lead, num_displays * size, 2)
     pair_b = table.index_select(-2, plan["ib"])  # (..., P, 2)
-    v_a = v_b.reshape(*lead, num_rows * size).index_select(-1, plan["ia"])  # (..., P)
+    v_a = v_b.reshape(*lead, num_displays * size).index_select(-1, plan["ia"])  # (..., P)
     small = plan["sign"].to(rates.dtype) * pair_b[..., 0]
     full = plan["sign_full"].to(rates.dtype) * v_a * pair_b[..., 1]
     vals = torch.stack([small, full], -1)  # (..., P, 2)
@@ -181,16 +193,19 @@ def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
 def _race_log_prob(plan, reported, rates, k_probs, exposure, t0, t0_sd, kind):
     """``log P(report)`` ``(..., T)``: :func:`_race_prob` with exact ``-inf`` where impossible.
 
-    A report is impossible when ``P(K >= |R|) = 0`` or (fixed ``t0``) when it is not empty and
-    ``exposure <= t0``; a possible report whose probability rounds to ``<= 0`` gets the smallest
-    normal number instead (see the module docstring).
+    Arguments as :func:`_race_prob` (per display row, ``k_probs`` per trial) and ``reported
+    (T, N)``. A report is impossible when ``P(K >= |R|) = 0`` or (fixed ``t0``) when it is not
+    empty and ``exposure <= t0``; a possible report whose probability rounds to ``<= 0`` gets the
+    smallest normal number instead (see the module docstring).
     """
     prob = _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind)
     r = reported.sum(-1)  # (T,)
     _, _, p_ge = _k_tables(k_probs.detach())
-    impossible = p_ge.gather(-1, r.expand(p_ge.shape[:-1])[..., None]).squeeze(-1) <= 0
+    p_ge = p_ge.expand(*prob.shape, p_ge.shape[-1])
+    impossible = p_ge.gather(-1, r.expand(prob.shape)[..., None]).squeeze(-1) <= 0
     if kind == "fixed" or t0_sd is None and kind == "normal":
-        impossible = impossible | ((exposure - t0).detach() <= 0) & (r > 0)
+        late = torch.broadcast_to((exposure - t0).detach() <= 0, rates.shape[:-1])
+        impossible = impossible | late.index_select(-1, plan["display"]) & (r > 0)
     tiny = torch.finfo(rates.dtype).tiny
     safe = torch.where(impossible, torch.ones_like(prob), prob.clamp_min(tiny))
     return torch.where(impossible, -math.inf, torch.log(safe))

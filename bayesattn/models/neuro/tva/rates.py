@@ -35,6 +35,11 @@ def processing_rates(C, weights) -> torch.Tensor:
         raise ValueError("weights (attentional weights) must be non-negative")
     if bool((wd.sum(-1) <= 0).any()):
         raise ValueError("weights of a display must not all be 0")
+    return _rates(C, weights)
+
+
+def _rates(C: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """:func:`processing_rates` on trusted tensors (no checks)."""
     share = weights / weights.sum(-1, keepdim=True)  # = softmax(log w)
     return C[..., None] * share / 1000.0
 
