@@ -97,7 +97,8 @@ class Seq2SeqConfig:
         kl_weights: the KL coefficients ``lambda`` of ``bahdanau-bam`` tried per seed (the
             one with the best validation character accuracy is kept; ties: the lower
             validation NLL of the Monte-Carlo predictive).
-        mc_samples: Monte-Carlo alignment paths of ``bahdanau-bam`` at prediction.
+        mc_samples: Monte-Carlo alignment paths of ``bahdanau-bam`` at test.
+        val_mc_samples: paths in its per-epoch validation and KL-coefficient choice.
     """
 
     sizes: tuple = (2000, 300, 500)
@@ -117,6 +118,7 @@ class Seq2SeqConfig:
     threads: int = 1
     kl_weights: tuple = (0.01, 0.1, 1.0)
     mc_samples: int = 32
+    val_mc_samples: int = 8
 
 
 def _model_name(name: str) -> str:
@@ -290,6 +292,7 @@ def _select_kl_weight(seed, splits, config, *, progress=False):
     for lam in config.kl_weights:
         torch.manual_seed(seed)
         model = build_model("bahdanau-bam", config, kl_weight=lam)
+        model.num_samples = config.val_mc_samples
         fit = train_seq2seq(model, train, val, config, seed=seed, progress=progress)
         torch.manual_seed(seed)
         nll = validation_nll(model, val)
@@ -299,6 +302,7 @@ def _select_kl_weight(seed, splits, config, *, progress=False):
         if best is None or key > best[0]:
             best = (key, model, fit, lam)
     _, model, fit, lam = best
+    model.num_samples = config.mc_samples
     return model, {**fit, "kl_weight": lam, "kl_weight_search": tried}
 
 
@@ -601,7 +605,7 @@ def run(args, out) -> None:
     if args.quick:
         config = Seq2SeqConfig(sizes=(300, 50, 50), epochs=1, d_model=16, hidden=16,
                                embed_dim=8, num_layers=1, dim_feedforward=16,
-                               kl_weights=(0.1,), mc_samples=8)
+                               kl_weights=(0.1,), mc_samples=8, val_mc_samples=4)
         seeds = 1
     resume = [p for p in (args.resume or "").split(",") if p]
     run_seq2seq_bench(out, models=models, seeds=seeds, first_seed=args.first_seed,
