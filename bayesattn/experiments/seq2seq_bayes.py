@@ -81,13 +81,18 @@ def alignment_uncertainty(model, split, *, num_samples: int | None = None,
     }
 
 
-def plot_alignment_posterior(deterministic, bayesian, split, out, name, index=(0, 1, 2, 3),
-                             *, labels=("Bahdanau", "Bayesian mean", "Bayesian sd")):
+def plot_alignment_posterior(deterministic, bayesian, split, out=None, name="alignment_sd.png",
+                             index=(0, 1, 2, 3), *,
+                             labels=("Bahdanau", "Bayesian mean", "Bayesian sd")):
     """Heatmaps of the deterministic alignment, the Bayesian posterior mean and its sd.
 
     Rows: ``deterministic``'s greedy alignment (skipped when None), ``bayesian``'s posterior
     mean and posterior sd (its own Monte-Carlo greedy output on the y axis); columns: the
-    test examples ``index``. Written with ``out.savefig(name, ...)``.
+    examples ``index`` of ``split``. Written with ``out.savefig(name, ...)`` when ``out`` (a
+    :class:`bayesattn.io.OutputDir`) is given.
+
+    Returns:
+        the :class:`matplotlib.figure.Figure`.
     """
     from matplotlib.figure import Figure
 
@@ -121,5 +126,6 @@ def plot_alignment_posterior(deterministic, bayesian, split, out, name, index=(0
     fig.suptitle(f"alignment: deterministic Bahdanau; Bayesian (BAM) posterior mean and sd over "
                  f"{bayesian.num_samples} draws (rows: output, columns: source characters)",
                  fontsize=9)
-    out.savefig(name, fig, dpi=110)
+    if out is not None:
+        out.savefig(name, fig, dpi=110)
     return fig
