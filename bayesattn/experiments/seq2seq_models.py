@@ -12,7 +12,11 @@
 * :class:`TransformerSeq2Seq` (Vaswani et al. 2017; D2L 11.7): pre-norm encoder layers
   (:class:`bayesattn.nn.TransformerEncoderLayer`) and decoder layers
   (:class:`TransformerDecoderLayer`: causal self-attention, cross-attention, feed-forward),
-  every attention of one kind of :class:`bayesattn.nn.MultiheadAttention`.
+  every attention of one kind of :class:`bayesattn.nn.MultiheadAttention`. With ``gp``
+  (GP attention) the decoder's causal self-attention is exact (each query its own GP
+  regression on its prefix, :func:`bayesattn.functional.gp_attention` with ``is_causal``) and
+  the encoder and cross-attention drop padded keys exactly; the regression kinds
+  (:data:`bayesattn.nn.UNMASKED_KINDS`) have no attention dropout (dropout stays elsewhere).
 
 All models take source tokens ``(N, S)`` with a padding mask ``(N, S)`` (True at padding) and
 targets ``(N, T)``; ``forward`` uses teacher forcing (inputs ``<bos> y_1 .. y_{T-1}``) and
