@@ -115,6 +115,9 @@ def test_summary_and_bad_model_names(tmp_path):
     assert row["exact_match"] == pytest.approx(0.3) and row["bleu_sd"] == 0.0
     status = main(["bench", "seq2seq", "--models", "lstm", "--out", str(tmp_path / "x")])
     assert status == 2
+    for bad in ("a,0.1", "-1", ","):
+        assert main(["bench", "seq2seq", "--kl-weights", bad, "--out",
+                     str(tmp_path / "y")]) == 2
 
 
 @pytest.mark.slow

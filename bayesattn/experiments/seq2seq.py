@@ -74,7 +74,7 @@ DEFAULT_MODELS = ("gru", "bahdanau", "bahdanau-bam", "transformer-softmax",
                   "transformer-least_squares", "transformer-gp")
 LABELS = {"gru": "GRU, no attention", "bahdanau": "GRU + Bahdanau (additive)",
           "bahdanau-bam": "GRU + Bayesian Bahdanau (BAM)",
-          "transformer-gp": "Transformer, GP (causal GP self-attn.)",
+          "transformer-gp": "Transformer, GP (exact causal mask)",
           "transformer-softmax": "Transformer, softmax",
           "transformer-least_squares": "Transformer, least-squares",
           "transformer-linear": "Transformer, linear (elu+1)",
@@ -116,7 +116,7 @@ class Seq2SeqConfig:
     warmup: int = 50
     lr: float = 3e-3
     threads: int = 1
-    kl_weights: tuple = (0.01, 0.1, 1.0)
+    kl_weights: tuple = (0.001, 0.01, 0.1, 1.0)
     mc_samples: int = 32
     val_mc_samples: int = 8
 
@@ -503,7 +503,9 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
         Path(out).mkdir(parents=True, exist_ok=True)
         out = OutputDir.plain(out)
     cfg = json.loads(json.dumps(asdict(config)))
-    budget = ("epochs", "patience")  # may differ between models (kept in each record)
+    # may differ between runs that are merged (kept in each record; the last three only
+    # concern bahdanau-bam, whose records hold the KL grid tried)
+    budget = ("epochs", "patience", "kl_weights", "mc_samples", "val_mc_samples")
     same = {k: v for k, v in cfg.items() if k not in budget}
     records, seed0 = [], {}
     for path in [resume] if isinstance(resume, str | Path) else resume:
@@ -583,6 +585,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="most epochs (default 8)")
     parser.add_argument("--patience", type=int, default=None,
                         help="epochs without a validation gain before stopping (default 2)")
+    parser.add_argument("--kl-weights", default=None,
+                        help="comma-separated KL coefficients tried for bahdanau-bam "
+                             "(default 0.001,0.01,0.1,1)")
     parser.add_argument("--resume", default=None,
                         help="comma-separated results.json files of earlier runs to continue")
     parser.add_argument("--notes", default="", help="a paragraph added to results.md")
@@ -599,8 +604,16 @@ def run(args, out) -> None:
     for flag, value in (("--epochs", args.epochs), ("--patience", args.patience)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be a positive integer, got {value}")
+    kl_weights = config.kl_weights
+    if args.kl_weights:
+        try:
+            kl_weights = tuple(float(w) for w in args.kl_weights.split(","))
+        except ValueError:
+            kl_weights = ()
+        if not kl_weights or not all(math.isfinite(w) and w >= 0 for w in kl_weights):
+            raise UsageError(f"--kl-weights must list numbers >= 0, got {args.kl_weights!r}")
     config = Seq2SeqConfig(epochs=args.epochs or config.epochs,
-                           patience=args.patience or config.patience)
+                           patience=args.patience or config.patience, kl_weights=kl_weights)
     seeds = args.seeds
     if args.quick:
         config = Seq2SeqConfig(sizes=(300, 50, 50), epochs=1, d_model=16, hidden=16,
