@@ -394,6 +394,21 @@ def _alignment_table(records) -> list[str]:
         f"{ms('max_sd_wrong')} | {ms('char_errors', digits=1)} | {ms('auroc_sd')} | "
         f"{ms('auroc_confidence')} |",
     ]
+    grid = {}
+    for r in rs:
+        for t in r.get("kl_weight_search", []):
+            grid.setdefault(t["kl_weight"], []).append(t)
+    if grid:
+        lines += ["", "Validation per KL coefficient (mean over seeds; the choice is the best "
+                  "character accuracy, ties broken by the lower NLL of the Monte-Carlo "
+                  "predictive, nats per character):", "",
+                  "| KL coefficient | val. char. accuracy (%) | val. NLL | best epoch |",
+                  "|---|---|---|---|"]
+        for lam, ts in sorted(grid.items()):
+            lines.append(
+                f"| {lam:g} | {100 * statistics.fmean(t['val_char_accuracy'] for t in ts):.2f} "
+                f"| {statistics.fmean(t['val_nll'] for t in ts):.4f} | "
+                f"{statistics.fmean(t['best_epoch'] for t in ts):.1f} |")
     return lines
 
 
