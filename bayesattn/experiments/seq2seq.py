@@ -587,13 +587,15 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
 
 # -- ``bayesattn bench seq2seq`` (see bayesattn.experiments.benches)
 
-HELP = "written dates to ISO: GRU, Bahdanau and Transformer encoder-decoders (D2L 11.4-11.7)"
+HELP = ("written dates to ISO: GRU, Bahdanau, Bayesian-alignment Bahdanau and Transformer "
+        "encoder-decoders (D2L 11.4-11.7)")
 
 
 def add_arguments(parser) -> None:
     """Options of ``bayesattn bench seq2seq`` beside the common ones."""
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated models: gru, bahdanau, transformer-KIND "
+                        help="comma-separated models: gru, bahdanau, bahdanau-bam, "
+                             "transformer-KIND "
                              f"(default {','.join(DEFAULT_MODELS)})")
     parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
