@@ -67,10 +67,15 @@ def test_unmasked_kinds_refuse_masks_dropout_and_load_torch_state(kind):
     mha = MultiheadAttention(8, 2, batch_first=True, attention=kind)
     x = torch.randn(2, 5, 8)
     kpm = torch.zeros(2, 5, dtype=torch.bool)
-    with pytest.raises(ValueError, match="takes no attn_mask"):
-        mha(x, x, x, key_padding_mask=kpm)
-    with pytest.raises(ValueError, match="takes no attn_mask"):
-        mha(x, x, x, is_causal=True)
+    if kind == "gp":  # padding and causal masks are exact for gp (tests/test_gp_causal.py)
+        general = torch.eye(5, dtype=torch.bool)
+        with pytest.raises(ValueError, match="causal mask only"):
+            mha(x, x, x, attn_mask=general)
+    else:
+        with pytest.raises(ValueError, match="takes no attn_mask"):
+            mha(x, x, x, key_padding_mask=kpm)
+        with pytest.raises(ValueError, match="takes no attn_mask"):
+            mha(x, x, x, is_causal=True)
     with pytest.raises(ValueError, match="dropout is not defined"):
         MultiheadAttention(8, 2, dropout=0.1, attention=kind)
     with pytest.raises(ValueError, match="add_bias_kv"):

@@ -53,12 +53,14 @@ def test_splits_are_disjoint_decodable_and_seeded():
         make_dates((0, 5, 5))
 
 
-@pytest.mark.parametrize("name", ["gru", "bahdanau", "transformer-softmax",
-                                  "transformer-least_squares"])
+@pytest.mark.parametrize("name", ["gru", "bahdanau", "bahdanau-bam", "transformer-softmax",
+                                  "transformer-least_squares", "transformer-gp"])
 def test_models_are_causal_and_ignore_padding(name):
     torch.manual_seed(0)
     (split,) = make_dates((6,), seed=1)
     model = build_model(name, TINY).eval()
+    if name == "bahdanau-bam":
+        model.sample = False  # the mean alignment (the draws: tests/test_seq2seq_bayes.py)
     src, pm = split.source, split.source_padding_mask
     tokens, w = model.greedy(src, pm, 10)
     # teacher forcing on the model's own greedy output reproduces it (causal decoder)
@@ -74,7 +76,7 @@ def test_models_are_causal_and_ignore_padding(name):
     assert w.shape == (6, 10, src.shape[1])
     assert torch.all(w2[..., src.shape[1]:] == 0)  # no weight on padding
     assert torch.all(w.masked_select(pm[:, None, :].expand_as(w)) == 0)
-    if name != "transformer-least_squares":  # softmax-type weights: a distribution
+    if name not in ("transformer-least_squares", "transformer-gp"):  # a distribution
         assert torch.allclose(w.sum(-1), torch.ones(6, 10), atol=1e-6) and (w >= 0).all()
 
 
@@ -113,16 +115,21 @@ def test_summary_and_bad_model_names(tmp_path):
     assert row["exact_match"] == pytest.approx(0.3) and row["bleu_sd"] == 0.0
     status = main(["bench", "seq2seq", "--models", "lstm", "--out", str(tmp_path / "x")])
     assert status == 2
+    for bad in ("a,0.1", "-1", ","):
+        assert main(["bench", "seq2seq", "--kl-weights", bad, "--out",
+                     str(tmp_path / "y")]) == 2
 
 
 @pytest.mark.slow
 def test_quick_bench_writes_its_outputs(tmp_path):
     assert main(["bench", "seq2seq", "--quick", "--out", str(tmp_path / "s")]) == 0
     res = json.loads((tmp_path / "s" / "results.json").read_text())
-    assert [r["model"] for r in res["records"]] == ["gru", "bahdanau", "transformer-softmax",
-                                                    "transformer-least_squares"]
+    assert [r["model"] for r in res["records"]] == [
+        "gru", "bahdanau", "bahdanau-bam", "transformer-softmax", "transformer-least_squares",
+        "transformer-gp"]
+    assert 0 <= res["records"][2]["alignment"]["mean_sd_all"] < 1
     for r in res["records"]:
         assert 0 <= r["exact_match"] <= r["char_accuracy"] <= 1 and 0 <= r["bleu"] <= 100
     assert "| GRU + Bahdanau (additive) |" in (tmp_path / "s" / "results.md").read_text()
-    for name in ("results.png", "attention.png"):
+    for name in ("results.png", "attention.png", "alignment_sd.png"):
         assert (tmp_path / "s" / name).stat().st_size > 10_000

@@ -7,9 +7,18 @@ written-date -> ISO task of :mod:`bayesattn.experiments.dates` (2000 train, 300 
 
 * ``gru``: GRU encoder-decoder without attention (D2L 10.7);
 * ``bahdanau``: GRU encoder-decoder with additive attention (Bahdanau et al. 2015; D2L 11.4);
+* ``bahdanau-bam``: the same with a Bayesian alignment (BAM-style lognormal weights, Fan et
+  al. 2020; :class:`bayesattn.experiments.seq2seq_models.BayesianGRUSeq2Seq`), trained on the
+  ELBO with a KL coefficient ``lambda`` chosen per seed on validation from
+  ``Seq2SeqConfig.kl_weights``, decoded with the Monte-Carlo predictive over 32 alignment
+  paths; the posterior sd of its alignment is summarised on the test split
+  (:func:`bayesattn.experiments.seq2seq_bayes.alignment_uncertainty`);
 * ``transformer-KIND``: a 1 + 1 layer Transformer (``d_model = 32``, 4 heads) whose every
   attention is ``KIND`` of :class:`bayesattn.nn.MultiheadAttention` (D2L 11.7); by default
-  ``softmax`` and ``least_squares`` (Intention); ``linear``, ``kernel``, ... on request.
+  ``softmax``, ``least_squares`` (Intention) and ``gp`` (GP attention everywhere: encoder
+  self-attention and cross-attention with exact key padding, decoder self-attention with the
+  exact causal mask, each query regressing on its prefix); ``linear``, ``kernel``, ... on
+  request.
 
 Training: cross-entropy with teacher forcing, Adam (step 3e-3 after a 50-step linear
 warm-up, gradient norm clipped at 1), minibatches of 32, at most ``--epochs`` (8) epochs;
@@ -26,14 +35,17 @@ Outputs in ``DIR``: ``results.json`` (records ``{model, seed, exact_match, char_
 bleu, best_epoch, train_seconds, ...}``, rewritten after every run), ``results.md`` (mean +-
 sd over seeds), ``results.png`` (test exact match and BLEU per model) and
 ``attention.png`` (cross-attention heatmaps of the Bahdanau and Transformer models of seed 0
-on four test dates, as D2L 11.4 and 11.7 draw them; least-squares weights are signed),
-``seed0_models.pt`` (their state dicts, so that a resumed run draws the same maps).
+on four test dates, as D2L 11.4 and 11.7 draw them; least-squares and GP weights are signed),
+``alignment_sd.png`` (seed 0: the Bahdanau alignment beside the Bayesian model's posterior
+mean and sd on the same dates), ``seed0_models.pt`` (their state dicts, so that a resumed
+run draws the same maps).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import platform
 import statistics
 import time
@@ -49,13 +61,20 @@ from ..inference.threads import torch_threads
 from ..io import OutputDir
 from ..nn.attention import ATTENTION_KINDS
 from .dates import SOURCE_CHARS, TARGET_CHARS, TARGET_LENGTH, decode_target, make_dates
-from .seq2seq_models import GRUSeq2Seq, TransformerSeq2Seq
+from .seq2seq_bayes import alignment_uncertainty, plot_alignment_posterior
+from .seq2seq_models import BayesianGRUSeq2Seq, GRUSeq2Seq, TransformerSeq2Seq
+
+#: Attention kinds of ``transformer-KIND`` (``gp``: causal GP self-attention in the decoder).
+TRANSFORMER_KINDS = ATTENTION_KINDS + ("gp",)
 
 __all__ = ["DEFAULT_MODELS", "Seq2SeqConfig", "build_model", "train_seq2seq", "evaluate",
            "run_one", "run_seq2seq_bench", "summarize"]
 
-DEFAULT_MODELS = ("gru", "bahdanau", "transformer-softmax", "transformer-least_squares")
+DEFAULT_MODELS = ("gru", "bahdanau", "bahdanau-bam", "transformer-softmax",
+                  "transformer-least_squares", "transformer-gp")
 LABELS = {"gru": "GRU, no attention", "bahdanau": "GRU + Bahdanau (additive)",
+          "bahdanau-bam": "GRU + Bayesian Bahdanau (BAM)",
+          "transformer-gp": "Transformer, GP (exact causal mask)",
           "transformer-softmax": "Transformer, softmax",
           "transformer-least_squares": "Transformer, least-squares",
           "transformer-linear": "Transformer, linear (elu+1)",
@@ -75,6 +94,11 @@ class Seq2SeqConfig:
         batch_size, lr: Adam minibatch and step size.
         warmup: steps of linear learning-rate warm-up.
         threads: torch threads.
+        kl_weights: the KL coefficients ``lambda`` of ``bahdanau-bam`` tried per seed (the
+            one with the best validation character accuracy is kept; ties: the lower
+            validation NLL of the Monte-Carlo predictive).
+        mc_samples: Monte-Carlo alignment paths of ``bahdanau-bam`` at test.
+        val_mc_samples: paths in its per-epoch validation and KL-coefficient choice.
     """
 
     sizes: tuple = (2000, 300, 500)
@@ -92,28 +116,44 @@ class Seq2SeqConfig:
     warmup: int = 50
     lr: float = 3e-3
     threads: int = 1
+    kl_weights: tuple = (0.001, 0.01, 0.1, 1.0)
+    mc_samples: int = 32
+    val_mc_samples: int = 8
 
 
 def _model_name(name: str) -> str:
     from ..errors import UsageError
 
     name = name.strip().lower().replace("least-squares", "least_squares")
-    if name in ("gru", "bahdanau"):
+    if name in ("gru", "bahdanau", "bahdanau-bam"):
         return name
-    if name.startswith("transformer-") and name.split("-", 1)[1] in ATTENTION_KINDS:
+    if name.startswith("transformer-") and name.split("-", 1)[1] in TRANSFORMER_KINDS:
         return name
-    raise UsageError(f"unknown model {name!r}; expected gru, bahdanau or transformer-KIND "
-                     f"(KIND one of {', '.join(ATTENTION_KINDS)})")
+    raise UsageError(f"unknown model {name!r}; expected gru, bahdanau, bahdanau-bam or "
+                     f"transformer-KIND (KIND one of {', '.join(TRANSFORMER_KINDS)})")
 
 
-def build_model(name: str, config: Seq2SeqConfig) -> nn.Module:
-    """The model called ``name`` (``gru``, ``bahdanau`` or ``transformer-KIND``).
+def build_model(name: str, config: Seq2SeqConfig, *, kl_weight: float | None = None
+                ) -> nn.Module:
+    """The model called ``name`` (``gru``, ``bahdanau``, ``bahdanau-bam`` or
+    ``transformer-KIND``).
+
+    Args:
+        name: the model.
+        config: sizes.
+        kl_weight: ``lambda`` of ``bahdanau-bam`` (default the first of
+            ``config.kl_weights``).
 
     Raises:
         bayesattn.errors.UsageError: unknown name.
     """
     name = _model_name(name)
     V_src, V_tgt = len(SOURCE_CHARS) + 1, len(TARGET_CHARS) + 2
+    if name == "bahdanau-bam":
+        lam = config.kl_weights[0] if kl_weight is None else kl_weight
+        return BayesianGRUSeq2Seq(V_src, V_tgt, embed_dim=config.embed_dim,
+                                  hidden=config.hidden, kl_weight=lam,
+                                  num_samples=config.mc_samples)
     if name in ("gru", "bahdanau"):
         return GRUSeq2Seq(V_src, V_tgt, embed_dim=config.embed_dim, hidden=config.hidden,
                           attention=name == "bahdanau")
@@ -176,6 +216,8 @@ def train_seq2seq(model: nn.Module, train, val, config: Seq2SeqConfig, *, seed: 
         for src, pm, tgt in _batches(train, config.batch_size, gen):
             logits = model(src, pm, tgt)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
+            if hasattr(model, "regularizer"):  # the ELBO's alignment KL (bahdanau-bam)
+                loss = loss + model.regularizer(tgt.numel())
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -206,18 +248,62 @@ def run_one(name: str, seed: int, splits, config: Seq2SeqConfig, *, progress=Fal
         ``(record, model)``.
     """
     train, val, test = splits
-    torch.manual_seed(seed)
-    model = build_model(name, config)
+    name = _model_name(name)
     start = time.perf_counter()
-    fit = train_seq2seq(model, train, val, config, seed=seed, progress=progress)
+    if name == "bahdanau-bam":
+        model, fit = _select_kl_weight(seed, splits, config, progress=progress)
+    else:
+        torch.manual_seed(seed)
+        model = build_model(name, config)
+        fit = train_seq2seq(model, train, val, config, seed=seed, progress=progress)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     metrics = evaluate(model, test)
-    record = {"model": _model_name(name), "seed": seed, **metrics,
+    record = {"model": name, "seed": seed, **metrics,
               "max_epochs": config.epochs, "patience": config.patience,
               "test_seconds": time.perf_counter() - start, "train_seconds": train_seconds,
               "parameters": sum(p.numel() for p in model.parameters()), **fit}
+    if name == "bahdanau-bam":
+        torch.manual_seed(seed)
+        record["alignment"] = alignment_uncertainty(model, test)
     return record, model
+
+
+@torch.no_grad()
+def validation_nll(model: nn.Module, split, *, batch_size: int = 250) -> float:
+    """Teacher-forced NLL per target character (nats) of the Monte-Carlo predictive
+    ``(1/M) sum_m p(y_t | y_<t, x, w^(m))`` of a :class:`BayesianGRUSeq2Seq` (``M`` =
+    ``model.num_samples``; one pass for a deterministic model)."""
+    model.eval()
+    M = getattr(model, "num_samples", 1)
+    total = 0.0
+    for src, pm, tgt in _batches(split, batch_size):
+        logp = torch.stack([model(src, pm, tgt).log_softmax(-1) for _ in range(M)])
+        logp = torch.logsumexp(logp, 0) - math.log(M)
+        total -= float(logp.gather(-1, tgt.unsqueeze(-1)).sum())
+    return total / split.target.numel()
+
+
+def _select_kl_weight(seed, splits, config, *, progress=False):
+    """Train ``bahdanau-bam`` once per ``config.kl_weights``; keep the best on validation."""
+    train, val, _ = splits
+    best = None
+    tried = []
+    for lam in config.kl_weights:
+        torch.manual_seed(seed)
+        model = build_model("bahdanau-bam", config, kl_weight=lam)
+        model.num_samples = config.val_mc_samples
+        fit = train_seq2seq(model, train, val, config, seed=seed, progress=progress)
+        torch.manual_seed(seed)
+        nll = validation_nll(model, val)
+        tried.append({"kl_weight": lam, "val_char_accuracy": fit["val_char_accuracy"],
+                      "val_nll": nll, "best_epoch": fit["best_epoch"]})
+        key = (fit["val_char_accuracy"], -nll)
+        if best is None or key > best[0]:
+            best = (key, model, fit, lam)
+    _, model, fit, lam = best
+    model.num_samples = config.mc_samples
+    return model, {**fit, "kl_weight": lam, "kl_weight_search": tried}
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -259,6 +345,7 @@ def _table(records, config, wall, seeds) -> str:
             f"{r['bleu']:.2f} +- {r['bleu_sd']:.2f} | {r['best_epoch']:.1f} / "
             f"{r['max_epochs']} | "
             f"{r['train_seconds']:.0f} +- {r['train_seconds_sd']:.0f} |")
+    lines += _alignment_table(records)
     lines += [
         "",
         f"Training time summed over the runs: "
@@ -270,6 +357,59 @@ def _table(records, config, wall, seeds) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _alignment_table(records) -> list[str]:
+    """Markdown lines summarising the Bayesian alignment's posterior sd (``bahdanau-bam``)."""
+    rs = [r for r in records if r.get("alignment")]
+    if not rs:
+        return []
+
+    def ms(key, scale=1.0, digits=3):
+        vals = [scale * r["alignment"][key] for r in rs]
+        vals = [v for v in vals if not math.isnan(v)]
+        if not vals:
+            return "n/a"
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return f"{statistics.fmean(vals):.{digits}f} +- {sd:.{digits}f}" + (
+            f" ({len(vals)} of {len(rs)} seeds)" if len(vals) < len(rs) else "")
+
+    a = rs[0]["alignment"]
+    lines = [
+        "",
+        "## Posterior sd of the Bayesian alignment (GRU + Bayesian Bahdanau, BAM)",
+        "",
+        f"Test split, {a['num_samples']} Monte-Carlo alignment paths per date, mean +- sd over "
+        f"{len(rs)} seed(s). KL coefficient chosen per seed on validation: "
+        + ", ".join(f"seed {r['seed']}: {r['kl_weight']:g}" for r in rs) + ". "
+        "Per output character, its score is the largest posterior sd over source positions; "
+        "AUROC of that score for telling wrongly from rightly decoded characters (0.5 = no "
+        "information), beside the AUROC of the predictive's own doubt 1 - max_v p(y_t = v).",
+        "",
+        "| mean sd, cells with mean weight > 0.1 | mean sd, all cells | max-sd score, right "
+        "chars | max-sd score, wrong chars | wrong chars (of "
+        f"{a['characters']}) | AUROC max-sd | AUROC 1 - max p |",
+        "|---|---|---|---|---|---|---|",
+        f"| {ms('mean_sd_attended')} | {ms('mean_sd_all')} | {ms('max_sd_right')} | "
+        f"{ms('max_sd_wrong')} | {ms('char_errors', digits=1)} | {ms('auroc_sd')} | "
+        f"{ms('auroc_confidence')} |",
+    ]
+    grid = {}
+    for r in rs:
+        for t in r.get("kl_weight_search", []):
+            grid.setdefault(t["kl_weight"], []).append(t)
+    if grid:
+        lines += ["", "Validation per KL coefficient (mean over seeds; the choice is the best "
+                  "character accuracy, ties broken by the lower NLL of the Monte-Carlo "
+                  "predictive, nats per character):", "",
+                  "| KL coefficient | val. char. accuracy (%) | val. NLL | best epoch |",
+                  "|---|---|---|---|"]
+        for lam, ts in sorted(grid.items()):
+            lines.append(
+                f"| {lam:g} | {100 * statistics.fmean(t['val_char_accuracy'] for t in ts):.2f} "
+                f"| {statistics.fmean(t['val_nll'] for t in ts):.4f} | "
+                f"{statistics.fmean(t['best_epoch'] for t in ts):.1f} |")
+    return lines
 
 
 def _plot_scores(records, out, name):
@@ -378,7 +518,9 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
         Path(out).mkdir(parents=True, exist_ok=True)
         out = OutputDir.plain(out)
     cfg = json.loads(json.dumps(asdict(config)))
-    budget = ("epochs", "patience")  # may differ between models (kept in each record)
+    # may differ between runs that are merged (kept in each record; the last three only
+    # concern bahdanau-bam, whose records hold the KL grid tried)
+    budget = ("epochs", "patience", "kl_weights", "mc_samples", "val_mc_samples")
     same = {k: v for k, v in cfg.items() if k not in budget}
     records, seed0 = [], {}
     for path in [resume] if isinstance(resume, str | Path) else resume:
@@ -429,6 +571,10 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
                            text + (f"\n{notes.strip()}\n" if notes.strip() else ""))
             _plot_scores(records, out, "results.png")
             _plot_attention(seed0, splits[2], out, "attention.png")
+            if "bahdanau-bam" in seed0:
+                torch.manual_seed(0)
+                plot_alignment_posterior(seed0.get("bahdanau"), seed0["bahdanau-bam"],
+                                         splits[2], out, "alignment_sd.png")
             if seed0 and not (out / "seed0_models.pt").exists():
                 with out.file("seed0_models.pt") as tmp:
                     torch.save({k: m.state_dict() for k, m in seed0.items()}, tmp)
@@ -441,19 +587,24 @@ def run_seq2seq_bench(out, *, models=DEFAULT_MODELS, seeds: int = 3, first_seed:
 
 # -- ``bayesattn bench seq2seq`` (see bayesattn.experiments.benches)
 
-HELP = "written dates to ISO: GRU, Bahdanau and Transformer encoder-decoders (D2L 11.4-11.7)"
+HELP = ("written dates to ISO: GRU, Bahdanau, Bayesian-alignment Bahdanau and Transformer "
+        "encoder-decoders (D2L 11.4-11.7)")
 
 
 def add_arguments(parser) -> None:
     """Options of ``bayesattn bench seq2seq`` beside the common ones."""
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated models: gru, bahdanau, transformer-KIND "
+                        help="comma-separated models: gru, bahdanau, bahdanau-bam, "
+                             "transformer-KIND "
                              f"(default {','.join(DEFAULT_MODELS)})")
     parser.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="most epochs (default 8)")
     parser.add_argument("--patience", type=int, default=None,
                         help="epochs without a validation gain before stopping (default 2)")
+    parser.add_argument("--kl-weights", default=None,
+                        help="comma-separated KL coefficients tried for bahdanau-bam "
+                             "(default 0.001,0.01,0.1,1)")
     parser.add_argument("--resume", default=None,
                         help="comma-separated results.json files of earlier runs to continue")
     parser.add_argument("--notes", default="", help="a paragraph added to results.md")
@@ -470,12 +621,21 @@ def run(args, out) -> None:
     for flag, value in (("--epochs", args.epochs), ("--patience", args.patience)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be a positive integer, got {value}")
+    kl_weights = config.kl_weights
+    if args.kl_weights:
+        try:
+            kl_weights = tuple(float(w) for w in args.kl_weights.split(","))
+        except ValueError:
+            kl_weights = ()
+        if not kl_weights or not all(math.isfinite(w) and w >= 0 for w in kl_weights):
+            raise UsageError(f"--kl-weights must list numbers >= 0, got {args.kl_weights!r}")
     config = Seq2SeqConfig(epochs=args.epochs or config.epochs,
-                           patience=args.patience or config.patience)
+                           patience=args.patience or config.patience, kl_weights=kl_weights)
     seeds = args.seeds
     if args.quick:
         config = Seq2SeqConfig(sizes=(300, 50, 50), epochs=1, d_model=16, hidden=16,
-                               embed_dim=8, num_layers=1, dim_feedforward=16)
+                               embed_dim=8, num_layers=1, dim_feedforward=16,
+                               kl_weights=(0.1,), mc_samples=8, val_mc_samples=4)
         seeds = 1
     resume = [p for p in (args.resume or "").split(",") if p]
     run_seq2seq_bench(out, models=models, seeds=seeds, first_seed=args.first_seed,

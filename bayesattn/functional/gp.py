@@ -53,7 +53,7 @@ def gp_kernel(a, b, *, kernel="rbf", lengthscale=1.0) -> torch.Tensor:
 
 def gp_attention(
     query, key, value, *, kernel="rbf", lengthscale=1.0, ridge=1e-2, return_variance=False,
-    key_mask=None, validate_args=None,
+    key_mask=None, is_causal=False, validate_args=None,
 ):
     """Gaussian-process attention: the kernelised least-squares attention.
 
@@ -81,6 +81,15 @@ def gp_attention(
             same keys for every query, e.g. ``~key_padding_mask``): the result is exactly that
             of the regression on the kept keys only (masked keys are made independent of the
             rest, ``k(K, K)`` block-diagonal, and get zero cross-covariance and value).
+        is_causal: query ``i`` regresses on keys ``j <= i`` only (the top-left aligned mask of
+            :func:`torch.nn.functional.scaled_dot_product_attention`), each query its own GP
+            posterior, combined with ``key_mask`` if given. Exact and cheap: with
+            ``A + ridge I = C C^T`` (lower Cholesky factor ``C``), the factor of the leading
+            ``i x i`` block is the leading block of ``C``, and forward substitution of a
+            vector's first ``i`` entries uses only those entries, so with ``a = C^{-1} k(K, q_i)``
+            and ``B = C^{-1} V`` the regression on the first ``i`` keys is
+            ``mean_i = sum_{j <= i} a_j B_j`` and ``var_i = 1 - sum_{j <= i} a_j^2``
+            (``O(S^3 + S^2 (L + Ev))``, one factorisation for all queries).
         validate_args: check values (see :func:`set_validation`).
 
     Returns:
@@ -110,11 +119,27 @@ def gp_attention(
     chol = cholesky(k_kk, "k(K, K) + ridge I", validate=validate)
     batch = torch.broadcast_shapes(chol.shape[:-2], value.shape[:-2])
     chol_b = chol.expand(*batch, *chol.shape[-2:])
+    if is_causal:
+        return _causal(chol, chol_b, k_qk, value.expand(*batch, *value.shape[-2:]), dtype,
+                       return_variance)
     mean = k_qk @ torch.cholesky_solve(value.expand(*batch, *value.shape[-2:]), chol_b)
     if not return_variance:
         return mean.to(dtype)
     half = torch.linalg.solve_triangular(chol, k_qk.mT, upper=False)
     return mean.to(dtype), (1.0 - (half * half).sum(-2)).clamp_min(0.0).to(dtype)
+
+
+def _causal(chol, chol_b, k_qk, value, dtype, return_variance):
+    """Per-query regressions on the key prefixes ``j <= i`` (see :func:`gp_attention`)."""
+    S, L = k_qk.shape[-1], k_qk.shape[-2]
+    prefix = torch.ones(S, L, dtype=torch.bool, device=k_qk.device).triu()  # [j, i]: j <= i
+    a = torch.linalg.solve_triangular(chol, k_qk.mT, upper=False)  # (..., S, L)
+    a = a * prefix
+    b = torch.linalg.solve_triangular(chol_b, value, upper=False)  # (..., S, Ev)
+    mean = a.mT @ b
+    if not return_variance:
+        return mean.to(dtype)
+    return mean.to(dtype), (1.0 - (a * a).sum(-2)).clamp_min(0.0).to(dtype)
 
 
 def _check_key_mask(key_mask, S: int) -> torch.Tensor:

@@ -11,8 +11,9 @@ Deterministic layers: :class:`MultiheadAttention` (a drop-in for
 Uncertainty-aware layers (:mod:`bayesattn.nn.bayesian`): :class:`BayesianMultiheadAttention`
 and :class:`BayesianTransformerClassifier` (PyroModules), fitted with :func:`train_svi` and
 evaluated with :func:`predict_bayesian` (predictive mean, entropy, mutual information);
-plain-torch stochastic attention: :class:`TemperaturePosteriorAttention` (a posterior over
-the attention temperature) and :class:`GPMultiheadAttention` (GP attention passing on samples
+plain-torch stochastic attention: :class:`BayesianAdditiveAttention` (Bahdanau attention with
+BAM-style lognormal alignment weights and their KL), :class:`TemperaturePosteriorAttention`
+(a posterior over the attention temperature) and :class:`GPMultiheadAttention` (GP attention passing on samples
 of its predictive variance, after SGPA), placed in a classifier with :func:`swap_attention`
 and predicted by Monte Carlo with :func:`sample_probs`.
 Calibration metrics live in :mod:`bayesattn.nn.metrics`.
@@ -27,6 +28,7 @@ from .attention import (
     AttentionSH,
     MultiheadAttention,
 )
+from .bam_additive import BayesianAdditiveAttention
 from .bayesian import (
     BayesianMultiheadAttention,
     BayesianTransformerClassifier,
@@ -57,6 +59,7 @@ __all__ = [
     "AttentionBN",
     "AttentionBNSH",
     "AttentionSH",
+    "BayesianAdditiveAttention",
     "BayesianMultiheadAttention",
     "BayesianTransformerClassifier",
     "GPMultiheadAttention",

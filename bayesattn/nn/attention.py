@@ -24,8 +24,10 @@ per-head scaled dot-product attention (Vaswani et al. 2017, eq. 1) by another po
                     self-attention only (``L == S``), so it is in
                     :data:`SELF_ATTENTION_KINDS`, not in :data:`ATTENTION_KINDS`
 ``gp``              :func:`bayesattn.functional.gp_attention` (kernelised least squares, an
-                    RBF covariance) with a learnable lengthscale and ridge; no masks, so it
-                    is in :data:`UNMASKED_KINDS`
+                    RBF covariance) with a learnable lengthscale and ridge; key padding and
+                    the causal mask only (each exact: padded keys leave the regression, a
+                    causal query regresses on its prefix), no other mask: in
+                    :data:`UNMASKED_KINDS`
 ``softmax_least_squares``  :func:`bayesattn.functional.softmax_least_squares_attention`
                     (our reading of Intention's softmax variant,
                     ``softmax(QK^T)(softmax(KK^T) + ridge I)^{-1} V``) with a learnable
@@ -69,10 +71,12 @@ ATTENTION_KINDS = ("softmax", "kernel", "least_squares", "linear", "bn", "sh", "
 #: Kinds defined for self-attention only (``L == S``: a hop moves from a key to that token's
 #: query), also accepted by :class:`MultiheadAttention`.
 SELF_ATTENTION_KINDS = ("multihop",)
-#: Kinds whose memory is a joint regression over all keys that a mask cannot remove exactly
-#: (a masked key would still enter the covariance), also accepted by
-#: :class:`MultiheadAttention`: they take no ``attn_mask``, ``key_padding_mask``,
-#: ``is_causal`` or dropout.
+#: Kinds whose memory is a joint regression over the keys, where a general mask cannot remove
+#: a key exactly (it would still enter the covariance), also accepted by
+#: :class:`MultiheadAttention`: they take no general ``attn_mask``, no float mask and no
+#: dropout. ``gp`` takes a bool ``key_padding_mask`` and the causal mask (``is_causal`` or a
+#: bool causal ``attn_mask``), both exact (:func:`bayesattn.functional.gp_attention`'s
+#: ``key_mask`` and ``is_causal``); ``softmax_least_squares`` takes no mask.
 UNMASKED_KINDS = ("gp", "softmax_least_squares")
 #: Kinds whose weights are a posterior over keys (convex, may take an additive log-prior).
 _SELECTION_KINDS = ("softmax", "kernel", "bn")
@@ -472,7 +476,7 @@ class MultiheadAttention(nn.Module):
         kind = self.attention
         drop = self.dropout if self.training else 0.0
         if kind in UNMASKED_KINDS:
-            return self._unmasked(q, k, v, allowed, log_prior, need_weights)
+            return self._unmasked(q, k, v, allowed, log_prior, key_valid, need_weights)
         if kind in ("least_squares", "linear"):
             allowed = bool_only(allowed, log_prior, kind)
             if kind == "least_squares":
@@ -504,10 +508,22 @@ class MultiheadAttention(nn.Module):
             res = Fn.softmax_attention(q, k, v, mask, drop, need_weights=need_weights)
         return res if need_weights else (res, None)
 
-    def _unmasked(self, q, k, v, allowed, log_prior, need_weights):
+    def _unmasked(self, q, k, v, allowed, log_prior, key_valid, need_weights):
         """``gp`` / ``softmax_least_squares`` heads; the implied weights (``out = weights @ V``,
-        signed) by regressing the identity as well."""
-        if allowed is not None or log_prior is not None:
+        signed) by regressing the identity as well.
+
+        Raises:
+            ValueError: a mask the kind cannot apply exactly (see :data:`UNMASKED_KINDS`).
+        """
+        key_mask, causal = None, False
+        if self.attention == "gp" and log_prior is None and allowed is not None:
+            key_mask, causal, exact = _padding_and_causal(allowed, key_valid)
+            if not exact:
+                raise ValueError(
+                    "attention='gp' takes key_padding_mask (bool) and the causal mask only, "
+                    "not a general attn_mask (a masked key would still enter the regression)"
+                )
+        elif allowed is not None or log_prior is not None:
             raise ValueError(
                 f"attention={self.attention!r} takes no attn_mask, key_padding_mask or "
                 "is_causal (a masked key would still enter the joint regression)"
@@ -518,7 +534,7 @@ class MultiheadAttention(nn.Module):
             v = torch.cat([v, eye], dim=-1)
         if self.attention == "gp":
             out = Fn.gp_attention(q, k, v, kernel="rbf", lengthscale=self.lengthscale,
-                                  ridge=self.ridge)
+                                  ridge=self.ridge, key_mask=key_mask, is_causal=causal)
         else:
             out = Fn.softmax_least_squares_attention(q, k, v, ridge=self.ridge)
         return (out[..., :dv], out[..., dv:]) if need_weights else (out, None)
@@ -547,6 +563,27 @@ class MultiheadAttention(nn.Module):
             else:
                 out[:, idx] = res
         return out, weights
+
+
+def _padding_and_causal(allowed, key_valid):
+    """Split a bool ``allowed (N|1, H|1, L, S)`` into key padding and the causal mask.
+
+    Returns ``(key_mask (N, 1, 1, S) or None, causal, exact)``: ``exact`` is True when
+    ``allowed`` is exactly ``key_valid`` (or all True) and/or the top-left causal mask
+    ``j <= i``, False for any other mask (the caller then refuses it).
+    """
+    L, S = allowed.shape[-2:]
+    key_mask = None if key_valid is None else key_valid.unsqueeze(1)  # (N, 1, 1, S)
+    base = torch.ones(1, 1, 1, S, dtype=torch.bool, device=allowed.device)
+    base = base if key_mask is None else key_mask
+    tril = torch.ones(L, S, dtype=torch.bool, device=allowed.device).tril()
+    shape = torch.broadcast_shapes(allowed.shape, base.shape)
+    if torch.equal(allowed.expand(shape), base.expand(shape)):
+        return key_mask, False, True
+    shape = torch.broadcast_shapes(allowed.shape, (base & tril).shape)
+    if torch.equal(allowed.expand(shape), (base & tril).expand(shape)):
+        return key_mask, True, True
+    return None, False, False
 
 
 class AttentionBN(MultiheadAttention):
