@@ -191,10 +191,14 @@ def subject_design(seed: int = 0):
     return dict(exposure=exposure, reported=reported, targets=targets, distractors=distractors)
 
 
-def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False) -> dict:
-    """Wall time (s) of NUTS (``bayesattn.inference.fit``, ``draws`` warm-up + ``draws``
+def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False,
+              full_mass: bool = False) -> dict:
+    """Wall and CPU time (s) of NUTS (``bayesattn.inference.fit``, ``draws`` warm-up + ``draws``
     draws per chain) on one subject's 234 partial-report trials: probit ``K``, Gaussian ``t0``
-    (latent ``mu0``, ``sigma0``), free weights, ``alpha``. ``parallel``: one process a chain."""
+    (latent ``mu0``, ``sigma0``), free weights, ``alpha``. ``parallel``: one process a chain;
+    ``full_mass``: a dense mass matrix. CPU time counts this process and its finished children
+    (the chain workers), so ``cpu_s / chains`` is one chain's cost on a free core."""
+    import arviz as az
     import pyro.distributions as dist
 
     from bayesattn.inference import fit
@@ -202,7 +206,7 @@ def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False
 
     data = subject_design()
     model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), os.times()
     idata = fit(
         model,
         data,
@@ -211,10 +215,13 @@ def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False
         num_samples=draws,
         warmup_steps=draws,
         jit_compile=jit,
+        full_mass=full_mass,
         chain_method="parallel" if parallel else "sequential",
         progress_bar=False,
     )
-    wall = time.perf_counter() - t
+    wall, end = time.perf_counter() - t, os.times()
+    cpu_s = sum(getattr(end, k) - getattr(cpu, k)
+                for k in ("user", "system", "children_user", "children_system"))
     steps = idata.sample_stats["n_steps"].values
     return {
         "trials": int(data["exposure"].shape[0]),
@@ -222,6 +229,11 @@ def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False
         "draws": draws,
         "warmup": draws,
         "wall_s": wall,
+        "cpu_s": cpu_s,
+        "full_mass": full_mass,
+        "verdict": idata.attrs.get("converged"),
+        "max_r_hat": float(az.rhat(idata).to_array().max()),
+        "min_ess_bulk": float(az.ess(idata).to_array().min()),
         "jit": jit,
         "parallel": parallel,
         "mean_leapfrog_steps": float(steps.mean()),
@@ -236,6 +248,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--nuts", default=None, help="CHAINSxDRAWS, e.g. 1x200")
     parser.add_argument("--jit", action="store_true", help="NUTS with jit_compile=True")
     parser.add_argument("--parallel", action="store_true", help="one process per NUTS chain")
+    parser.add_argument("--full-mass", action="store_true", help="NUTS with a dense mass matrix")
     parser.add_argument("--label", default="current")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the quadrature table")
@@ -249,11 +262,13 @@ def main(argv=None) -> dict:
     )
     if args.nuts:
         chains, draws = (int(x) for x in args.nuts.lower().split("x"))
-        res["nuts"] = time_nuts(chains, draws, jit=args.jit, parallel=args.parallel)
+        res["nuts"] = time_nuts(chains, draws, jit=args.jit, parallel=args.parallel,
+                                full_mass=args.full_mass)
         n = res["nuts"]
         print(
             f"[{args.label}] NUTS {chains} x {draws} (+{draws} warm-up), {n['trials']} trials: "
-            f"{n['wall_s']:.1f} s, {n['mean_leapfrog_steps']:.1f} leapfrog steps a draw, "
+            f"{n['wall_s']:.1f} s wall, {n['cpu_s']:.1f} s CPU, "
+            f"{n['mean_leapfrog_steps']:.1f} leapfrog steps a draw, "
             f"load {n['load_average']:.1f}"
         )
     if not args.no_accuracy:
@@ -288,9 +303,17 @@ def _markdown(res: dict) -> str:
         n = res["nuts"]
         lines.append(
             f"| NUTS {n['chains']} chain(s) x {n['draws']} draws (+{n['warmup']} warm-up), "
-            f"{n['trials']} trials, jit={n['jit']}, load {n['load_average']:.1f} "
-            f"| {n['wall_s']:.1f} s ({n['mean_leapfrog_steps']:.1f} leapfrog steps a draw) |"
+            f"{n['trials']} trials, jit={n['jit']}, full_mass={n.get('full_mass', False)}, "
+            f"parallel={n['parallel']}, load {n['load_average']:.1f} "
+            f"| {n['wall_s']:.1f} s wall, {n.get('cpu_s', float('nan')):.1f} s CPU "
+            f"({n['mean_leapfrog_steps']:.1f} leapfrog steps a draw) |"
         )
+        if "max_r_hat" in n:
+            lines.append(
+                f"| that fit's verdict | converged={n['verdict']}, max r_hat "
+                f"{n['max_r_hat']:.3f}, min bulk ESS {n['min_ess_bulk']:.0f}, "
+                f"{n['divergences']} divergences |"
+            )
     if "accuracy" in res:
         lines += [
             "",

@@ -13,9 +13,9 @@ and :class:`BayesianTransformerClassifier` (PyroModules), fitted with :func:`tra
 evaluated with :func:`predict_bayesian` (predictive mean, entropy, mutual information);
 plain-torch stochastic attention: :class:`BayesianAdditiveAttention` (Bahdanau attention with
 BAM-style lognormal alignment weights and their KL), :class:`TemperaturePosteriorAttention`
-(a posterior over the attention temperature) and :class:`GPMultiheadAttention` (GP attention passing on samples
-of its predictive variance, after SGPA), placed in a classifier with :func:`swap_attention`
-and predicted by Monte Carlo with :func:`sample_probs`.
+(a posterior over the attention temperature) and :class:`GPMultiheadAttention` (GP attention
+passing on samples of its predictive variance, after SGPA), placed in a classifier with
+:func:`swap_attention` and predicted by Monte Carlo with :func:`sample_probs`.
 Calibration metrics live in :mod:`bayesattn.nn.metrics`.
 """
 
