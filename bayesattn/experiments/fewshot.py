@@ -77,7 +77,7 @@ class FewShotConfig:
     reference_families: tuple = ()
     kinds: tuple = KINDS
     seeds: int = 3
-    steps: int = 800
+    steps: int = 500
     batch: int = 64
     lr: float = 2e-3
     evals: int = 8
@@ -486,7 +486,7 @@ def add_arguments(parser) -> None:
     """Options of ``bayesattn bench fewshot`` beside the common ones."""
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; quick 1)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="Transformer training steps (default 800; quick 8)")
+                        help="Transformer training steps (default 500; quick 8)")
 
 
 def run(args, out) -> None:
