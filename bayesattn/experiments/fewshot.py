@@ -387,6 +387,8 @@ def _plot(results, cfg, out) -> None:
             sk = fam_res["references"]["sklearn_gp"]
             ax.plot(sk["n"], sk["mse"], "ko", ms=4, label=LABELS["sklearn_gp"])
             ax.set_yscale("log")
+            if "bayes" in fam_res["references"]["mse"]:
+                ax.legend(*[h[-2:-1] for h in ax.get_legend_handles_labels()], fontsize=7)
             ax.set_title(name)
             ax.set_xlabel("in-context examples n")
             ax.set_ylabel("test MSE")
