@@ -7,9 +7,12 @@ attention are trained on prompts of ``(x_i, y_i)`` pairs drawn from a task famil
 evaluated on fixed test prompts for every prompt length ``n = 1..max_examples``, beside
 references that need no training (OLS, ridge at the true noise = Bayes-optimal for the linear
 families, the Intention layer with identity projections, k-NN, GP attention with identity
-projections, a scikit-learn GP with per-prompt fitted hyperparameters). Reported: test MSE
-against ``n``, each model's gap to the Bayes-optimal curve (linear families), and the
-coverage of 90 % intervals of the kinds that give a predictive variance.
+projections, a scikit-learn GP with per-prompt fitted hyperparameters) and, for the
+sinusoids, the Bayes-optimal posterior mean by quadrature
+(:func:`~bayesattn.experiments.incontext.sinusoid_bayes_prefixes`). Reported: test MSE
+against ``n``, each model's gap to the Bayes-optimal curve (linear families and sinusoids;
+none is computed for ``relu_net``), and the coverage of 90 % intervals of the kinds that give
+a predictive variance.
 
 Part 2, few-shot classification (:mod:`bayesattn.experiments.fewshot_digits`): 5-way 1-shot
 and 5-shot episodes on scikit-learn's digits (meta-train classes 0-4, meta-test 5-9),
@@ -44,6 +47,7 @@ KINDS = ("softmax", "linear", "least_squares", "softmax_least_squares", "kernel"
 LABELS = {"softmax": "softmax", "linear": "linear (elu+1)", "least_squares": "least squares",
           "softmax_least_squares": "softmax-Intention", "kernel": "kernel (Gaussian)",
           "gp": "GP (RBF)", "ridge": "ridge at true noise (Bayes for linear)",
+          "bayes": "Bayes (posterior mean by quadrature)",
           "intention": "Intention layer, identity projections", "ols": "OLS (min-norm)",
           "knn": "k-NN", "gp_attention": "GP attention, identity projections",
           "sklearn_gp": "GP, fitted hyperparameters (sklearn)"}
@@ -69,14 +73,14 @@ class FewShotConfig:
         digit_steps, digit_val_episodes, digit_test_episodes: few-shot classification.
     """
 
-    trained_families: tuple = ("linear5", "linear10", "sinusoid")
-    reference_families: tuple = ("linear20", "relu_net")
+    trained_families: tuple = ("linear5", "linear10", "linear20", "sinusoid", "relu_net")
+    reference_families: tuple = ()
     kinds: tuple = KINDS
     seeds: int = 3
-    steps: int = 400
+    steps: int = 500
     batch: int = 64
     lr: float = 2e-3
-    evals: int = 5
+    evals: int = 8
     width: int = 32
     depth: int = 2
     heads: int = 4
@@ -134,6 +138,9 @@ def _references(fam, val, test, cfg):
         out[f"_{name}_mean"] = mean
     out["intention_max_abs_diff_to_ridge"] = float(
         (out.pop("_intention_mean") - out.pop("_ridge_mean")).abs().max())
+    if fam.kind == "sinusoid":  # the Bayes-optimal curve, by quadrature over (A, phi)
+        out["mse"]["bayes"] = _mse_curve(
+            ic.sinusoid_bayes_prefixes(xc, yc, xq, noise=fam.noise), yq).tolist()
     out["mse"]["ols"] = _mse_curve(
         ic.predict_prefixes(ic.ols_predict, xc, yc, xq), yq).tolist()
     # k-NN: k on validation prompts
@@ -225,6 +232,48 @@ def _fmt(m, s=None, digits=3):
     return f"{m:.{digits}g}" if s is None else f"{m:.{digits}g} ± {s:.2g}"
 
 
+def _bayes(fam, fam_res):
+    """The Bayes-optimal MSE curve of a family (``None`` where it is not computed)."""
+    mse = fam_res["references"]["mse"]
+    curve = mse.get("ridge") if fam.kind == "linear" else mse.get("bayes")
+    return None if curve is None else np.asarray(curve)
+
+
+def _excess(curve, bayes):
+    """Mean over ``n`` of ``MSE / Bayes - 1`` (or of the MSE where no Bayes curve exists)."""
+    curve = np.asarray(curve)
+    return float((curve / bayes - 1).mean() if bayes is not None else curve.mean())
+
+
+def _summary(results, cfg) -> list[str]:
+    """One table: each Transformer's excess MSE over Bayes per family (mean ± sd over seeds)."""
+    reg, seeds_done = results["regression"], results["seeds_done"]
+    names = [n for n in reg if reg[n]["transformers"]]
+    if not names or not seeds_done:
+        return []
+    fams = {n: ic.family(n) for n in names}
+    lines = ["## Summary: mean over n of MSE / Bayes − 1 (relu_net: mean MSE over n, no "
+             "Bayes curve)", "",
+             "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for kind in cfg.kinds:
+        cells = []
+        for name in names:
+            runs = reg[name]["transformers"].get(kind, {})
+            vals = [_excess(runs[str(s)]["mse"], _bayes(fams[name], reg[name]))
+                    for s in range(seeds_done) if str(s) in runs]
+            m, sd = _msd(np.asarray(vals)[:, None]) if vals else (None, None)
+            cells.append(_fmt(float(m[0]), float(sd[0])) if vals else "-")
+        lines.append(f"| Transformer, {LABELS[kind]} | " + " | ".join(cells) + " |")
+    for ref in ("intention", "ols", "knn", "gp_attention"):
+        cells = [_fmt(_excess(reg[n]["references"]["mse"][ref], _bayes(fams[n], reg[n])))
+                 for n in names]
+        lines.append(f"| {LABELS[ref]} | " + " | ".join(cells) + " |")
+    return lines + ["", "0 is the Bayes-optimal predictor (ridge at the true noise for the "
+                    "linear families, the quadrature posterior mean for the sinusoids); the "
+                    "Intention layer with identity projections is ridge regression, hence "
+                    "Bayes-optimal on the linear families.", ""]
+
+
 def _table(results, cfg, wall) -> str:
     reg, lines = results["regression"], []
     seeds_done = results["seeds_done"]
@@ -233,21 +282,23 @@ def _table(results, cfg, wall) -> str:
               f"one torch thread ({platform.processor() or platform.machine()}, a shared "
               "2-core machine). Transformers: width "
               f"{cfg.width}, {cfg.depth} layers, {cfg.heads} heads, {cfg.steps} AdamW steps of "
-              f"{cfg.batch} prompts (lr {cfg.lr}, one-cycle), best validation checkpoint. "
+              f"{cfg.batch} prompts (lr {cfg.lr}, one-cycle), the checkpoint with the lowest "
+              f"validation MSE among {cfg.evals} evaluations. "
               f"Test: {cfg.test_prompts} fixed prompts x {cfg.queries} queries per family; "
               "MSE includes the observation noise (a perfect predictor scores sigma^2). "
               f"Transformers trained on {', '.join(cfg.trained_families)}"
               + (f"; {', '.join(cfg.reference_families)} with the training-free references "
                  "only (to fit the compute budget)" if cfg.reference_families else "")
-              + ".", "",
-              "## In-context regression: test MSE", ""]
+              + ".", ""]
+    lines += _summary(results, cfg)
+    lines += ["## In-context regression: test MSE", ""]
     for name, fam_res in reg.items():
         fam = ic.family(name)
         N = fam.max_examples
         cols = sorted({1, max(1, fam.dim), N} if fam.kind == "linear" else {1, 5, N})
-        bayes = np.asarray(fam_res["references"]["mse"]["ridge"])
+        bayes = _bayes(fam, fam_res)
         head = "| model | " + " | ".join(f"n = {c}" for c in cols)
-        head += (" | mean MSE / Bayes − 1 over n |" if fam.kind == "linear"
+        head += (" | mean MSE / Bayes − 1 over n |" if bayes is not None
                  else " | mean MSE over n |")
         lines += [f"### {name} (d = {fam.dim}, sigma = {fam.noise}, n = 1..{N})", "", head,
                   "|" + "---|" * (len(cols) + 2)]
@@ -258,14 +309,14 @@ def _table(results, cfg, wall) -> str:
             if not runs:
                 continue
             m, s = _msd(runs)
-            gap_m, gap_s = _msd([(np.asarray(r) / bayes - 1).mean() for r in runs]) \
-                if fam.kind == "linear" else _msd([np.mean(r) for r in runs])
+            gap_m, gap_s = _msd([_excess(r, bayes) for r in runs])
             rows.append((f"Transformer, {LABELS[kind]}", [_fmt(m[c - 1], s[c - 1]) for c in cols],
                          _fmt(float(gap_m), float(gap_s))))
-        for ref in ("ridge", "intention", "ols", "knn", "gp_attention"):
+        refs = ("bayes",) * ("bayes" in fam_res["references"]["mse"])
+        for ref in refs + ("ridge", "intention", "ols", "knn", "gp_attention"):
             curve = np.asarray(fam_res["references"]["mse"][ref])
-            summary = (curve / bayes - 1).mean() if fam.kind == "linear" else curve.mean()
-            rows.append((LABELS[ref], [_fmt(curve[c - 1]) for c in cols], _fmt(summary)))
+            rows.append((LABELS[ref], [_fmt(curve[c - 1]) for c in cols],
+                         _fmt(_excess(curve, bayes))))
         for label, vals, summ in rows:
             lines.append(f"| {label} | " + " | ".join(vals) + f" | {summ} |")
         sk = fam_res["references"]["sklearn_gp"]
@@ -329,11 +380,15 @@ def _plot(results, cfg, out) -> None:
                 ax.plot(n, m, label=LABELS[kind], lw=1.2)
                 ax.fill_between(n, m - s, m + s, alpha=0.15)
             for ref, style in (("ridge", "k-"), ("ols", "k:"), ("knn", "k-."),
-                               ("gp_attention", "k--")):
-                ax.plot(n, fam_res["references"]["mse"][ref], style, label=LABELS[ref], lw=1.5)
+                               ("gp_attention", "k--"), ("bayes", "r-")):
+                if ref in fam_res["references"]["mse"]:
+                    ax.plot(n, fam_res["references"]["mse"][ref], style, label=LABELS[ref],
+                            lw=1.5)
             sk = fam_res["references"]["sklearn_gp"]
             ax.plot(sk["n"], sk["mse"], "ko", ms=4, label=LABELS["sklearn_gp"])
             ax.set_yscale("log")
+            if "bayes" in fam_res["references"]["mse"]:
+                ax.legend(*[h[-2:-1] for h in ax.get_legend_handles_labels()], fontsize=7)
             ax.set_title(name)
             ax.set_xlabel("in-context examples n")
             ax.set_ylabel("test MSE")
@@ -433,7 +488,7 @@ def add_arguments(parser) -> None:
     """Options of ``bayesattn bench fewshot`` beside the common ones."""
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; quick 1)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="Transformer training steps (default 400; quick 8)")
+                        help="Transformer training steps (default 500; quick 8)")
 
 
 def run(args, out) -> None:

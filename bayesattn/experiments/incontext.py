@@ -42,6 +42,7 @@ __all__ = [
     "predict_prefixes",
     "ridge_predict",
     "intention_predict",
+    "sinusoid_bayes_prefixes",
     "ols_predict",
     "knn_predict",
     "gp_attention_predict",
@@ -51,6 +52,9 @@ __all__ = [
 
 #: two-sided 90 % normal quantile
 Z90 = 1.6448536269514722
+#: prior of the sinusoid family: ``A ~ U(*SINE_AMPLITUDE)``, ``phi ~ U(*SINE_PHASE)``
+SINE_AMPLITUDE = (0.1, 5.0)
+SINE_PHASE = (0.0, math.pi)
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,10 @@ def sample_prompts(fam: TaskFamily, batch: int, n_context: int, n_query: int, ge
         w = torch.randn(B, d, generator=g, dtype=dtype)
         f = (x @ w.unsqueeze(-1)).squeeze(-1)
     elif fam.kind == "sinusoid":
+        (a0, a1), (p0, p1) = SINE_AMPLITUDE, SINE_PHASE
         x = 10 * torch.rand(B, N, 1, generator=g, dtype=dtype) - 5
-        amp = 0.1 + 4.9 * torch.rand(B, 1, generator=g, dtype=dtype)
-        phase = math.pi * torch.rand(B, 1, generator=g, dtype=dtype)
+        amp = a0 + (a1 - a0) * torch.rand(B, 1, generator=g, dtype=dtype)
+        phase = p0 + (p1 - p0) * torch.rand(B, 1, generator=g, dtype=dtype)
         f = amp * torch.sin(x[..., 0] + phase)
     else:
         h = fam.hidden
@@ -301,6 +306,57 @@ def intention_predict(x_ctx, y_ctx, x_q, ridge: float, noise: float):
     mean, var = Fn.least_squares_attention(x_q, x_ctx, y_ctx.unsqueeze(-1), ridge=ridge,
                                            noise=noise, return_variance=True)
     return mean.squeeze(-1), var
+
+
+def sinusoid_bayes_prefixes(x_ctx, y_ctx, x_q, *, noise: float, grid: tuple = (200, 400)):
+    """Bayes-optimal (posterior-mean) predictions of the ``sinusoid`` family for every prefix.
+
+    Under the family's prior (``A ~ U(SINE_AMPLITUDE)``, ``phi ~ U(SINE_PHASE)``, Gaussian
+    noise of sd ``noise``) the posterior over ``(A, phi)`` given the first ``n`` context
+    points is computed on a midpoint grid of ``grid = (amplitudes, phases)`` nodes
+    (log-sum-exp normalisation), and the prediction is the posterior mean of
+    ``A sin(x_q + phi)``, which minimises the expected squared error (Bishop 2006, section
+    1.5.5). Writing ``A sin(x + phi) = u sin x + v cos x`` with ``u = A cos phi``,
+    ``v = A sin phi``, the residual sum of squares is a quadratic form in ``(u, v)`` of six
+    running sums of the prompt, and the prediction is ``E[u] sin x_q + E[v] cos x_q``, so all
+    prefixes cost one ``(n, 5) x (5, G)`` product per prompt. Quadrature error: on the default
+    grid, refining to twice the nodes per axis moves the benchmark's predictions by a mean
+    squared 1e-8 (against ``noise^2 = 0.01``).
+
+    Args:
+        x_ctx: ``(B, N, 1)``; y_ctx: ``(B, N)``; x_q: ``(B, Q, 1)`` (any float dtype;
+            computed in float64).
+        noise: observation-noise sd (``> 0``).
+        grid: numbers of amplitude and phase nodes.
+
+    Returns:
+        ``(N, B, Q)`` float64: the prediction from the first ``n = 1..N`` context points.
+
+    Raises:
+        ValueError: inputs that are not 1-d (``d != 1``), or non-positive ``noise`` / grid.
+    """
+    if (x_ctx.shape[-1] != 1 or x_q.shape[-1] != 1 or noise <= 0 or min(grid) < 1
+            or y_ctx.shape != x_ctx.shape[:2]):
+        raise ValueError(f"sinusoid_bayes_prefixes needs x_ctx (B, N, 1), y_ctx (B, N), x_q "
+                         f"(B, Q, 1), noise > 0 and a positive grid; got {tuple(x_ctx.shape)}, "
+                         f"{tuple(y_ctx.shape)}, {tuple(x_q.shape)}, noise {noise}, grid {grid}")
+    (a0, a1), (p0, p1) = SINE_AMPLITUDE, SINE_PHASE
+    amp = a0 + (a1 - a0) * (torch.arange(grid[0], dtype=torch.float64) + 0.5) / grid[0]
+    phase = p0 + (p1 - p0) * (torch.arange(grid[1], dtype=torch.float64) + 0.5) / grid[1]
+    u = (amp[:, None] * torch.cos(phase)).reshape(-1)
+    v = (amp[:, None] * torch.sin(phase)).reshape(-1)
+    # RSS = sum y^2 - 2u sum ys - 2v sum yc + u^2 sum ss + 2uv sum sc + v^2 sum cc
+    feats = torch.stack([-2 * u, -2 * v, u * u, 2 * u * v, v * v])  # (5, G)
+    uv = torch.stack([u, v], -1)  # (G, 2)
+    xc, yc, xq = x_ctx[..., 0].double(), y_ctx.double(), x_q[..., 0].double()
+    sn, cs = torch.sin(xc), torch.cos(xc)
+    stats = torch.stack([yc * sn, yc * cs, sn * sn, sn * cs, cs * cs], -1).cumsum(1)  # (B,N,5)
+    out = []
+    for b in range(xc.shape[0]):
+        logp = -0.5 * (stats[b] @ feats) / noise**2  # (N, G); sum y^2 is constant in (u, v)
+        e_uv = torch.softmax(logp, -1) @ uv  # (N, 2)
+        out.append(e_uv[:, :1] * torch.sin(xq[b]) + e_uv[:, 1:] * torch.cos(xq[b]))
+    return torch.stack(out, 1)
 
 
 def ols_predict(x_ctx, y_ctx, x_q):
