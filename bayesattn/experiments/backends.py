@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from ..interrupts import starting_workers
 
 __all__ = ["BACKENDS", "TaskResult", "add_backend_arguments", "default_workers", "import_ray",
            "run_tasks"]
@@ -206,20 +207,14 @@ def _worker_init() -> None:
 
 def _run_pool(fn, tasks, workers, threads, done) -> None:
     ctx = multiprocessing.get_context("spawn")
-    main = threading.current_thread() is threading.main_thread()
-    # spawned children inherit an ignored SIGINT, so a Ctrl-C while they import torch leaves
-    # no traceback there (the parent terminates them)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    pool = None
     try:
-        pool = cf.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx,
-                                      initializer=_worker_init)
-        futures = {pool.submit(_call, fn, key, payload, threads): i
-                   for i, (key, payload) in enumerate(tasks)}
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
-    pending = set(futures)
-    try:
+        with starting_workers():  # a Ctrl-C while the workers start is raised after it
+            pool = cf.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx,
+                                          initializer=_worker_init)
+            futures = {pool.submit(_call, fn, key, payload, threads): i
+                       for i, (key, payload) in enumerate(tasks)}
+        pending = set(futures)
         while pending:  # a timed wait keeps this process responsive to Ctrl-C
             finished, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
@@ -230,7 +225,8 @@ def _run_pool(fn, tasks, workers, threads, done) -> None:
                     res = TaskResult(tasks[i][0], error="worker process died: " + _one_line(err))
                 done(i, res)
     except BaseException:
-        _terminate(pool)
+        if pool is not None:
+            _terminate(pool)
         raise
     pool.shutdown(wait=True)
 

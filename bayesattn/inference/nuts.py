@@ -40,6 +40,8 @@ from pyro.infer.autoguide.initialization import init_to_median
 from pyro.infer.mcmc.util import initialize_model
 from tqdm.std import tqdm as std_tqdm
 
+from ..interrupts import starting_workers
+
 __all__ = ["RecordingNUTS", "potential_from_log_joint", "run_nuts", "safe_potential"]
 
 STAT_NAMES = ("lp", "energy", "diverging", "step_size", "acceptance_rate", "n_steps",
@@ -179,16 +181,10 @@ def _worker_init():
 
 def _run_parallel(jobs, workers):
     ctx = multiprocessing.get_context("spawn")
-    main = threading.current_thread() is threading.main_thread()
-    # spawned children inherit an ignored SIGINT through exec, so even a Ctrl-C that arrives
-    # while they import torch (before the initializer runs) leaves no traceback there
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    pool = None
     try:
-        pool = ctx.Pool(workers, initializer=_worker_init)
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
-    try:
+        with starting_workers():  # a Ctrl-C while the workers start is raised after it
+            pool = ctx.Pool(workers, initializer=_worker_init)
         pending = pool.map_async(_run_chain, jobs)
         while True:  # a timed wait keeps the parent responsive to KeyboardInterrupt
             try:
@@ -200,8 +196,9 @@ def _run_parallel(jobs, workers):
         pool.join()
         return results
     except BaseException:
-        pool.terminate()  # kills the workers and joins them
-        pool.join()
+        if pool is not None:
+            pool.terminate()  # kills the workers and joins them
+            pool.join()
         raise
 
 

@@ -1,0 +1,45 @@
+"""Ctrl-C while worker processes start: held until they have started, then raised.
+
+A pool of spawned workers must not see a Ctrl-C while the workers import torch (each would
+print a ``KeyboardInterrupt`` traceback), yet the parent must not lose it: a Ctrl-C that is
+simply ignored while the pool starts lets the whole run go on to its end. :func:`starting_workers`
+does both: the workers inherit a blocked SIGINT through fork and exec (their initializer then
+ignores it), and the parent records a Ctrl-C that arrives meanwhile and raises
+:class:`KeyboardInterrupt` once the block ends, so that the caller terminates what it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+__all__ = ["starting_workers"]
+
+
+@contextlib.contextmanager
+def starting_workers():
+    """Start worker processes inside this block; a Ctrl-C (SIGINT) meanwhile is held.
+
+    Raises:
+        KeyboardInterrupt: on leaving the block, when a Ctrl-C arrived inside it (the caller's
+            cleanup then terminates the workers).
+
+    Outside the main thread, or where ``signal.pthread_sigmask`` does not exist, the block is
+    run as is.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    hits: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a held Ctrl-C is recorded here
+        signal.signal(signal.SIGINT, previous)
+    if hits:
+        raise KeyboardInterrupt
