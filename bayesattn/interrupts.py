@@ -11,8 +11,10 @@ ignores it), and the parent records a Ctrl-C that arrives meanwhile and raises
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+from multiprocessing import resource_tracker
 
 __all__ = ["starting_workers"]
 
@@ -33,6 +35,10 @@ def starting_workers():
     ):
         yield
         return
+    if os.name == "posix":
+        # multiprocessing's resource tracker blocks SIGINT while it starts and then *unblocks*
+        # it: start it before the block, or it would lift the block half-way
+        resource_tracker.ensure_running()
     hits: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

@@ -17,6 +17,8 @@ loaded here, because this file is imported before the test modules.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 
 import pytest
 import torch
@@ -53,3 +55,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def interruptible_popen():
+    """``subprocess.Popen`` whose child takes Ctrl-C as a terminal's program does, even when
+    the tests run in a background job: its shell ignores SIGINT, and an ignored signal would be
+    inherited (a caught one is reset to the default on exec). Call from the main thread."""
+
+    def popen(*args, **kwargs):
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return subprocess.Popen(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    return popen

@@ -474,7 +474,7 @@ def test_force_refuses_to_write_over_a_file_or_link_we_did_not_write(good_csv, t
     assert not (out / MANIFEST_NAME).exists()
 
 
-def interrupt_fit(tmp_path, data, *extra, wait=3.0):
+def interrupt_fit(popen, tmp_path, data, *extra, wait=3.0):
     """Start ``bayesattn fit`` (NUTS) in its own process group, press Ctrl-C (SIGINT to the
     group, as a terminal does) ``wait`` s into the fit; returns (status, seconds from the
     signal to the exit, stderr, out folder)."""
@@ -482,7 +482,7 @@ def interrupt_fit(tmp_path, data, *extra, wait=3.0):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "w") as err_file:
-        proc = subprocess.Popen(
+        proc = popen(
             [sys.executable, "-m", "bayesattn", "fit", "--data", str(data), "--x", "t", "--y",
              "y", "--model", "kernel", "--method", "nuts", "--out", str(out), *extra],
             stdout=subprocess.DEVNULL, stderr=err_file, env=env, start_new_session=True)
@@ -514,14 +514,15 @@ def assert_prompt_clean_interrupt(code, elapsed, err, out):
 
 
 @pytest.mark.slow
-def test_ctrl_c_exits_promptly_with_one_line(good_csv, tmp_path):
+def test_ctrl_c_exits_promptly_with_one_line(good_csv, tmp_path, interruptible_popen):
     """A real SIGINT during a NUTS fit (sequential chains): exit 130 within 2 s, one line."""
-    assert_prompt_clean_interrupt(*interrupt_fit(tmp_path, good_csv, "--quick", wait=1.0))
+    assert_prompt_clean_interrupt(*interrupt_fit(interruptible_popen, tmp_path, good_csv, "--quick",
+                                                 wait=1.0))
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_parallel_chains_exits_promptly(good_csv, tmp_path):
-    assert_prompt_clean_interrupt(*interrupt_fit(tmp_path, good_csv, wait=4.0))
+def test_ctrl_c_during_parallel_chains_exits_promptly(good_csv, tmp_path, interruptible_popen):
+    assert_prompt_clean_interrupt(*interrupt_fit(interruptible_popen, tmp_path, good_csv, wait=4.0))
 
 
 # ----------------------------------------------------------------------------- demo

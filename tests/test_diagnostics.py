@@ -445,22 +445,28 @@ CTRL_C_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_parallel_chains_exits_promptly_without_worker_tracebacks(tmp_path):
+def test_ctrl_c_during_parallel_chains_exits_promptly_without_worker_tracebacks(
+        tmp_path, interruptible_popen):
     script = tmp_path / "run.py"
     script.write_text(CTRL_C_SCRIPT)
     marks = tmp_path / "marks"
     marks.mkdir()
     env = {**os.environ, "MARKS": str(marks), "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
-    deadline = time.monotonic() + 120
-    # wait until both worker processes run the model (their pids differ from the parent's)
-    while len([p for p in os.listdir(marks) if int(p) != proc.pid]) < 2:
-        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
-        time.sleep(0.2)
-    start = time.time()
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
-    out, err = proc.communicate(timeout=60)
+    proc = interruptible_popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        # wait until both worker processes run the model (their pids differ from the parent's)
+        while len([p for p in os.listdir(marks) if int(p) != proc.pid]) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        start = time.time()
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        out, err = proc.communicate(timeout=60)
+    finally:  # a failed test must not leave the endless fit running
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, err.decode()
     word, when = out.decode().split()
     assert word == "interrupted"

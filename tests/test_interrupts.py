@@ -32,3 +32,17 @@ def test_no_ctrl_c_no_exception_and_children_inherit_the_held_signal():
             capture_output=True, text=True, check=True)
     assert child.stdout.strip() == "True"  # a Ctrl-C cannot interrupt a starting worker
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+def test_the_block_holds_while_a_process_pool_starts():
+    """Starting a spawn pool (and with it multiprocessing's resource tracker, which blocks and
+    then unblocks SIGINT itself) must not lift the block half-way."""
+    import multiprocessing
+
+    with starting_workers():
+        pool = multiprocessing.get_context("spawn").Pool(1)
+        try:
+            assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        finally:
+            pool.terminate()
+            pool.join()
