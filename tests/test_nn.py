@@ -574,3 +574,18 @@ def test_training_reduces_the_loss(kind):
     assert losses[-1] < 0.7 * losses[0]
     probs = predict_proba(model, x, pm)
     assert probs.shape == (48, 2) and torch.allclose(probs.sum(-1), torch.ones(48))
+
+
+def test_linear_kind_survives_extreme_padded_queries():
+    """The counterexample Hypothesis found for the padding test: padded steps holding huge
+    values make ``elu(q) + 1`` underflow to 0 for a padded query; the layer must not fail (the
+    positive floor of the feature map keeps the normaliser positive) and the real steps keep
+    the truncated sequence's output."""
+    layer = _mha("linear", seed=1)  # seeds torch with 1, then draws the layer's weights
+    x = torch.randn(2, 2, 8, dtype=D64)
+    kpm = torch.tensor([[False, False], [False, True]])
+    junk = x.masked_fill(~kpm.unsqueeze(-1), 0.0) * 1e3 + x
+    out, _ = layer(junk, junk, junk, key_padding_mask=kpm)
+    alone, _ = layer(x[1:, :1], x[1:, :1], x[1:, :1])
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out[1, :1], alone[0], atol=1e-9)

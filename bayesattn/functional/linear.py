@@ -17,10 +17,17 @@ def _feature_map(feature_map) -> Callable[[torch.Tensor], torch.Tensor]:
     if feature_map is None:
         return lambda x: x
     if feature_map == "elu":
-        return lambda x: F.elu(x) + 1.0
+        return _elu_feature
     if callable(feature_map):
         return feature_map
     raise ValueError(f"unknown feature_map {feature_map!r}; expected None, 'elu' or a callable")
+
+
+def _elu_feature(x: torch.Tensor) -> torch.Tensor:
+    """``elu(x) + 1`` (Katharopoulos et al. 2020), kept at least ``sqrt(tiny)`` of the dtype:
+    ``elu(x) + 1 = exp(x)`` underflows to 0 for very negative ``x`` (e.g. a padded query), and
+    then ``phi(q) . sum_j phi(k_j)`` would be 0; with the floor it is at least ``tiny``."""
+    return (F.elu(x) + 1.0).clamp_min(torch.finfo(x.dtype).tiny ** 0.5)
 
 
 def linear_attention(
@@ -59,7 +66,8 @@ def linear_attention(
         attn_mask: bool, broadcastable to ``(..., L, S)``, True where a key takes part.
         dropout_p: probability of removing each key from the memory (per batch element).
         is_causal: query ``i`` sees keys ``j <= i``; not with ``attn_mask``.
-        feature_map: ``None`` (identity), ``"elu"`` (``elu(x) + 1``, positive), or a callable
+        feature_map: ``None`` (identity), ``"elu"`` (``elu(x) + 1``, floored at
+            ``sqrt(tiny)`` of the dtype so that it stays positive), or a callable
             mapping ``(..., N, E) -> (..., N, F)``.
         normalize: divide by the row sums of ``phi(Q) phi(K)^T``.
         need_weights: also return the implied weights ``(..., L, S)``.
