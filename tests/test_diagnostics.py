@@ -39,12 +39,7 @@ DT = torch.float64
 FAST = {"progress_bar": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
 
 
 def verdict(idata) -> dict:

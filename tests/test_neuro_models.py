@@ -43,12 +43,7 @@ F64 = torch.float64
 PARAMS = dict(believed_validity=0.7, cue_weight=0.6, attend_cued=0.75, criterion=0.8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
 
 
 def _phi(x):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import arviz as az
 import numpy as np
 import pytest
-import torch
 
 from bayesattn.experiments.neuro import (
     model_selection_rate,
@@ -19,12 +18,7 @@ from bayesattn.models.neuro.cueing import OBSERVERS
 SVI = {"method": "svi", "guide": "mvn", "learning_rate": 0.05, "num_chains": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
 
 
 def test_simulated_subjects_follow_the_standard_design():

@@ -25,12 +25,7 @@ from bayesattn.models.neuro.tva import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
 
 
 def _draws(model, data, num=3):

@@ -120,7 +120,6 @@ def _plan(reported: torch.Tensor, hidden: torch.Tensor, display: torch.Tensor | 
         "ia": disp * size + (s_code ^ b_code),  # (display, A = S \\ B)
         "ik": row * (num + 1) + s_size,  # the (trial, |S|) bin
         "display": display,
-        "num_displays": int(display.max()) + 1 if display.numel() else 0,
         "sign": sign,
         "sign_full": sign * (b_code != s_code),  # 0 for A = {}: no "VSTM full" term
         "empty_ok": ~reported.any(-1),  # S = {} (K = 0 encodes nothing) is consistent
@@ -156,7 +155,7 @@ def _k_tables(k_probs: torch.Tensor):
 def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
     """``P(report)`` of the plan's trials ``(..., T)``.
 
-    Per display row (``U`` = ``plan["num_displays"]``, the trials' ``plan["display"]``):
+    Per display row (``U`` rows, indexed by the trials' ``plan["display"]``):
     ``rates (..., U, N)`` 1/ms, ``exposure``, ``t0``, ``t0_sd`` ``(..., U)`` (``t0_sd`` None
     when fixed); per trial: ``k_probs (..., T|1, N+1)`` over ``K = 0..N``.
 
