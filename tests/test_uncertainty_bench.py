@@ -21,51 +21,51 @@ from bayesattn.experiments.uncertainty_methods import METHODS
 
 
 @pytest.fixture(scope="module")
-def test_split():
+def vowels_test():
     data = load_japanese_vowels()
     mean, std = data.train.feature_mean_std()
     return data.test.standardized(mean, std)
 
 
-def test_noise_and_scale_grow_with_severity_and_keep_padding(test_split):
-    real = ~test_split.padding_mask
+def test_noise_and_scale_grow_with_severity_and_keep_padding(vowels_test):
+    real = ~vowels_test.padding_mask
     for name in ("gaussian_noise", "channel_scale"):
         dev = []
         for s in (1, 3, 5):
-            c = corrupt(test_split, name, s, seed=0)
-            assert torch.equal(c.padding_mask, test_split.padding_mask)
-            assert torch.equal(c.y, test_split.y)
+            c = corrupt(vowels_test, name, s, seed=0)
+            assert torch.equal(c.padding_mask, vowels_test.padding_mask)
+            assert torch.equal(c.y, vowels_test.y)
             assert bool((c.x[~real] == 0).all())
-            dev.append(float((c.x - test_split.x)[real].pow(2).mean()))
+            dev.append(float((c.x - vowels_test.x)[real].pow(2).mean()))
         assert dev[0] < dev[1] < dev[2]
-    torch.testing.assert_close(corrupt(test_split, "gaussian_noise", 2, seed=1).x,
-                               corrupt(test_split, "gaussian_noise", 2, seed=1).x)
+    torch.testing.assert_close(corrupt(vowels_test, "gaussian_noise", 2, seed=1).x,
+                               corrupt(vowels_test, "gaussian_noise", 2, seed=1).x)
 
 
-def test_dropped_channels_zero_the_stated_number(test_split):
+def test_dropped_channels_zero_the_stated_number(vowels_test):
     for s, k in ((1, 1), (3, 4), (5, 8)):
-        c = corrupt(test_split, "dropped_channels", s, seed=0)
+        c = corrupt(vowels_test, "dropped_channels", s, seed=0)
         zero_channels = (c.x.abs().sum(1) == 0).sum(-1)  # per utterance
         assert bool((zero_channels == k).all())
 
 
-def test_time_warp_lengths_and_padding(test_split):
+def test_time_warp_lengths_and_padding(vowels_test):
     for s in (1, 5):
-        c = corrupt(test_split, "time_warp", s, seed=0)
+        c = corrupt(vowels_test, "time_warp", s, seed=0)
         assert bool((c.lengths >= 3).all())
         expect = torch.arange(c.x.shape[1]).unsqueeze(0) >= c.lengths.unsqueeze(1)
         assert torch.equal(c.padding_mask, expect)
         assert bool((c.x[c.padding_mask] == 0).all())
-    mild = corrupt(test_split, "time_warp", 1, seed=0).lengths.float().mean()
-    severe = corrupt(test_split, "time_warp", 5, seed=0).lengths.float().mean()
-    assert severe < mild < test_split.lengths.float().mean()
+    mild = corrupt(vowels_test, "time_warp", 1, seed=0).lengths.float().mean()
+    severe = corrupt(vowels_test, "time_warp", 5, seed=0).lengths.float().mean()
+    assert severe < mild < vowels_test.lengths.float().mean()
 
 
-def test_corrupt_rejects_bad_arguments(test_split):
+def test_corrupt_rejects_bad_arguments(vowels_test):
     with pytest.raises(ValueError, match="unknown corruption"):
-        corrupt(test_split, "blur", 1)
+        corrupt(vowels_test, "blur", 1)
     with pytest.raises(ValueError, match="severity"):
-        corrupt(test_split, "gaussian_noise", 6)
+        corrupt(vowels_test, "gaussian_noise", 6)
     assert len(CORRUPTIONS) == 4
 
 

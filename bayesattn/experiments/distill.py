@@ -518,7 +518,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args, out) -> None:
-    """Run ``bayesattn bench distill`` into the claimed output folder ``out``."""
+    """Run ``bayesattn bench distill`` into the claimed output folder ``out``.
+
+    Raises:
+        UsageError: ``--trajectories`` not a comma-separated list of integers, and the option
+            errors of :func:`run_distill_bench`.
+    """
     from ..errors import UsageError
 
     kinds = [k.strip() for k in args.attention.split(",") if k.strip()] if args.attention else None

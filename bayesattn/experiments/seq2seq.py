@@ -613,7 +613,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args, out) -> None:
-    """Run ``bayesattn bench seq2seq`` into the claimed output folder ``out``."""
+    """Run ``bayesattn bench seq2seq`` into the claimed output folder ``out``.
+
+    Raises:
+        UsageError: ``--epochs`` or ``--patience`` below 1; ``--kl-weights`` not a list of
+            numbers >= 0; and the option errors of :func:`run_seq2seq_bench`.
+    """
     from ..errors import UsageError
 
     models = [m for m in args.models.split(",") if m.strip()]

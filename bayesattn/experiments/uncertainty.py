@@ -586,7 +586,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args, out) -> None:
-    """Run ``bayesattn bench uncertainty`` into the claimed output folder ``out``."""
+    """Run ``bayesattn bench uncertainty`` into the claimed output folder ``out``.
+
+    Raises:
+        UsageError: ``--epochs`` below 1, and the option errors of
+            :func:`run_uncertainty_bench` (seeds, unknown methods).
+    """
     from ..errors import UsageError
 
     if args.from_dir is not None:
