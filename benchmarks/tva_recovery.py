@@ -175,7 +175,10 @@ def fit_subject(data: dict, kind: str, method: str, seed: int):
     )
 
 
-def fit_hierarchical(datas: list[dict], steps: int, seed: int):
+def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "svi",
+                     chains: int = 2):
+    """The hierarchical fit: SVI (``steps`` steps, low-rank guide) or NUTS (``chains`` chains
+    in parallel, ``steps`` warm-up and ``steps`` draws each)."""
     import pyro.distributions as dist
 
     from bayesattn.inference import fit
@@ -195,6 +198,10 @@ def fit_hierarchical(datas: list[dict], steps: int, seed: int):
         conditions=2,
         by_condition=("C",),
     )
+    if method == "nuts":
+        return fit(model, data, method="nuts", num_chains=chains, num_samples=steps,
+                   warmup_steps=steps, max_tree_depth=8, chain_method="parallel", seed=seed,
+                   progress_bar=True)
     return fit(
         model,
         data,
@@ -276,7 +283,10 @@ def main(argv=None):
     parser.add_argument("--hier-subjects", type=int, default=50)
     parser.add_argument("--loo-subjects", type=int, default=10)
     parser.add_argument("--method", choices=["map", "nuts"], default="map")
-    parser.add_argument("--hier-steps", type=int, default=400)
+    parser.add_argument("--hier-steps", type=int, default=400,
+                        help="SVI steps, or NUTS warm-up and draws per chain")
+    parser.add_argument("--hier-method", choices=["svi", "nuts"], default="svi")
+    parser.add_argument("--hier-chains", type=int, default=2, help="NUTS chains (parallel)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -322,15 +332,30 @@ def main(argv=None):
     indiv = [probit(s) for s in range(min(args.hier_subjects, args.subjects))]
 
     def hier():
-        idata = fit_hierarchical(datas[: args.hier_subjects], args.hier_steps, args.seed)
+        idata = fit_hierarchical(datas[: args.hier_subjects], args.hier_steps, args.seed,
+                                 args.hier_method, args.hier_chains)
+        import arviz as az
+
         post = idata.posterior
+        hyper = [k for k in post.data_vars if k.split("_")[-1] in ("mu", "sigma", "effect")]
+        diagnostics = {
+            "max_r_hat": float(az.rhat(post).to_array().max()),
+            "min_ess_bulk": float(az.ess(post).to_array().min()),
+            "min_ess_bulk_hyper": float(az.ess(post[hyper]).to_array().min()),
+        }
+        if "diverging" in idata.sample_stats:
+            stats = idata.sample_stats
+            diagnostics.update(divergences=int(stats["diverging"].values.sum()),
+                               mean_leapfrog_steps=float(stats["n_steps"].values.mean()),
+                               min_bfmi=float(np.min(az.bfmi(idata))))
         return {
             "summaries": [summarise(subject_draws(post, s)) for s in range(args.hier_subjects)],
+            "diagnostics": diagnostics,
             "converged": int(idata.attrs.get("converged", 0)),
             "population": {k: float(post[k].mean()) for k in ("C_mu", "C_effect", "mK_mu")},
         }
 
-    key = f"hierarchical{args.hier_subjects:02d}_svi{args.hier_steps}"
+    key = f"hierarchical{args.hier_subjects:02d}_{args.hier_method}{args.hier_steps}"
     h = cached(key, hier) if args.hier_subjects else None
     free = [cached(f"subject{s:02d}_free", lambda s=s: one(s, "free"))
             for s in range(min(args.loo_subjects, args.subjects))]
@@ -359,7 +384,10 @@ def main(argv=None):
             "table": ht,
             "weights": weight_misses(hrows),
             "fit_s": h["wall_s"],
-            "svi_steps": args.hier_steps,
+            "method": args.hier_method,
+            "steps": args.hier_steps,
+            "chains": args.hier_chains,
+            "diagnostics": h.get("diagnostics"),
             "converged": h["converged"],
             "population": h["population"],
             "shrinkage": {k: ht[k]["sd_of_means"] / pt[k]["sd_of_means"] for k in PARAMS},
@@ -399,8 +427,13 @@ def markdown(res: dict) -> str:
     if hier:
         head += " hierarchical coverage | RMSE | HDI width | shrinkage (sd ratio) |"
         sep += "---|---|---|---|"
+    how = ""
+    if hier:
+        how = (f"NUTS, {hier['chains']} chains x ({hier['steps']} warm-up + {hier['steps']} "
+               "draws)" if hier["method"] == "nuts"
+               else f"SVI, low-rank guide, {hier['steps']} steps")
     lines += [f"94% HDI coverage (goal >= 0.90 each); hierarchical over the first "
-              f"{hier['subjects']} subjects (SVI, low-rank guide, {hier['svi_steps']} steps)."
+              f"{hier['subjects']} subjects ({how})."
               if hier else "", "",
               head, sep]
     for k, r in res["per_subject"]["table"].items():
@@ -425,6 +458,8 @@ def markdown(res: dict) -> str:
             f"{hw['slope_estimate_on_truth']:.2f}. Fit {hier['fit_s']:.0f} s, verdict "
             f"converged={hier['converged']}; population means {hier['population']}."
         )
+        if hier.get("diagnostics"):
+            lines.append(f"Hierarchical fit diagnostics: {hier['diagnostics']}.")
     if "loo" in res:
         lo = res["loo"]
         lines.append(

@@ -13,12 +13,13 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer.autoguide.initialization import init_to_median
 from pyro.infer.mcmc.util import initialize_model
 
 from bayesattn.errors import ConvergenceWarning
 from bayesattn.inference import fit
 from bayesattn.inference.nuts import _jit_traced, potential_from_log_joint
-from bayesattn.models.neuro.tva import TVA
+from bayesattn.models.neuro.tva import TVA, HierarchicalTVA
 
 F64 = torch.float64
 
@@ -39,6 +40,21 @@ def _data(paradigm, conditions, seed, trials=30):
     if conditions > 1:
         data["condition"] = torch.arange(trials) % conditions
     return data
+
+
+def _assert_same_potential(fast, reference, init, scale, seed):
+    """Value (1e-10) and gradient (1e-7) agree at three random points around ``init``."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        z = {k: (v + scale * torch.randn(v.shape, generator=g, dtype=v.dtype)).requires_grad_()
+             for k, v in init.items()}
+        want, got = reference(z), fast(z)
+        assert torch.isfinite(want)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-9)
+        grads_want = torch.autograd.grad(want, list(z.values()))
+        grads_got = torch.autograd.grad(got, list(z.values()))
+        for a, b in zip(grads_got, grads_want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
 
 
 CASES = [
@@ -63,17 +79,7 @@ def test_fast_potential_equals_pyros_traced_potential(case):
     data["reported"] = model.model(**data)
     init, pyro_potential, transforms, _ = initialize_model(model.model, model_kwargs=data)
     fast = potential_from_log_joint(model.log_joint_fn(data), transforms)
-    g = torch.Generator().manual_seed(100 + case)
-    for _ in range(3):
-        z = {k: (v + 0.4 * torch.randn(v.shape, generator=g, dtype=v.dtype)).requires_grad_()
-             for k, v in init.items()}
-        want, got = pyro_potential(z), fast(z)
-        assert torch.isfinite(want)
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-9)
-        grads_want = torch.autograd.grad(want, list(z.values()))
-        grads_got = torch.autograd.grad(got, list(z.values()))
-        for a, b in zip(grads_got, grads_want, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
+    _assert_same_potential(fast, pyro_potential, init, scale=0.4, seed=100 + case)
 
 
 def test_traced_fast_potential_generalises_beyond_the_tracing_point():
@@ -123,3 +129,33 @@ def test_nuts_through_fit_uses_the_fast_log_joint(monkeypatch):
     assert calls, "NUTS did not use the fast log joint"
     c = idata.posterior["C"].values.ravel()
     assert abs(c.mean() - 50.0) < 4 * c.std() + 1.0
+
+
+HIER_CASES = [
+    dict(paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
+         by_condition=("C",)),
+    dict(paradigm="whole", K="free", regions="1-3,4-6", conditions=2,
+         by_condition=("C", "weights", "K"),  # a fixed t0 per subject, below the 10 ms exposure
+         priors={"t0_mu": dist.Normal(torch.tensor(4.0, dtype=F64), 1.0),
+                 "t0_sigma": dist.HalfNormal(torch.tensor(1.0, dtype=F64))}),
+    dict(paradigm="partial", K=3, t0_dist="exponential", weights=None),
+    dict(paradigm="whole", K="probit", t0=12.0, C=60.0),  # fixed t0 and C
+]
+
+
+@pytest.mark.parametrize("case", range(len(HIER_CASES)))
+def test_hierarchical_fast_potential_equals_pyros_traced_potential(case):
+    kwargs = dict(HIER_CASES[case])
+    conditions = kwargs.get("conditions", 1)
+    model = HierarchicalTVA(3, 6, **kwargs)
+    data = _data(kwargs["paradigm"], conditions, seed=20 + case, trials=60)
+    data["subject"] = (torch.arange(60) // 7) % 3
+    pyro.set_rng_seed(30 + case)
+    data["reported"] = model.model(**data)
+    # at prior medians (C near 40 items/s), not at Pyro's default uniform(-2, 2) point: there
+    # C can be 0.01 items/s, and a report's probability of 1e-12 is a difference of O(1)
+    # decays, whose rounding (1e-16 absolute) makes gradients of both potentials noisy
+    init, pyro_potential, transforms, _ = initialize_model(
+        model.model, model_kwargs=data, init_strategy=init_to_median(num_samples=31))
+    fast = potential_from_log_joint(model.log_joint_fn(data), transforms)
+    _assert_same_potential(fast, pyro_potential, init, scale=0.3, seed=200 + case)

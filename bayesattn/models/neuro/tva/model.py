@@ -26,6 +26,7 @@ from .conditions import (
     _check_conditions,
     _condition_index,
     _gather,
+    _index,
     _per_condition,
 )
 from .distribution import TVAReport
@@ -475,33 +476,14 @@ class TVA(BayesianModel):
         Raises:
             ValueError, TypeError: bad data, as :meth:`model`.
         """
-        exposure, reported, targets, distractors = self._check_data(
-            data["exposure"], data.get(self.obs_name), data.get("targets"), data.get("distractors")
-        )
-        if reported is None:
+        displays = self._displays(data)
+        if displays is None:
             return None
-        num_trials = exposure.shape[0]
-        condition = _condition_index(data.get("condition"), num_trials, self.conditions)
-        t0_prior, k_prior = self._support_bounds(exposure, reported, condition)
-        columns = [condition[:, None].to(torch.float64), exposure[:, None]]
-        if self.paradigm == "partial":
-            if targets is None or distractors is None:
-                raise ValueError(
-                    "partial report needs data 'targets' and 'distractors' (T, N) bool"
-                )
-            if bool((reported & ~targets).any()):
-                raise ValueError("reported contains an item that is not a target")
-            columns += [targets.to(torch.float64), distractors.to(torch.float64)]
-        _, display = torch.unique(torch.cat(columns, -1), dim=0, return_inverse=True)
-        num_displays = int(display.max()) + 1
-        first = torch.full((num_displays,), num_trials, dtype=torch.long).scatter_reduce(
-            0, display, torch.arange(num_trials), reduce="amin"
+        condition = displays["condition"]
+        t0_prior, k_prior = self._support_bounds(
+            displays["trial_exposure"], displays["reported"], condition
         )
-        shown_t = None if targets is None else targets[first]
-        shown_d = None if distractors is None else distractors[first]
-        hidden = torch.zeros_like(reported) if distractors is None else distractors
-        plan = _plan(reported, hidden, display)
-        cond_u, exposure_u = condition[first], exposure[first]
+        cond_u = condition[displays["first"]]
         priors = {}  # the program's priors, copied without checks on first use
 
         def log_joint(values: dict) -> torch.Tensor:
@@ -517,31 +499,96 @@ class TVA(BayesianModel):
 
             params = self._params(t0_prior, k_prior, site)
             params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
-            p = self._per_trial(params, cond_u)  # per display row
-            item_weights, _ = self._item_weights(p["weights"], p["alpha"], shown_t, shown_d)
-            item_weights = item_weights.expand(num_displays, item_weights.shape[-1])
-            if bool((reported & (item_weights.detach() <= 0).index_select(-2, display)).any()):
-                raise ValueError("reported contains an item at an empty location (weight 0)")
-            rates = _rates(p["C"], item_weights)
-            k_probs = p["k_probs"]
-            if k_probs.shape[-2] > 1:
-                k_probs = k_probs.index_select(-2, display)
-            t0_sd = p["t0_sd"]
-            kind = "fixed" if t0_sd is None and self.t0_dist == "normal" else self.t0_dist
-            rows = rates.shape[:-1]
-            lp = _race_log_prob(
-                plan,
-                reported,
-                rates,
-                k_probs,
-                exposure_u.expand(rows),
-                p["t0"].expand(rows),
-                None if t0_sd is None else t0_sd.expand(rows),
-                kind,
-            )
-            return torch.stack(terms).sum() + lp.sum() if terms else lp.sum()
+            lp = self._displays_log_lik(displays, self._per_trial(params, cond_u)).sum()
+            return torch.stack(terms).sum() + lp if terms else lp
 
         return log_joint
+
+    def _displays(self, data: dict, indices: Sequence[tuple[str, int]] = ()) -> dict | None:
+        """The observed trials of ``data`` (checked) grouped by display, for
+        :meth:`_displays_log_lik`: trials with equal condition, ``indices`` (names of further
+        int64 ``(T,)`` data columns and their sizes, e.g. ``(("subject", S),)``), exposure and
+        (partial report) targets and distractors share one display row ``U``.
+
+        Returns None when ``data`` has no reports; else a dict: ``display (T,)`` (each trial's
+        row), ``first (U,)`` (a trial of each row), the rows' ``exposure (U,)`` and
+        ``targets``/``distractors (U, N)`` (None in whole report), the race ``plan``
+        (:func:`.race._plan`), and per trial the observed ``reported (T, N)``,
+        ``trial_exposure (T,)``, ``condition (T,)`` and each of ``indices``.
+
+        Raises:
+            ValueError, TypeError: bad data, as :meth:`model`; partial report without targets
+                and distractors, or a reported item that is not a target.
+        """
+        exposure, reported, targets, distractors = self._check_data(
+            data["exposure"], data.get(self.obs_name), data.get("targets"), data.get("distractors")
+        )
+        if reported is None:
+            return None
+        num_trials = exposure.shape[0]
+        index = {name: _index(name, data.get(name), num_trials, size) for name, size in indices}
+        index["condition"] = _condition_index(data.get("condition"), num_trials, self.conditions)
+        columns = [k[:, None].to(torch.float64) for k in index.values()] + [exposure[:, None]]
+        if self.paradigm == "partial":
+            if targets is None or distractors is None:
+                raise ValueError(
+                    "partial report needs data 'targets' and 'distractors' (T, N) bool"
+                )
+            if bool((reported & ~targets).any()):
+                raise ValueError("reported contains an item that is not a target")
+            columns += [targets.to(torch.float64), distractors.to(torch.float64)]
+        _, display = torch.unique(torch.cat(columns, -1), dim=0, return_inverse=True)
+        num_displays = int(display.max()) + 1
+        first = torch.full((num_displays,), num_trials, dtype=torch.long).scatter_reduce(
+            0, display, torch.arange(num_trials), reduce="amin"
+        )
+        hidden = torch.zeros_like(reported) if distractors is None else distractors
+        return {
+            "display": display,
+            "first": first,
+            "exposure": exposure[first],
+            "targets": None if targets is None else targets[first],
+            "distractors": None if distractors is None else distractors[first],
+            "plan": _plan(reported, hidden, display),
+            "reported": reported,
+            "trial_exposure": exposure,
+            **index,
+        }
+
+    def _displays_log_lik(self, displays: dict, p: dict) -> torch.Tensor:
+        """``log P(report)`` ``(..., T)`` of the trials of :meth:`_displays` from per-display
+        parameters ``p`` ``(..., U|1, ...)`` (:meth:`_per_trial` on the rows' conditions).
+
+        Raises:
+            ValueError: a reported item at a location of weight 0.
+        """
+        display, reported = displays["display"], displays["reported"]
+        item_weights, _ = self._item_weights(
+            p["weights"], p["alpha"], displays["targets"], displays["distractors"]
+        )
+        num_displays = displays["first"].shape[0]
+        item_weights = item_weights.expand(
+            *item_weights.shape[:-2], num_displays, item_weights.shape[-1]
+        )
+        if bool((reported & (item_weights.detach() <= 0).index_select(-2, display)).any()):
+            raise ValueError("reported contains an item at an empty location (weight 0)")
+        rates = _rates(p["C"], item_weights)
+        k_probs = p["k_probs"]
+        if k_probs.shape[-2] > 1:
+            k_probs = k_probs.index_select(-2, display)
+        t0_sd = p["t0_sd"]
+        kind = "fixed" if t0_sd is None and self.t0_dist == "normal" else self.t0_dist
+        rows = rates.shape[:-1]
+        return _race_log_prob(
+            displays["plan"],
+            reported,
+            rates,
+            k_probs,
+            displays["exposure"].expand(rows),
+            p["t0"].expand(rows),
+            None if t0_sd is None else t0_sd.expand(rows),
+            kind,
+        )
 
     def _draw_params(self, chunk: dict, num: int) -> dict:
         """The parameters of ``num`` draws ``(D, [conditions,] ...)`` (fixed ones repeated)."""
