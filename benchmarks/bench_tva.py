@@ -10,7 +10,7 @@ NUTS (through :func:`bayesattn.inference.fit`) on the :class:`~bayesattn.models.
 model for one subject of the study: the design twice, 234 trials, probit ``K``.
 
 Run: ``python benchmarks/bench_tva.py [--repeats 30] [--nuts CHAINSxDRAWS [--jit]
-[--parallel]]``; writes
+[--chain-method sequential|parallel|vectorized]]``; writes
 ``benchmarks/results/tva/results.md`` and ``results.json``.
 """
 
@@ -191,13 +191,15 @@ def subject_design(seed: int = 0):
     return dict(exposure=exposure, reported=reported, targets=targets, distractors=distractors)
 
 
-def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False,
+def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "sequential",
               full_mass: bool = False) -> dict:
     """Wall and CPU time (s) of NUTS (``bayesattn.inference.fit``, ``draws`` warm-up + ``draws``
     draws per chain) on one subject's 234 partial-report trials: probit ``K``, Gaussian ``t0``
-    (latent ``mu0``, ``sigma0``), free weights, ``alpha``. ``parallel``: one process a chain;
-    ``full_mass``: a dense mass matrix. CPU time counts this process and its finished children
-    (the chain workers), so ``cpu_s / chains`` is one chain's cost on a free core."""
+    (latent ``mu0``, ``sigma0``), free weights, ``alpha``. ``chain_method`` as
+    :func:`bayesattn.inference.fit` (``"parallel"``: one process per core, each running its
+    share of the chains in lockstep); ``full_mass``: a dense mass matrix. CPU time counts this
+    process and its finished children (the chain workers): ``cpu_s / chains`` is one chain's
+    cost on a free core."""
     import arviz as az
     import pyro.distributions as dist
 
@@ -216,7 +218,7 @@ def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False
         warmup_steps=draws,
         jit_compile=jit,
         full_mass=full_mass,
-        chain_method="parallel" if parallel else "sequential",
+        chain_method=chain_method,
         progress_bar=False,
     )
     wall, end = time.perf_counter() - t, os.times()
@@ -235,7 +237,7 @@ def time_nuts(chains: int, draws: int, jit: bool = False, parallel: bool = False
         "max_r_hat": float(az.rhat(idata).to_array().max()),
         "min_ess_bulk": float(az.ess(idata).to_array().min()),
         "jit": jit,
-        "parallel": parallel,
+        "chain_method": chain_method,
         "mean_leapfrog_steps": float(steps.mean()),
         "divergences": int(idata.sample_stats["diverging"].values.sum()),
         "load_average": os.getloadavg()[0],
@@ -247,7 +249,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--nuts", default=None, help="CHAINSxDRAWS, e.g. 1x200")
     parser.add_argument("--jit", action="store_true", help="NUTS with jit_compile=True")
-    parser.add_argument("--parallel", action="store_true", help="one process per NUTS chain")
+    parser.add_argument("--chain-method", choices=["sequential", "parallel", "vectorized"],
+                        default="sequential", help="how the NUTS chains run (inference.fit)")
     parser.add_argument("--full-mass", action="store_true", help="NUTS with a dense mass matrix")
     parser.add_argument("--label", default="current")
     parser.add_argument("--no-write", action="store_true")
@@ -262,14 +265,16 @@ def main(argv=None) -> dict:
     )
     if args.nuts:
         chains, draws = (int(x) for x in args.nuts.lower().split("x"))
-        res["nuts"] = time_nuts(chains, draws, jit=args.jit, parallel=args.parallel,
+        res["nuts"] = time_nuts(chains, draws, jit=args.jit, chain_method=args.chain_method,
                                 full_mass=args.full_mass)
         n = res["nuts"]
         print(
             f"[{args.label}] NUTS {chains} x {draws} (+{draws} warm-up), {n['trials']} trials: "
             f"{n['wall_s']:.1f} s wall, {n['cpu_s']:.1f} s CPU, "
             f"{n['mean_leapfrog_steps']:.1f} leapfrog steps a draw, "
-            f"load {n['load_average']:.1f}"
+            f"load {n['load_average']:.1f}; verdict converged={n['verdict']}, max r_hat "
+            f"{n['max_r_hat']:.3f}, min bulk ESS {n['min_ess_bulk']:.0f}, "
+            f"{n['divergences']} divergences"
         )
     if not args.no_accuracy:
         res["accuracy"] = accuracy_table()
@@ -304,7 +309,7 @@ def _markdown(res: dict) -> str:
         lines.append(
             f"| NUTS {n['chains']} chain(s) x {n['draws']} draws (+{n['warmup']} warm-up), "
             f"{n['trials']} trials, jit={n['jit']}, full_mass={n.get('full_mass', False)}, "
-            f"parallel={n['parallel']}, load {n['load_average']:.1f} "
+            f"chain_method={n.get('chain_method', 'sequential')}, load {n['load_average']:.1f} "
             f"| {n['wall_s']:.1f} s wall, {n.get('cpu_s', float('nan')):.1f} s CPU "
             f"({n['mean_leapfrog_steps']:.1f} leapfrog steps a draw) |"
         )

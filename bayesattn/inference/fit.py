@@ -109,7 +109,12 @@ def fit(
         full_mass: NUTS adapts a dense mass matrix (the posterior covariance) instead of a
             diagonal one: fewer leapfrog steps when parameters are correlated, at ``O(D^2)``
             memory and ``O(D^3)`` per adaptation window for ``D`` unconstrained dims.
-        chain_method: ``"sequential"`` or ``"parallel"`` (NUTS chains in worker processes).
+        chain_method: ``"sequential"``, ``"parallel"`` (NUTS chains in worker processes, as
+            many as cores) or ``"vectorized"`` (chains in lockstep in this process, one batched
+            potential per leapfrog step, for models with a batched fast log joint such as TVA;
+            other models run the chains one after another). With a batched log joint,
+            ``"parallel"`` shares the chains out over the processes and vectorises each
+            share. The draws are the same either way.
         progress_bar: show progress bars.
         num_threads: torch threads during the fit; ``None`` = the rule above.
         max_memory: bytes a full-data likelihood may take.
@@ -198,9 +203,10 @@ def _check_args(method, chain_method, guide, init, data, model, num_samples, num
                 num_steps, warmup_steps, seed, target_accept_prob, max_tree_depth, max_memory):
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    if chain_method not in ("sequential", "parallel"):
+    if chain_method not in ("sequential", "parallel", "vectorized"):
         raise ValueError(
-            f"unknown chain_method {chain_method!r}; expected 'sequential' or 'parallel'"
+            f"unknown chain_method {chain_method!r}; expected 'sequential', 'parallel' or "
+            "'vectorized'"
         )
     if guide not in GUIDES:
         raise ValueError(f"unknown guide {guide!r}; expected one of {', '.join(GUIDES)}")

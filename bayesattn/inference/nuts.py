@@ -41,6 +41,7 @@ from pyro.infer.mcmc.util import initialize_model
 from tqdm.std import tqdm as std_tqdm
 
 from ..interrupts import starting_workers
+from .lockstep import Lockstep, batched_value_and_grad
 
 __all__ = ["RecordingNUTS", "potential_from_log_joint", "run_nuts", "safe_potential"]
 
@@ -148,6 +149,13 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
     worker processes (one torch thread each). Workers ignore SIGINT; on Ctrl-C the parent
     terminates the pool at once and re-raises :class:`KeyboardInterrupt`.
 
+    A model whose fast log joint takes a batch of parameter vectors (``log_joint_batched``)
+    runs several chains in one process in lockstep (:mod:`.lockstep`), one batched potential
+    evaluation per leapfrog step: all of them with ``"vectorized"``, and with ``"parallel"``
+    the chains shared out over as many processes as there are cores. A chain's draws are the
+    same whichever way it runs (its own seed and random state; up to the rounding of the
+    batched evaluation). Other models run ``"vectorized"`` chains one after another.
+
     Returns:
         ``(draws {name: tensor (chain, draw, ...)}, stats {name: array (chain, draw)},
         settings dict)``.
@@ -156,12 +164,21 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
         KeyboardInterrupt: interrupted (the worker processes are gone when it propagates).
     """
     jobs = [(model, data, num_samples, warmup_steps, seed + c, target_accept_prob,
-             max_tree_depth, jit_compile, progress_bar, full_mass) for c in range(num_chains)]
+             max_tree_depth, jit_compile, progress_bar, full_mass, c) for c in range(num_chains)]
     workers = min(num_chains, os.cpu_count() or 1)
-    if chain_method == "parallel" and workers > 1:
-        results = _run_parallel(jobs, workers)
+    batched = getattr(model, "log_joint_batched", False)
+    if chain_method == "vectorized" and batched:
+        groups = [jobs]
+    elif chain_method == "parallel" and batched:  # as many processes as cores, chains shared
+        groups = [jobs[g::workers] for g in range(workers)]
     else:
-        results = [_run_chain(job) for job in jobs]
+        groups = [[job] for job in jobs]
+    if chain_method == "parallel" and len(groups) > 1:
+        grouped = _run_parallel(groups, min(workers, len(groups)))
+    else:
+        grouped = [_run_group(group) for group in groups]
+    by_seed = {r_seed: r for group in grouped for r_seed, r in group}
+    results = [by_seed[job[4]] for job in jobs]
     draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
     stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
     settings = {"num_chains": num_chains, "warmup_steps": warmup_steps,
@@ -179,13 +196,13 @@ def _worker_init():
     std_tqdm.set_lock(threading.RLock())
 
 
-def _run_parallel(jobs, workers):
+def _run_parallel(groups, workers):
     ctx = multiprocessing.get_context("spawn")
     pool = None
     try:
         with starting_workers():  # a Ctrl-C while the workers start is raised after it
             pool = ctx.Pool(workers, initializer=_worker_init)
-        pending = pool.map_async(_run_chain, jobs)
+        pending = pool.map_async(_run_group, groups)
         while True:  # a timed wait keeps the parent responsive to KeyboardInterrupt
             try:
                 results = pending.get(timeout=0.2)
@@ -202,17 +219,27 @@ def _run_parallel(jobs, workers):
         raise
 
 
-def potential_from_log_joint(log_joint, transforms):
+def potential_from_log_joint(log_joint, transforms, site_ndims: dict | None = None):
     """The potential ``U(z) = -(log p(x, data) + sum_k log|det dx_k/dz_k|)``, ``x_k =
     T_k^{-1}(z_k)``, of a log joint density of constrained values: the potential Pyro builds
     from a traced model, with the model's transforms ``T_k`` (constrained -> unconstrained, as
-    :func:`pyro.infer.mcmc.util.initialize_model` returns them)."""
+    :func:`pyro.infer.mcmc.util.initialize_model` returns them).
+
+    ``site_ndims`` (``{site: dims of one value}``) makes the potential batched: values
+    ``(*B, *site)`` give ``U (*B,)`` (the log joint must accept leading dims, as
+    :meth:`~bayesattn.models.neuro.tva.TVA.log_joint_fn` does); without it ``U`` is a scalar.
+    """
 
     def potential(z):
         x = {k: transforms[k].inv(v) for k, v in z.items()}
         lp = log_joint(x)
         for k, v in z.items():
-            lp = lp - transforms[k].log_abs_det_jacobian(x[k], v).sum()
+            ladj = transforms[k].log_abs_det_jacobian(x[k], v)
+            if site_ndims is None:
+                ladj = ladj.sum()
+            else:
+                ladj = ladj.reshape(*v.shape[: v.dim() - site_ndims[k]], -1).sum(-1)
+            lp = lp - ladj
         return -lp
 
     return potential
@@ -231,40 +258,107 @@ def _jit_traced(potential, example: dict):
     return lambda z: traced(*(z[k] for k in names))
 
 
-def _run_chain(job):
+def _run_group(jobs) -> list:
+    """``[(seed, chain result)]`` of chains run together: one alone (:func:`_run_chain`), or
+    several in lockstep through the model's batched log joint (:class:`.lockstep.Lockstep`)."""
+    if len(jobs) == 1:
+        return [(jobs[0][4], _run_chain(jobs[0]))]
+    model, data, *_ = jobs[0]
+    jit, seed = jobs[0][7], jobs[0][4]
+    log_joint = model.log_joint_fn(data)
+    if log_joint is None:
+        return [(job[4], _run_chain(job)) for job in jobs]
+    with torch.random.fork_rng():  # the transforms and site shapes; the chains' seeds untouched
+        pyro.set_rng_seed(seed)
+        initial, _, transforms, _ = initialize_model(
+            model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting)
+    names = sorted(initial)
+    size = len(jobs)
+    batched = potential_from_log_joint(log_joint, transforms,
+                                       {k: v.dim() for k, v in initial.items()})
+    if jit:
+        batched = _jit_traced(batched, {k: v.expand(size, *v.shape) for k, v in initial.items()})
+    single = safe_potential(potential_from_log_joint(log_joint, transforms))
+
+    def fallback(z):
+        z = {k: v.clone().requires_grad_() for k, v in z.items()}
+        u = single(z)
+        return u.detach(), list(torch.autograd.grad(u, [z[k] for k in names]))
+
+    def evaluate(requests):
+        return batched_value_and_grad(batched, names, requests, size, fallback)
+
+    def chain(job):
+        return lambda potential: _run_chain(job, potential)
+
+    states = []
+    with torch.random.fork_rng():
+        for job in jobs:
+            torch.manual_seed(job[4])
+            states.append(torch.get_rng_state())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        results = Lockstep(evaluate, names, [chain(job) for job in jobs], states).run()
+    return [(job[4], r) for job, r in zip(jobs, results, strict=True)]
+
+
+def _run_chain(job, potential=None):
     """One NUTS chain: ``(draws {name: (num_samples, ...)}, per-draw stats)``.
 
     A model whose :meth:`~bayesattn.models.base.BayesianModel.log_joint_fn` gives a fast log
     joint is sampled through it (same density, same transforms and initial point as the traced
-    program); other models through Pyro's trace of :meth:`model`.
+    program); other models through Pyro's trace of :meth:`model`. ``potential`` (``z -> U``)
+    replaces the fast log joint's (a chain in lockstep).
     """
     (model, data, num_samples, warmup_steps, seed, target, max_tree_depth, jit,
-     progress_bar, full_mass) = job
+     progress_bar, full_mass, chain) = job
     pyro.set_rng_seed(seed)
     init_strategy = init_to_median(num_samples=15)
-    log_joint = model.log_joint_fn(data)
-    run_kwargs = data
-    if log_joint is None:
+    log_joint = model.log_joint_fn(data) if potential is None else None
+    if log_joint is None and potential is None:
         kernel = RecordingNUTS(model.model, max_plate_nesting=model.max_plate_nesting,
                                target_accept_prob=target, max_tree_depth=max_tree_depth,
                                init_strategy=init_strategy, jit_compile=jit,
                                ignore_jit_warnings=True, full_mass=full_mass)
-        initial = None
-    else:
-        initial, _, transforms, _ = initialize_model(
-            model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting,
-            init_strategy=init_strategy)
+        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
+                    disable_progbar=not progress_bar)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            mcmc.run(**data)
+        samples = mcmc.get_samples()
+        return {k: samples[k] for k in model.latent_names()}, kernel.stats(num_samples)
+    initial, _, transforms, _ = initialize_model(
+        model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting,
+        init_strategy=init_strategy)
+    if potential is None:
         potential = potential_from_log_joint(log_joint, transforms)
         if jit:
             potential = _jit_traced(potential, initial)
-        kernel = RecordingNUTS(potential_fn=safe_potential(potential), transforms=transforms,
-                               target_accept_prob=target, max_tree_depth=max_tree_depth,
-                               full_mass=full_mass)
-        run_kwargs = {}
-    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
-                initial_params=initial, disable_progbar=not progress_bar)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        mcmc.run(**run_kwargs)
-    samples = mcmc.get_samples()
+    kernel = RecordingNUTS(potential_fn=safe_potential(potential), transforms=transforms,
+                           target_accept_prob=target, max_tree_depth=max_tree_depth,
+                           full_mass=full_mass)
+    kernel.initial_params = initial
+    samples = _sample_potential(kernel, warmup_steps, num_samples,
+                                f"chain {chain}" if progress_bar else None)
     return {k: samples[k] for k in model.latent_names()}, kernel.stats(num_samples)
+
+
+def _sample_potential(kernel, warmup_steps: int, num_samples: int, bar: str | None) -> dict:
+    """Constrained draws ``{site: (num_samples, ...)}`` of a kernel built on a potential, by
+    Pyro's own loop (``pyro.infer.mcmc.api._gen_samples``: ``setup``, ``sample`` per
+    iteration, ``cleanup``) but without :class:`~pyro.infer.MCMC`'s ``poutine.block``, whose
+    one handler instance cannot be entered by two chains in lockstep. ``bar``: the progress
+    bar's label (None = no bar)."""
+    kernel.setup(warmup_steps)
+    params = kernel.initial_params
+    kept = []
+    with std_tqdm(total=warmup_steps + num_samples, desc=bar, disable=bar is None,
+                  mininterval=0.5) as progress:
+        for i in range(warmup_steps + num_samples):
+            params = kernel.sample(params)
+            if i >= warmup_steps:
+                kept.append(params)
+            progress.set_postfix(kernel.logging(), refresh=False)
+            progress.update()
+    kernel.cleanup()
+    return {k: kernel.transforms[k].inv(torch.stack([p[k] for p in kept])) for k in params}

@@ -145,8 +145,15 @@ class BayesianModel:
         tracing and data checks; :func:`bayesattn.inference.nuts.run_nuts` then builds the
         potential from it and the program's own transforms. Tests must show it equals the
         traced density.
+
+        A model whose function also takes values with leading batch dims ``(*B, *site)`` and
+        returns ``(*B,)`` sets :attr:`log_joint_batched`; NUTS then runs several chains in
+        one process, in lockstep (:mod:`bayesattn.inference.lockstep`).
         """
         return None
+
+    #: True when :meth:`log_joint_fn`'s function accepts a batch of parameter values.
+    log_joint_batched: bool = False
 
     def prior_log_density(self, draws: dict) -> torch.Tensor | None:
         """``log p(theta_d)`` of each draw, ``(D,)``, vectorised; None = not available (the

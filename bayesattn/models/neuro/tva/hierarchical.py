@@ -350,7 +350,8 @@ class HierarchicalTVA(TVA):
 
         Returns:
             A function of ``{site: value}`` (every :meth:`latent_names` site) returning a
-            float64 scalar; None when ``data`` has no reports.
+            float64 scalar; None when ``data`` has no reports. Values with leading batch dims
+            ``(*B, *site)`` give ``(*B,)``.
 
         Raises:
             ValueError, TypeError: bad data, as :meth:`model`.
@@ -367,10 +368,11 @@ class HierarchicalTVA(TVA):
             terms = [prior.log_prob(values[key]) for key, prior in priors.items()]
             for name in self._shapes:
                 z = values[f"{name}_z"]
-                terms.append(-0.5 * (z * z).sum() - half_log_2pi * z.numel())
+                z = z.flatten(z.dim() - len(self._z_shape(name)))  # (*B, every z)
+                terms.append(-0.5 * (z * z).sum(-1) - half_log_2pi * z.shape[-1])
             p = self._trial_params(self._subject_values(values), subject_u, cond_u)
             p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
-            return torch.stack(terms).sum() + self._displays_log_lik(displays, p).sum()
+            return torch.stack(terms).sum(0) + self._displays_log_lik(displays, p).sum(-1)
 
         return log_joint
 

@@ -49,6 +49,13 @@ def _as64(x):
     return x.to(torch.float64) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
 
+def _sum_batch(log_prob: torch.Tensor, prior) -> torch.Tensor:
+    """``prior.log_prob(value)`` summed over the prior's batch dims: ``(*B,)`` for values with
+    leading dims ``B`` before the site's own."""
+    nb = len(prior.batch_shape)
+    return log_prob.sum(tuple(range(-nb, 0))) if nb else log_prob
+
+
 class _UpperTruncated(TorchDistribution):
     """A univariate distribution truncated to ``x < upper`` (needs ``cdf``/``icdf``)."""
 
@@ -457,6 +464,8 @@ class TVA(BayesianModel):
         p = self._per_trial(params, condition)
         return self._observe(exposure, reported, targets, distractors, p)
 
+    log_joint_batched = True
+
     def log_joint_fn(self, data: dict):
         """``values -> log p(values, reported)``, the Pyro program's log joint, fast (for NUTS).
 
@@ -472,6 +481,8 @@ class TVA(BayesianModel):
         Returns:
             A function of ``{site: value}`` (every :meth:`latent_names` site, constrained, with
             its condition axis) returning a float64 scalar; None when ``data`` has no reports.
+            Values with leading batch dims ``(*B, *site)`` (e.g. several chains) give
+            ``(*B,)``.
 
         Raises:
             ValueError, TypeError: bad data, as :meth:`model`.
@@ -493,14 +504,14 @@ class TVA(BayesianModel):
                 if isinstance(prior, dist.Distribution):
                     if name not in priors:
                         priors[name] = _unchecked(prior)
-                    terms.append(priors[name].log_prob(values[name]).sum())
+                    terms.append(_sum_batch(priors[name].log_prob(values[name]), priors[name]))
                     return values[name]
                 return torch.as_tensor(prior, dtype=torch.float64)
 
             params = self._params(t0_prior, k_prior, site)
             params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
-            lp = self._displays_log_lik(displays, self._per_trial(params, cond_u)).sum()
-            return torch.stack(terms).sum() + lp if terms else lp
+            lp = self._displays_log_lik(displays, self._per_trial(params, cond_u)).sum(-1)
+            return torch.stack(terms).sum(0) + lp if terms else lp
 
         return log_joint
 

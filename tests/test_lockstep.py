@@ -1,0 +1,132 @@
+"""Chains in lockstep (``bayesattn.inference.lockstep``) are the chains run one at a time.
+
+The references are independent runs: the same chain function run alone with its own seed, and
+NUTS chains run one after another through ``run_nuts(chain_method="sequential")``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from bayesattn.inference.lockstep import Lockstep, batched_value_and_grad
+from bayesattn.inference.nuts import run_nuts
+from bayesattn.models.neuro.tva import TVA
+
+F64 = torch.float64
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _quadratic(requests):
+    """``U = sum((z - 1)^2)`` and its gradient, one request at a time (a test reference)."""
+    return [(((r["x"] - 1.0) ** 2).sum(), [2.0 * (r["x"] - 1.0)]) for r in requests]
+
+
+def _toy_chain(steps):
+    """A chain that draws random points, asks for ``U`` and its gradient, and records both."""
+
+    def chain(potential):
+        seen = []
+        for _ in range(steps):
+            x = torch.randn(3, dtype=F64).requires_grad_()
+            u = potential({"x": x})
+            (g,) = torch.autograd.grad(u, [x])
+            seen.append((x.detach().clone(), float(u.detach()), g.clone()))
+        return seen
+
+    return chain
+
+
+def _alone(chain, seed):
+    torch.manual_seed(seed)
+    return chain(lambda z: ((z["x"] - 1.0) ** 2).sum())
+
+
+def _states(seeds):
+    saved = torch.get_rng_state()
+    out = []
+    for s in seeds:
+        torch.manual_seed(s)
+        out.append(torch.get_rng_state())
+    torch.set_rng_state(saved)
+    return out
+
+
+def test_each_chain_gets_its_own_answers_and_random_stream():
+    steps = [5, 2, 7]  # chains of different lengths: the batch shrinks as they finish
+    batches = []
+
+    def evaluate(requests):
+        batches.append(len(requests))
+        return _quadratic(requests)
+
+    chains = [_toy_chain(n) for n in steps]
+    results = Lockstep(evaluate, ["x"], chains, _states([11, 12, 13])).run()
+    for chain, seed, got in zip(chains, [11, 12, 13], results, strict=True):
+        want = _alone(chain, seed)
+        assert len(got) == len(want)
+        for (x, u, g), (x0, u0, g0) in zip(got, want, strict=True):
+            torch.testing.assert_close(x, x0, rtol=0, atol=0)
+            assert u == pytest.approx(u0, rel=1e-15)
+            torch.testing.assert_close(g, g0, rtol=1e-15, atol=0)
+    assert batches == [3, 3, 2, 2, 2, 1, 1]  # one evaluation per step of the live chains
+
+
+def test_a_failing_chain_stops_the_others_and_raises():
+    def failing(potential):
+        potential({"x": torch.zeros(3, dtype=F64)})
+        raise ValueError("chain 1 broke")
+
+    before = threading.active_count()
+    lock = Lockstep(_quadratic, ["x"], [_toy_chain(50), failing, _toy_chain(50)],
+                    _states([1, 2, 3]))
+    with pytest.raises(ValueError, match="chain 1 broke"):
+        lock.run()
+    assert threading.active_count() == before  # every chain's thread has ended
+
+
+def test_batched_evaluation_rejects_bad_rows_and_falls_back_on_errors():
+    def potential(z):
+        x = z["x"]
+        if bool((x < -5).any()):
+            raise ValueError("outside the support")
+        return torch.where(x[:, 0] > 5, torch.nan, (x**2).sum(-1))
+
+    def fallback(z):
+        return torch.tensor(float("inf"), dtype=F64), [torch.zeros(2, dtype=F64)]
+
+    requests = [{"x": torch.tensor([1.0, 2.0], dtype=F64)},
+                {"x": torch.tensor([9.0, 0.0], dtype=F64)}]
+    (u0, (g0,)), (u1, (g1,)) = batched_value_and_grad(potential, ["x"], requests, 3, fallback)
+    assert float(u0) == 5.0
+    torch.testing.assert_close(g0, torch.tensor([2.0, 4.0], dtype=F64))
+    assert float(u1) == float("inf") and bool((g1 == 0).all())  # NaN row: a rejected step
+    requests.append({"x": torch.tensor([-9.0, 0.0], dtype=F64)})
+    out = batched_value_and_grad(potential, ["x"], requests, 3, fallback)
+    assert [float(u) for u, _ in out] == [float("inf")] * 3  # every row through the fallback
+
+
+def test_vectorized_nuts_chains_are_the_sequential_chains():
+    """Three TVA chains in lockstep give the draws of the same seeds run one after another
+    (equal up to the rounding of the batched gradient, amplified by a few leapfrog steps)."""
+    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
+    g = torch.Generator().manual_seed(0)
+    exposure = torch.tensor([10.0, 20.0, 40.0, 80.0, 150.0], dtype=F64).repeat(8)
+    distractors = torch.rand(40, 6, generator=g) < 0.3
+    data = dict(exposure=exposure, targets=~distractors, distractors=distractors)
+    pyro.set_rng_seed(1)
+    data["reported"] = model.model(**data)
+    kw = dict(num_samples=6, warmup_steps=6, num_chains=3, seed=4, target_accept_prob=0.8,
+              max_tree_depth=4, jit_compile=False, progress_bar=False)
+    seq_draws, seq_stats, _ = run_nuts(model, data, chain_method="sequential", **kw)
+    vec_draws, vec_stats, _ = run_nuts(model, data, chain_method="vectorized", **kw)
+    for k in seq_draws:
+        assert vec_draws[k].shape == seq_draws[k].shape == (3, 6, *vec_draws[k].shape[2:])
+        torch.testing.assert_close(vec_draws[k], seq_draws[k], rtol=1e-6, atol=1e-8)
+    assert (vec_stats["n_steps"] == seq_stats["n_steps"]).all()
+    assert not torch.equal(seq_draws["C"][0], seq_draws["C"][1])  # the chains differ
