@@ -162,7 +162,9 @@ def fit_subject(data: dict, kind: str, method: str, seed: int):
         conditions=2,
         by_condition=("C",),
     )
-    kw = dict(num_steps=300) if method == "map" else dict(num_samples=500, warmup_steps=500)
+    kw = (dict(num_steps=300) if method == "map" else
+          dict(num_samples=500, warmup_steps=500, full_mass=True, jit_compile=True,
+               chain_method="parallel"))
     return fit(
         model,
         data,
@@ -323,8 +325,10 @@ def main(argv=None):
         out["pareto_k_max"] = float(np.max(loo.pareto_k.values))
         return out
 
+    suffix = "" if args.method == "map" else f"_{args.method}"  # MAP keeps its old names
+
     def probit(s):
-        return cached(f"subject{s:02d}_probit", lambda: one(s, "probit"))
+        return cached(f"subject{s:02d}_probit{suffix}", lambda: one(s, "probit"))
 
     # the subjects of the hierarchical fit first, then it, the free-K fits and the rest, so
     # that an interrupted run can be summarised with a smaller --subjects from the cache
@@ -357,7 +361,7 @@ def main(argv=None):
 
     key = f"hierarchical{args.hier_subjects:02d}_{args.hier_method}{args.hier_steps}"
     h = cached(key, hier) if args.hier_subjects else None
-    free = [cached(f"subject{s:02d}_free", lambda s=s: one(s, "free"))
+    free = [cached(f"subject{s:02d}_free{suffix}", lambda s=s: one(s, "free"))
             for s in range(min(args.loo_subjects, args.subjects))]
     indiv += [probit(s) for s in range(len(indiv), args.subjects)]
 
@@ -404,8 +408,8 @@ def main(argv=None):
             "max_pareto_k": float(max(max(f["pareto_k_max"], p["pareto_k_max"])
                                       for p, f in pairs)),
         }
-    (args.out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.out / "results.md").write_text(markdown(res))
+    (args.out / f"results{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (args.out / f"results{suffix}.md").write_text(markdown(res))
     print(markdown(res))
     return res
 

@@ -176,16 +176,20 @@ def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
     # (1 - G_B) / u_B; u_B = 0 only for B = every present item, a pair with A = {} (weight 0)
     h = (1.0 - g) / torch.where(u > 0, u, torch.ones_like(u))
     lead = v_b.shape[:-2]
-    table = torch.stack([g, h], -1).reshape(*lead, num_displays * size, 2)
-    pair_b = table.index_select(-2, plan["ib"])  # (..., P, 2)
-    v_a = v_b.reshape(*lead, num_displays * size).index_select(-1, plan["ia"])  # (..., P)
-    small = plan["sign"].to(rates.dtype) * pair_b[..., 0]
-    full = plan["sign_full"].to(rates.dtype) * v_a * pair_b[..., 1]
-    vals = torch.stack([small, full], -1)  # (..., P, 2)
-    sums = torch.zeros(*lead, num_rows * (num + 1), 2, dtype=rates.dtype, device=rates.device)
-    sums = sums.index_add(-2, plan["ik"], vals).reshape(*lead, num_rows, num + 1, 2)
+    cells = num_displays * size
+
+    def pairs(table, index):  # (..., P): the pairs' cells of a per-display table (..., U, M)
+        return table.reshape(*lead, cells).index_select(-1, index)
+
+    def binned(values):  # (..., T, N+1): sums per (trial, |S|) bin of pair values (..., P)
+        zeros = values.new_zeros(*lead, num_rows * (num + 1))
+        return zeros.index_add(-1, plan["ik"], values).reshape(*lead, num_rows, num + 1)
+
+    # gathers and sums along the last dim: an index op over a middle dim runs element by element
+    small = binned(plan["sign"].to(rates.dtype) * pairs(g, plan["ib"]))
+    full = binned(plan["sign_full"].to(rates.dtype) * pairs(v_b, plan["ia"]) * pairs(h, plan["ib"]))
     p_gt, p_eq, _ = _k_tables(k_probs)
-    prob = (p_gt * sums[..., 0] - p_eq * sums[..., 1]).sum(-1)
+    prob = (p_gt * small - p_eq * full).sum(-1)
     return prob + p_eq[..., 0] * plan["empty_ok"].to(rates.dtype)
 
 
