@@ -82,13 +82,17 @@ def fit_settings(method: str, quick: bool) -> dict:
 
     MAP: 4 x 250 Laplace draws; SVI: 2000 steps and 4 x 250 draws; NUTS: 4 chains of 1000
     warm-up + 1000 draws with a dense mass matrix (a third fewer leapfrog steps than a diagonal
-    one on a partial-report subject, ``benchmarks/bench_tva.py``); 500 prior draws. ``quick``:
-    1 x 100 draws, 200 SVI steps, 2 NUTS chains of 100 + 100, 50 prior draws.
+    one on a partial-report subject, ``benchmarks/bench_tva.py``), run in lockstep in the fit's
+    process (``chain_method="vectorized"``: the backend already runs one fit per core) through
+    the JIT; 500 prior draws. ``quick``: 1 x 100 draws, 200 SVI steps, 2 NUTS chains of
+    100 + 100, 50 prior draws.
     """
     if method == "nuts":
+        lockstep = {"chain_method": "vectorized", "jit_compile": True}
         return ({"num_chains": 2, "num_samples": 100, "warmup_steps": 100,
-                 "num_prior_draws": 50} if quick else
-                {"num_chains": 4, "num_samples": 1000, "warmup_steps": 1000, "full_mass": True})
+                 "num_prior_draws": 50, **lockstep} if quick else
+                {"num_chains": 4, "num_samples": 1000, "warmup_steps": 1000, "full_mass": True,
+                 **lockstep})
     base = ({"num_chains": 1, "num_samples": 100, "num_prior_draws": 50} if quick else
             {"num_chains": 4, "num_samples": 250})
     if method == "svi":
