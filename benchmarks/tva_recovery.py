@@ -409,7 +409,7 @@ def main(argv=None):
                                       for p, f in pairs)),
         }
     (args.out / f"results{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.out / f"results{suffix}.md").write_text(markdown(res))
+    (args.out / f"results{suffix}.md").write_text(with_notes(markdown(res), args.out))
     print(markdown(res))
     return res
 
@@ -473,6 +473,13 @@ def markdown(res: dict) -> str:
             f"{lo['max_pareto_k']:.2f}."
         )
     return "\n".join(lines) + "\n"
+
+
+def with_notes(text: str, out: Path) -> str:
+    """``text`` followed by the hand-written ``OUT/notes.md`` (how the run was sized and what
+    it shows), when there is one, so that a rerun of the summary keeps it."""
+    notes = out / "notes.md"
+    return text + ("\n" + notes.read_text() if notes.exists() else "")
 
 
 if __name__ == "__main__":
