@@ -159,3 +159,36 @@ def test_hierarchical_fast_potential_equals_pyros_traced_potential(case):
         model.model, model_kwargs=data, init_strategy=init_to_median(num_samples=31))
     fast = potential_from_log_joint(model.log_joint_fn(data), transforms)
     _assert_same_potential(fast, pyro_potential, init, scale=0.3, seed=200 + case)
+
+
+@pytest.mark.parametrize("hierarchical", [False, True])
+def test_batched_potential_rows_are_the_single_potentials(hierarchical):
+    """A batch of parameter vectors (several chains in lockstep) gives each row's own potential
+    and gradient."""
+    kwargs = dict((HIER_CASES if hierarchical else CASES)[1])
+    conditions = kwargs.get("conditions", 1)
+    model = HierarchicalTVA(3, 6, **kwargs) if hierarchical else TVA(6, **kwargs)
+    data = _data(kwargs["paradigm"], conditions, seed=40, trials=60)
+    if hierarchical:
+        data["subject"] = (torch.arange(60) // 7) % 3
+    pyro.set_rng_seed(41)
+    data["reported"] = model.model(**data)
+    init, _, transforms, _ = initialize_model(
+        model.model, model_kwargs=data, init_strategy=init_to_median(num_samples=31))
+    log_joint = model.log_joint_fn(data)
+    single = potential_from_log_joint(log_joint, transforms)
+    batched = potential_from_log_joint(log_joint, transforms,
+                                       {k: v.dim() for k, v in init.items()})
+    g = torch.Generator().manual_seed(42)
+    rows = [{k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype)
+             for k, v in init.items()} for _ in range(3)]
+    stacked = {k: torch.stack([r[k] for r in rows]).requires_grad_() for k in init}
+    u = batched(stacked)
+    assert u.shape == (3,)
+    grads = torch.autograd.grad(u.sum(), list(stacked.values()))
+    for i, row in enumerate(rows):
+        z = {k: v.clone().requires_grad_() for k, v in row.items()}
+        want = single(z)
+        torch.testing.assert_close(u[i], want, rtol=1e-12, atol=1e-10)
+        for got, ref in zip(grads, torch.autograd.grad(want, list(z.values())), strict=True):
+            torch.testing.assert_close(got[i], ref, rtol=1e-10, atol=1e-10)
