@@ -47,6 +47,9 @@ def batched_value_and_grad(potential, names, requests, batch_size, fallback):
     gradients, a rejected step (as :func:`~bayesattn.inference.nuts.safe_potential`). If the
     batched call raises ``ValueError``/``LinAlgError`` (a value outside the support), each
     request is evaluated alone by ``fallback(z) -> (U, grads)``.
+
+    Raises:
+        Any other exception of ``potential`` or of autograd, and those of ``fallback``.
     """
     rows = list(requests) + [requests[0]] * (batch_size - len(requests))
     zs = [torch.stack([r[k] for r in rows]).requires_grad_() for k in names]

@@ -31,6 +31,7 @@ import os
 import signal
 import threading
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pyro
@@ -38,6 +39,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.infer.mcmc.util import initialize_model
+from pyro.ops.integrator import potential_grad
 from tqdm.std import tqdm as std_tqdm
 
 from ..interrupts import starting_workers
@@ -163,8 +165,9 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
     Raises:
         KeyboardInterrupt: interrupted (the worker processes are gone when it propagates).
     """
-    jobs = [(model, data, num_samples, warmup_steps, seed + c, target_accept_prob,
-             max_tree_depth, jit_compile, progress_bar, full_mass, c) for c in range(num_chains)]
+    jobs = [_Job(model, data, num_samples, warmup_steps, seed + c, target_accept_prob,
+                 max_tree_depth, jit_compile, progress_bar, full_mass, c)
+            for c in range(num_chains)]
     workers = min(num_chains, os.cpu_count() or 1)
     batched = getattr(model, "log_joint_batched", False)
     if chain_method == "vectorized" and batched:
@@ -177,8 +180,8 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
         grouped = _run_parallel(groups, min(workers, len(groups)))
     else:
         grouped = [_run_group(group) for group in groups]
-    by_seed = {r_seed: r for group in grouped for r_seed, r in group}
-    results = [by_seed[job[4]] for job in jobs]
+    by_chain = dict(pair for group in grouped for pair in group)
+    results = [by_chain[c] for c in range(num_chains)]
     draws = {k: torch.stack([r[0][k] for r in results]) for k in results[0][0]}
     stats = {k: np.stack([r[1][k] for r in results]) for k in results[0][1]}
     settings = {"num_chains": num_chains, "warmup_steps": warmup_steps,
@@ -186,6 +189,22 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
                 "max_tree_depth": max_tree_depth, "chain_method": chain_method,
                 "full_mass": full_mass}
     return draws, stats, settings
+
+
+class _Job(NamedTuple):
+    """One chain's settings (picklable: sent to worker processes)."""
+
+    model: object
+    data: dict
+    num_samples: int
+    warmup_steps: int
+    seed: int
+    target_accept_prob: float
+    max_tree_depth: int
+    jit: bool
+    progress_bar: bool
+    full_mass: bool
+    chain: int
 
 
 def _worker_init():
@@ -259,31 +278,29 @@ def _jit_traced(potential, example: dict):
 
 
 def _run_group(jobs) -> list:
-    """``[(seed, chain result)]`` of chains run together: one alone (:func:`_run_chain`), or
+    """``[(chain, chain result)]`` of chains run together: one alone (:func:`_run_chain`), or
     several in lockstep through the model's batched log joint (:class:`.lockstep.Lockstep`)."""
     if len(jobs) == 1:
-        return [(jobs[0][4], _run_chain(jobs[0]))]
-    model, data, *_ = jobs[0]
-    jit, seed = jobs[0][7], jobs[0][4]
+        return [(jobs[0].chain, _run_chain(jobs[0]))]
+    model, data = jobs[0].model, jobs[0].data
     log_joint = model.log_joint_fn(data)
     if log_joint is None:
-        return [(job[4], _run_chain(job)) for job in jobs]
+        return [(job.chain, _run_chain(job)) for job in jobs]
     with torch.random.fork_rng():  # the transforms and site shapes; the chains' seeds untouched
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(jobs[0].seed)
         initial, _, transforms, _ = initialize_model(
             model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting)
     names = sorted(initial)
     size = len(jobs)
     batched = potential_from_log_joint(log_joint, transforms,
                                        {k: v.dim() for k, v in initial.items()})
-    if jit:
+    if jobs[0].jit:
         batched = _jit_traced(batched, {k: v.expand(size, *v.shape) for k, v in initial.items()})
     single = safe_potential(potential_from_log_joint(log_joint, transforms))
 
     def fallback(z):
-        z = {k: v.clone().requires_grad_() for k, v in z.items()}
-        u = single(z)
-        return u.detach(), list(torch.autograd.grad(u, [z[k] for k in names]))
+        grads, u = potential_grad(single, dict(z))
+        return u, [grads[k] for k in names]
 
     def evaluate(requests):
         return batched_value_and_grad(batched, names, requests, size, fallback)
@@ -294,12 +311,12 @@ def _run_group(jobs) -> list:
     states = []
     with torch.random.fork_rng():
         for job in jobs:
-            torch.manual_seed(job[4])
+            torch.manual_seed(job.seed)
             states.append(torch.get_rng_state())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         results = Lockstep(evaluate, names, [chain(job) for job in jobs], states).run()
-    return [(job[4], r) for job, r in zip(jobs, results, strict=True)]
+    return [(job.chain, r) for job, r in zip(jobs, results, strict=True)]
 
 
 def _run_chain(job, potential=None):
@@ -358,7 +375,8 @@ def _sample_potential(kernel, warmup_steps: int, num_samples: int, bar: str | No
             params = kernel.sample(params)
             if i >= warmup_steps:
                 kept.append(params)
-            progress.set_postfix(kernel.logging(), refresh=False)
-            progress.update()
+            if bar is not None:
+                progress.set_postfix(kernel.logging(), refresh=False)
+                progress.update()
     kernel.cleanup()
     return {k: kernel.transforms[k].inv(torch.stack([p[k] for p in kept])) for k in params}

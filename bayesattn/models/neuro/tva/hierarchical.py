@@ -362,14 +362,11 @@ class HierarchicalTVA(TVA):
         first = displays["first"]
         subject_u, cond_u = displays["subject"][first], displays["condition"][first]
         priors = {key: _unchecked(prior) for key, prior in self._priors.items()}
-        half_log_2pi = 0.5 * math.log(2 * math.pi)
+        z_dims = {f"{name}_z": len(self._z_shape(name)) for name in self._shapes}
 
         def log_joint(values: dict) -> torch.Tensor:
             terms = [prior.log_prob(values[key]) for key, prior in priors.items()]
-            for name in self._shapes:
-                z = values[f"{name}_z"]
-                z = z.flatten(z.dim() - len(self._z_shape(name)))  # (*B, every z)
-                terms.append(-0.5 * (z * z).sum(-1) - half_log_2pi * z.shape[-1])
+            terms += [_standard_normal_log_prob(values[k], n) for k, n in z_dims.items()]
             p = self._trial_params(self._subject_values(values), subject_u, cond_u)
             p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
             return torch.stack(terms).sum(0) + self._displays_log_lik(displays, p).sum(-1)
@@ -406,10 +403,8 @@ class HierarchicalTVA(TVA):
                 key = f"{name}_{part}"
                 if key in self._priors:
                     total = total + self._priors[key].log_prob(draws[key])
-            z = draws[f"{name}_z"]
-            lead = z.shape[0]
-            zz = z.reshape(lead, -1)
-            total = total + (-0.5 * zz**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+            total = total + _standard_normal_log_prob(draws[f"{name}_z"],
+                                                      len(self._z_shape(name)))
         return torch.as_tensor(total, dtype=torch.float64)
 
     def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
@@ -437,6 +432,12 @@ class HierarchicalTVA(TVA):
             lp = self._trial_log_prob(p, data, exposure, reported)
             out.append(lp.expand(num, num_trials) if lp.dim() == 1 else lp)
         return torch.cat(out, 0)
+
+
+def _standard_normal_log_prob(z: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """``log N(z; 0, I)`` summed over the last ``event_dims`` dims of ``z``: ``(*B,)``."""
+    z = z.flatten(z.dim() - event_dims)
+    return -0.5 * (z * z).sum(-1) - 0.5 * math.log(2 * math.pi) * z.shape[-1]
 
 
 def _shaped(key: str, prior, shape: tuple):
