@@ -37,7 +37,7 @@ import numpy as np
 import pyro
 import torch
 from pyro.infer import MCMC, NUTS
-from pyro.infer.autoguide.initialization import init_to_median
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 from tqdm.std import tqdm as std_tqdm
@@ -144,7 +144,8 @@ class RecordingNUTS(NUTS):
 
 
 def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target_accept_prob,
-             max_tree_depth, jit_compile, chain_method, progress_bar, full_mass=False):
+             max_tree_depth, jit_compile, chain_method, progress_bar, full_mass=False,
+             init_values=None):
     """Run ``num_chains`` NUTS chains of ``model`` on ``data``.
 
     Chain ``c`` uses seed ``seed + c``. ``chain_method="parallel"`` runs the chains in spawned
@@ -157,6 +158,8 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
     the chains shared out over as many processes as there are cores. A chain's draws are the
     same whichever way it runs (its own seed and random state; up to the rounding of the
     batched evaluation). Other models run ``"vectorized"`` chains one after another.
+    ``init_values``: None (every chain starts at the prior median) or one ``{site: value}``
+    per chain (sites left out start at the prior median).
 
     Returns:
         ``(draws {name: tensor (chain, draw, ...)}, stats {name: array (chain, draw)},
@@ -166,7 +169,8 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
         KeyboardInterrupt: interrupted (the worker processes are gone when it propagates).
     """
     jobs = [_Job(model, data, num_samples, warmup_steps, seed + c, target_accept_prob,
-                 max_tree_depth, jit_compile, progress_bar, full_mass, c)
+                 max_tree_depth, jit_compile, progress_bar, full_mass, c,
+                 None if init_values is None else init_values[c])
             for c in range(num_chains)]
     workers = min(num_chains, os.cpu_count() or 1)
     batched = getattr(model, "log_joint_batched", False)
@@ -205,6 +209,7 @@ class _Job(NamedTuple):
     progress_bar: bool
     full_mass: bool
     chain: int
+    init: dict | None = None
 
 
 def _worker_init():
@@ -290,20 +295,20 @@ def _run_group(jobs) -> list:
         pyro.set_rng_seed(jobs[0].seed)
         initial, _, transforms, _ = initialize_model(
             model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting)
-    names = sorted(initial)
+    flat = _Flat(initial)
     size = len(jobs)
-    batched = potential_from_log_joint(log_joint, transforms,
-                                       {k: v.dim() for k, v in initial.items()})
+    batched = flat.potential(potential_from_log_joint(
+        log_joint, transforms, {k: v.dim() for k, v in initial.items()}))
     if jobs[0].jit:
-        batched = _jit_traced(batched, {k: v.expand(size, *v.shape) for k, v in initial.items()})
-    single = safe_potential(potential_from_log_joint(log_joint, transforms))
+        batched = _jit_traced(batched, {_FLAT: flat.pack(initial).expand(size, flat.size)})
+    single = safe_potential(flat.potential(potential_from_log_joint(log_joint, transforms)))
 
     def fallback(z):
         grads, u = potential_grad(single, dict(z))
-        return u, [grads[k] for k in names]
+        return u, [grads[_FLAT]]
 
     def evaluate(requests):
-        return batched_value_and_grad(batched, names, requests, size, fallback)
+        return batched_value_and_grad(batched, [_FLAT], requests, size, fallback)
 
     def chain(job):
         return lambda potential: _run_chain(job, potential)
@@ -315,8 +320,41 @@ def _run_group(jobs) -> list:
             states.append(torch.get_rng_state())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        results = Lockstep(evaluate, names, [chain(job) for job in jobs], states).run()
+        results = Lockstep(evaluate, [_FLAT], [chain(job) for job in jobs], states).run()
     return [(job.chain, r) for job, r in zip(jobs, results, strict=True)]
+
+
+#: The one site NUTS sees when it samples a fast log joint (:class:`_Flat`).
+_FLAT = "_flat"
+
+
+class _Flat:
+    """The unconstrained sites ``{name: (*site)}`` as one vector ``(D,)`` (sorted names, each
+    flattened), so that Pyro's NUTS updates, concatenates and splits one tensor a leapfrog
+    step instead of one per site (a third of its own time on an 11-parameter TVA)."""
+
+    def __init__(self, example: dict):
+        self.names = sorted(example)
+        self.shapes = [tuple(example[k].shape) for k in self.names]
+        self.sizes = [int(example[k].numel()) for k in self.names]
+        self.size = sum(self.sizes)
+
+    def pack(self, values: dict) -> torch.Tensor:
+        """``{name: (*B, *site)}`` -> ``(*B, D)``."""
+        lead = values[self.names[0]].shape[: values[self.names[0]].dim() - len(self.shapes[0])]
+        return torch.cat([values[k].reshape(*lead, n) for k, n in zip(self.names, self.sizes,
+                                                                       strict=True)], -1)
+
+    def unpack(self, flat: torch.Tensor) -> dict:
+        """``(*B, D)`` -> ``{name: (*B, *site)}``."""
+        lead = tuple(flat.shape[:-1])
+        parts = torch.split(flat, self.sizes, -1)
+        return {k: v.reshape(lead + shape)
+                for k, v, shape in zip(self.names, parts, self.shapes, strict=True)}
+
+    def potential(self, potential):
+        """``{_FLAT: (*B, D)} -> U``: ``potential`` of the unpacked sites."""
+        return lambda z: potential(self.unpack(z[_FLAT]))
 
 
 def _run_chain(job, potential=None):
@@ -328,9 +366,11 @@ def _run_chain(job, potential=None):
     replaces the fast log joint's (a chain in lockstep).
     """
     (model, data, num_samples, warmup_steps, seed, target, max_tree_depth, jit,
-     progress_bar, full_mass, chain) = job
+     progress_bar, full_mass, chain, init) = job
     pyro.set_rng_seed(seed)
     init_strategy = init_to_median(num_samples=15)
+    if init:
+        init_strategy = init_to_value(values=init, fallback=init_strategy)
     log_joint = model.log_joint_fn(data) if potential is None else None
     if log_joint is None and potential is None:
         kernel = RecordingNUTS(model.model, max_plate_nesting=model.max_plate_nesting,
@@ -347,17 +387,20 @@ def _run_chain(job, potential=None):
     initial, _, transforms, _ = initialize_model(
         model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting,
         init_strategy=init_strategy)
+    flat = _Flat(initial)
     if potential is None:
-        potential = potential_from_log_joint(log_joint, transforms)
+        potential = flat.potential(potential_from_log_joint(log_joint, transforms))
         if jit:
-            potential = _jit_traced(potential, initial)
-    kernel = RecordingNUTS(potential_fn=safe_potential(potential), transforms=transforms,
+            potential = _jit_traced(potential, {_FLAT: flat.pack(initial)})
+    kernel = RecordingNUTS(potential_fn=safe_potential(potential),
+                           transforms={_FLAT: torch.distributions.transforms.identity_transform},
                            target_accept_prob=target, max_tree_depth=max_tree_depth,
                            full_mass=full_mass)
-    kernel.initial_params = initial
-    samples = _sample_potential(kernel, warmup_steps, num_samples,
-                                f"chain {chain}" if progress_bar else None)
-    return {k: samples[k] for k in model.latent_names()}, kernel.stats(num_samples)
+    kernel.initial_params = {_FLAT: flat.pack(initial)}
+    samples = flat.unpack(_sample_potential(kernel, warmup_steps, num_samples,
+                                            f"chain {chain}" if progress_bar else None)[_FLAT])
+    return ({k: transforms[k].inv(samples[k]) for k in model.latent_names()},
+            kernel.stats(num_samples))
 
 
 def _sample_potential(kernel, warmup_steps: int, num_samples: int, bar: str | None) -> dict:

@@ -510,7 +510,7 @@ class TVA(BayesianModel):
 
             params = self._params(t0_prior, k_prior, site)
             params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
-            lp = self._displays_log_lik(displays, self._per_trial(params, cond_u)).sum(-1)
+            lp = self._displays_log_lik(displays, self._per_trial(params, cond_u))
             return torch.stack(terms).sum(0) + lp if terms else lp
 
         return log_joint
@@ -523,8 +523,10 @@ class TVA(BayesianModel):
 
         Returns None when ``data`` has no reports; else a dict: ``display (T,)`` (each trial's
         row), ``first (U,)`` (a trial of each row), the rows' ``exposure (U,)`` and
-        ``targets``/``distractors (U, N)`` (None in whole report), the race ``plan``
-        (:func:`.race._plan`), and per trial the observed ``reported (T, N)``,
+        ``targets``/``distractors (U, N)`` (None in whole report); the distinct (display,
+        report) pairs ``W <= T`` as ``row_display (W,)``, ``row_reported (W, N)`` and
+        ``row_counts (W,)`` (float64 number of trials), with the race ``plan`` over them
+        (:func:`.race._plan`); and per trial the observed ``reported (T, N)``,
         ``trial_exposure (T,)``, ``condition (T,)`` and each of ``indices``.
 
         Raises:
@@ -553,27 +555,38 @@ class TVA(BayesianModel):
         first = torch.full((num_displays,), num_trials, dtype=torch.long).scatter_reduce(
             0, display, torch.arange(num_trials), reduce="amin"
         )
-        hidden = torch.zeros_like(reported) if distractors is None else distractors
+        # trials with the same display and the same report have the same probability: the
+        # race sums run once per such (display, report) row, weighted by its count of trials
+        rows, row, counts = torch.unique(
+            torch.cat([display[:, None], reported.long()], -1), dim=0, return_inverse=True,
+            return_counts=True)
+        row_display, row_reported = rows[:, 0], rows[:, 1:].bool()
+        hidden = (torch.zeros_like(row_reported) if distractors is None
+                  else distractors[first][row_display])
         return {
             "display": display,
             "first": first,
             "exposure": exposure[first],
             "targets": None if targets is None else targets[first],
             "distractors": None if distractors is None else distractors[first],
-            "plan": _plan(reported, hidden, display),
+            "row_display": row_display,
+            "row_reported": row_reported,
+            "row_counts": counts.to(torch.float64),
+            "plan": _plan(row_reported, hidden, row_display),
             "reported": reported,
             "trial_exposure": exposure,
             **index,
         }
 
     def _displays_log_lik(self, displays: dict, p: dict) -> torch.Tensor:
-        """``log P(report)`` ``(..., T)`` of the trials of :meth:`_displays` from per-display
-        parameters ``p`` ``(..., U|1, ...)`` (:meth:`_per_trial` on the rows' conditions).
+        """``log p(reports)`` ``(...)``, summed over the trials of :meth:`_displays`, from
+        per-display parameters ``p`` ``(..., U|1, ...)`` (:meth:`_per_trial` on the rows'
+        conditions).
 
         Raises:
             ValueError: a reported item at a location of weight 0.
         """
-        display, reported = displays["display"], displays["reported"]
+        display, reported = displays["row_display"], displays["row_reported"]
         item_weights, _ = self._item_weights(
             p["weights"], p["alpha"], displays["targets"], displays["distractors"]
         )
@@ -590,7 +603,7 @@ class TVA(BayesianModel):
         t0_sd = p["t0_sd"]
         kind = "fixed" if t0_sd is None and self.t0_dist == "normal" else self.t0_dist
         rows = rates.shape[:-1]
-        return _race_log_prob(
+        log_prob = _race_log_prob(
             displays["plan"],
             reported,
             rates,
@@ -600,6 +613,7 @@ class TVA(BayesianModel):
             None if t0_sd is None else t0_sd.expand(rows),
             kind,
         )
+        return (log_prob * displays["row_counts"]).sum(-1)
 
     def _draw_params(self, chunk: dict, num: int) -> dict:
         """The parameters of ``num`` draws ``(D, [conditions,] ...)`` (fixed ones repeated)."""
