@@ -177,10 +177,50 @@ def fit_subject(data: dict, kind: str, method: str, seed: int):
     )
 
 
+def hier_init(summaries: list[dict], chains: int, seed: int) -> list[dict]:
+    """NUTS starting points of the centred :class:`HierarchicalTVA` (``<p>_x``, ``<p>_mu``,
+    ``<p>_sigma``, ``C_effect``), one per chain, from per-subject posterior summaries: each
+    subject's unconstrained values at its posterior mean plus half a posterior sd of noise
+    (delta method; a different draw per chain, so that R-hat still compares dispersed
+    starts), the population means and sds those imply. Only where NUTS starts: the posterior
+    is the model's."""
+    rng = np.random.default_rng(seed)
+
+    def col(k, part="mean"):
+        return np.array([s[k][part] for s in summaries])
+
+    out = []
+    for _ in range(chains):
+        def jitter(x, sd):
+            return x + 0.5 * sd * rng.standard_normal(x.shape)
+
+        w = np.stack([col(f"w[{j}]") for j in range(6)], 1)
+        x = {
+            "C": np.stack([jitter(np.log(col(f"C[{c}]")), col(f"C[{c}]", "sd") / col(f"C[{c}]"))
+                           for c in range(2)], 1),
+            "alpha": jitter(np.log(col("alpha")), col("alpha", "sd") / col("alpha")),
+            "weights": jitter(np.log(w[:, :5] / w[:, 5:]), 0.1),
+            "t0": jitter(col("t0"), col("t0", "sd")),
+            "t0_sd": jitter(np.log(col("t0_sd")), col("t0_sd", "sd") / col("t0_sd")),
+            "mK": jitter(col("mK"), col("mK", "sd")),
+            "sK": jitter(np.log(col("sK")), col("sK", "sd") / col("sK")),
+        }
+        values = {}
+        for name, v in x.items():
+            base = v[:, 0] if name == "C" else v
+            values[f"{name}_x"] = torch.tensor(v, dtype=F64)
+            values[f"{name}_mu"] = torch.tensor(base.mean(0), dtype=F64)
+            values[f"{name}_sigma"] = torch.tensor(np.maximum(base.std(0), 0.05), dtype=F64)
+        values["C_effect"] = torch.tensor([float((x["C"][:, 1] - x["C"][:, 0]).mean())],
+                                          dtype=F64)
+        out.append(values)
+    return out
+
+
 def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "svi",
-                     chains: int = 2):
+                     chains: int = 2, centered: bool = False, init_values=None):
     """The hierarchical fit: SVI (``steps`` steps, low-rank guide) or NUTS (``chains`` chains
-    in parallel, ``steps`` warm-up and ``steps`` draws each)."""
+    in parallel, ``steps`` warm-up and ``steps`` draws each, from ``init_values``)."""
     import pyro.distributions as dist
 
     from bayesattn.inference import fit
@@ -199,11 +239,12 @@ def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "sv
         t0_sd=dist.HalfNormal(10.0),
         conditions=2,
         by_condition=("C",),
+        centered=centered,
     )
     if method == "nuts":
         return fit(model, data, method="nuts", num_chains=chains, num_samples=steps,
                    warmup_steps=steps, max_tree_depth=8, chain_method="parallel", seed=seed,
-                   progress_bar=True)
+                   progress_bar=True, init_values=init_values)
     return fit(
         model,
         data,
@@ -289,6 +330,9 @@ def main(argv=None):
                         help="SVI steps, or NUTS warm-up and draws per chain")
     parser.add_argument("--hier-method", choices=["svi", "nuts"], default="svi")
     parser.add_argument("--hier-chains", type=int, default=2, help="NUTS chains (parallel)")
+    parser.add_argument("--hier-centered", action="store_true",
+                        help="centred hierarchical model (NUTS), started from the per-subject "
+                             "fits (hier_init)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -336,8 +380,12 @@ def main(argv=None):
     indiv = [probit(s) for s in range(min(args.hier_subjects, args.subjects))]
 
     def hier():
+        init = None
+        if args.hier_centered:
+            init = hier_init([f["summary"] for f in indiv[: args.hier_subjects]],
+                             args.hier_chains, args.seed)
         idata = fit_hierarchical(datas[: args.hier_subjects], args.hier_steps, args.seed,
-                                 args.hier_method, args.hier_chains)
+                                 args.hier_method, args.hier_chains, args.hier_centered, init)
         import arviz as az
 
         post = idata.posterior
@@ -360,6 +408,8 @@ def main(argv=None):
         }
 
     key = f"hierarchical{args.hier_subjects:02d}_{args.hier_method}{args.hier_steps}"
+    if args.hier_centered:
+        key += "_centred"
     h = cached(key, hier) if args.hier_subjects else None
     free = [cached(f"subject{s:02d}_free{suffix}", lambda s=s: one(s, "free"))
             for s in range(min(args.loo_subjects, args.subjects))]
@@ -391,6 +441,7 @@ def main(argv=None):
             "method": args.hier_method,
             "steps": args.hier_steps,
             "chains": args.hier_chains,
+            "centered": args.hier_centered,
             "diagnostics": h.get("diagnostics"),
             "converged": h["converged"],
             "population": h["population"],
@@ -408,8 +459,9 @@ def main(argv=None):
             "max_pareto_k": float(max(max(f["pareto_k_max"], p["pareto_k_max"])
                                       for p, f in pairs)),
         }
-    (args.out / f"results{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.out / f"results{suffix}.md").write_text(with_notes(markdown(res), args.out))
+    name = f"results{suffix}{'_centred' if args.hier_centered else ''}"
+    (args.out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(with_notes(markdown(res), args.out))
     print(markdown(res))
     return res
 
@@ -436,6 +488,8 @@ def markdown(res: dict) -> str:
         how = (f"NUTS, {hier['chains']} chains x ({hier['steps']} warm-up + {hier['steps']} "
                "draws)" if hier["method"] == "nuts"
                else f"SVI, low-rank guide, {hier['steps']} steps")
+        if hier.get("centered"):
+            how += "; centred, started from the per-subject fits"
     lines += [f"94% HDI coverage (goal >= 0.90 each); hierarchical over the first "
               f"{hier['subjects']} subjects ({how})."
               if hier else "", "",

@@ -140,6 +140,9 @@ HIER_CASES = [
                  "t0_sigma": dist.HalfNormal(torch.tensor(1.0, dtype=F64))}),
     dict(paradigm="partial", K=3, t0_dist="exponential", weights=None),
     dict(paradigm="whole", K="probit", t0=12.0, C=60.0),  # fixed t0 and C
+    dict(paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
+         by_condition=("C", "weights"), centered=True),
+    dict(paradigm="whole", K="free", regions="1-3,4-6", centered=True),
 ]
 
 
@@ -192,3 +195,34 @@ def test_batched_potential_rows_are_the_single_potentials(hierarchical):
         torch.testing.assert_close(u[i], want, rtol=1e-12, atol=1e-10)
         for got, ref in zip(grads, torch.autograd.grad(want, list(z.values())), strict=True):
             torch.testing.assert_close(got[i], ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", [0, 4])
+def test_centred_and_non_centred_log_joints_differ_by_the_jacobian(case):
+    """The centred model is the non-centred one under ``x = mean + sigma z``: at corresponding
+    points the log joints differ by ``-sum log sigma`` over every subject-level value (the
+    change of variables), so both give the same posterior of the subject parameters."""
+    kwargs = {k: v for k, v in HIER_CASES[case].items() if k != "centered"}
+    conditions = kwargs.get("conditions", 1)
+    data = _data(kwargs["paradigm"], conditions, seed=50, trials=60)
+    data["subject"] = (torch.arange(60) // 7) % 3
+    plain = HierarchicalTVA(3, 6, **kwargs)
+    centred = HierarchicalTVA(3, 6, centered=True, **kwargs)
+    pyro.set_rng_seed(51)
+    data["reported"] = plain.model(**data)
+    trace = pyro.poutine.trace(plain.model).get_trace(**data)
+    values = {k: trace.nodes[k]["value"] for k in plain.latent_names()}
+    moved = {k: v for k, v in values.items() if not k.endswith("_z")}
+    log_sigma = torch.zeros((), dtype=F64)
+    for name in plain._shapes:
+        z, mu, sigma = (values[f"{name}_{part}"] for part in ("z", "mu", "sigma"))
+        if f"{name}_effect" in values:  # loc (C, *u): baseline, then baseline + effects
+            mu = torch.cat([mu[None], mu + values[f"{name}_effect"]])
+        moved[f"{name}_x"] = mu + sigma * z  # z (S, [C,] *u)
+        log_sigma = log_sigma + torch.log(sigma).expand(z.shape).sum()
+    want = plain.log_joint_fn(data)(values)
+    got = centred.log_joint_fn(data)(moved)
+    torch.testing.assert_close(got, want - log_sigma, rtol=1e-12, atol=1e-9)
+    subject_values = plain._subject_values(values)  # the same subject-level parameters
+    for name, x in centred._subject_values(moved).items():
+        torch.testing.assert_close(x, subject_values[name], rtol=1e-12, atol=1e-12)

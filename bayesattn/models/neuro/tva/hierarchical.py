@@ -1,4 +1,5 @@
-r"""Hierarchical TVA over subjects: non-centred population model, per-condition effects.
+r"""Hierarchical TVA over subjects: population model (non-centred or centred), per-condition
+effects.
 
 A TVA study fits many subjects at once (the hierarchical models of StanTVA/RStanTVA,
 Tuennermann, Krueger & Scharlau 2021; ``docs/design.md``, "Neuroscience-style models"). Each
@@ -10,7 +11,11 @@ unconstrained value
 with ``beta_{p,0} = 0`` (condition 0 is the baseline; ``beta_{p,c}`` the effect of condition
 ``c``; without ``p`` in ``by_condition`` there is no ``beta`` and one ``z`` per subject). This is
 the non-centred parametrisation (Papaspiliopoulos, Roberts & Skoeld 2007; Betancourt &
-Girolami 2015), which NUTS samples without the funnel of the centred one. The transforms:
+Girolami 2015), which NUTS samples without the funnel of the centred one when the data say
+little about each subject. With many trials per subject the data pin each ``x`` down and the
+centred form ``x_{s,c} ~ N(mu_p + beta_{p,c}, sigma_p^2)`` mixes better (the population sd is
+then informed by nearly independent ``x``; in the non-centred form ``sigma_p`` and ``z`` are
+tightly coupled by the data): ``centered=True``. The transforms:
 
 =========== ==================== ===============================================
 parameter   unconstrained ``x``  ``g(x)``
@@ -27,8 +32,9 @@ parameter   unconstrained ``x``  ``g(x)``
 
 Latent sites per parameter ``p``: ``p_mu`` (population mean of ``x``), ``p_sigma`` (population
 sd), ``p_effect`` (``(conditions - 1, ...)``, only when ``p`` varies by condition) and ``p_z``
-(``(S, [conditions,] ...)``). The subject-level values ``g(x)`` are deterministic sites named as
-in :class:`~bayesattn.models.neuro.tva.TVA` (``C``, ``alpha``, ``weights``, ``t0``, ``t0_sd``,
+(``(S, [conditions,] ...)``; centred: ``p_x``, the unconstrained subject values themselves).
+The subject-level values ``g(x)`` are deterministic sites named as in
+:class:`~bayesattn.models.neuro.tva.TVA` (``C``, ``alpha``, ``weights``, ``t0``, ``t0_sd``,
 ``mK``, ``sK``, ``K_probs``) with a leading subject axis.
 """
 
@@ -54,7 +60,7 @@ _ORDER = ("C", "alpha", "weights", "t0", "t0_sd", "mK", "sK", "K_probs")
 
 
 class HierarchicalTVA(TVA):
-    """TVA fitted to many subjects at once, non-centred, with per-condition effects.
+    """TVA fitted to many subjects at once, with per-condition effects.
 
     Data (tensors over ``T`` trials of all subjects)::
 
@@ -81,12 +87,18 @@ class HierarchicalTVA(TVA):
             except ``t0_sigma ~ HalfNormal(10)`` (ms) and ``mK_sigma ~ HalfNormal(1)``; every
             ``<p>_effect ~ N(0, 0.5)`` except ``t0_effect ~ N(0, 10)`` and
             ``mK_effect ~ N(0, 1)``.
+        centered: False (default): the non-centred population model, latent ``<p>_z``; True:
+            the centred one, latent ``<p>_x`` (module docstring). Both define the same
+            posterior of the subject-level parameters; they differ in how well NUTS samples
+            it. MAP is degenerate in the centred form (the density grows without bound as a
+            population sd goes to 0): use it with NUTS.
 
     Works with :func:`bayesattn.inference.fit` (``"nuts"``, ``"map"``, ``"svi"``): the
     latents are the hyper-sites; :meth:`log_likelihood` is pointwise per trial.
 
     Raises:
-        ValueError: ``num_subjects`` not a positive int; ``K`` a prior over real capacities
+        ValueError: ``num_subjects`` not a positive int; ``centered`` not a bool; ``K`` a prior
+            over real capacities
             (the two-point ``K``: use ``"probit"`` or ``"free"``); ``priors`` naming an unknown
             site or with a shape that does not fit; and the errors of
             :class:`~bayesattn.models.neuro.tva.TVA`.
@@ -112,6 +124,7 @@ class HierarchicalTVA(TVA):
         conditions: int = 1,
         by_condition: Sequence[str] = (),
         priors: Mapping | None = None,
+        centered: bool = False,
     ):
         super().__init__(
             num_locations,
@@ -139,7 +152,10 @@ class HierarchicalTVA(TVA):
                 "HierarchicalTVA takes K as 'probit', 'free' or fixed, not a prior over real "
                 "capacities"
             )
+        if not isinstance(centered, bool):
+            raise ValueError(f"centered must be True or False, got {centered!r}")
         self.num_subjects = int(num_subjects)
+        self.centered = centered
         self._shapes = self._unconstrained_shapes()
         self._priors = self._hyperpriors(dict(priors or {}))
 
@@ -204,8 +220,12 @@ class HierarchicalTVA(TVA):
             names += [f"{name}_mu", f"{name}_sigma"]
             if self._has_effect(name):
                 names.append(f"{name}_effect")
-            names.append(f"{name}_z")
+            names.append(self._subject_site(name))
         return names
+
+    def _subject_site(self, name: str) -> str:
+        """The latent subject-level site of ``name``: ``<name>_x`` (centred) or ``_z``."""
+        return f"{name}_x" if self.centered else f"{name}_z"
 
     def param_dims(self) -> dict[str, list[str]]:
         """ArviZ dims: ``subject`` (and ``condition``) for the subject-level sites and ``z``;
@@ -222,7 +242,7 @@ class HierarchicalTVA(TVA):
             dims = ["subject", "condition"] if varies else ["subject"]
             out[name] = dims
             if name in self._shapes:
-                out[f"{name}_z"] = dims
+                out[self._subject_site(name)] = dims
                 if self._has_effect(name):
                     out[f"{name}_effect"] = ["contrast"]
         return out
@@ -232,21 +252,48 @@ class HierarchicalTVA(TVA):
         return (self.num_subjects, *cond, *self._shapes[name])
 
     # -- transforms (vectorised over leading draw dims)
+    def _population(self, name: str, values: dict):
+        """Population mean ``(..., 1, C|1, *u)`` and sd ``(..., 1, 1, *u)`` of ``x`` of
+        ``name`` (a subject axis of 1, the condition axis 1 unless ``name`` varies)."""
+        ue = len(self._shapes[name])
+        mu, sigma = values[f"{name}_mu"], values[f"{name}_sigma"]
+        mean = mu.unsqueeze(mu.dim() - ue)  # (..., 1, *u)
+        if self._has_effect(name):
+            mean = torch.cat([mean, mean + values[f"{name}_effect"]], -1 - ue)
+        scale = sigma.unsqueeze(sigma.dim() - ue).unsqueeze(sigma.dim() - ue)
+        return mean.unsqueeze(mean.dim() - 1 - ue), scale
+
+    def _subject_x(self, name: str, values: dict) -> torch.Tensor:
+        """Unconstrained subject values ``x (..., S, C|1, *u)`` from hyper-site values."""
+        ue = len(self._shapes[name])
+        site = values[self._subject_site(name)]
+        if not self._varies(name):
+            site = site.unsqueeze(site.dim() - ue)  # (..., S, 1, *u)
+        if self.centered:
+            return site
+        mean, scale = self._population(name, values)
+        return mean + scale * site
+
     def _subject_values(self, values: dict) -> dict:
         """Subject-level parameters ``{p: (..., S, C|1, *event)}`` from hyper-site values."""
-        out = {}
-        for name, shape in self._shapes.items():
-            ue = len(shape)
-            mu, sigma, z = values[f"{name}_mu"], values[f"{name}_sigma"], values[f"{name}_z"]
-            mean = mu.unsqueeze(mu.dim() - ue)  # (..., 1, *u)
-            if self._has_effect(name):
-                mean = torch.cat([mean, mean + values[f"{name}_effect"]], -1 - ue)
-            if not self._varies(name):
-                z = z.unsqueeze(z.dim() - ue)  # (..., S, 1, *u)
-            scale = sigma.unsqueeze(sigma.dim() - ue).unsqueeze(sigma.dim() - ue)
-            x = mean.unsqueeze(mean.dim() - 1 - ue) + scale * z
-            out[name] = _constrain(name, x, self.t0_dist)
-        return out
+        return {name: _constrain(name, self._subject_x(name, values), self.t0_dist)
+                for name in self._shapes}
+
+    def _subject_log_prob(self, values: dict) -> torch.Tensor:
+        """``log p`` of the subject-level sites given the population, summed: ``(*B,)`` (the
+        standard normal ``z``, or centred ``N(x; mean, sd)``)."""
+        total = torch.zeros((), dtype=torch.float64)
+        for name in self._shapes:
+            if not self.centered:
+                total = total + _standard_normal_log_prob(values[f"{name}_z"],
+                                                          len(self._z_shape(name)))
+                continue
+            x = self._subject_x(name, values)  # (..., S, C|1, *u)
+            mean, scale = self._population(name, values)
+            dims = 2 + len(self._shapes[name])
+            log_scale = torch.log(scale).expand(x.shape).flatten(x.dim() - dims).sum(-1)
+            total = total + _standard_normal_log_prob((x - mean) / scale, dims) - log_scale
+        return total
 
     def _trial_params(self, subj: dict, subject, condition) -> dict:
         """Per-trial parameters ``(..., T|1, ...)`` as :meth:`TVA._per_trial` gives them."""
@@ -323,11 +370,18 @@ class HierarchicalTVA(TVA):
                 key = f"{name}_{part}"
                 if key in self._priors:
                     values[key] = _as64(pyro.sample(key, self._priors[key]))
-            z_prior = dist.Normal(torch.zeros((), dtype=torch.float64), 1.0)
             shape = self._z_shape(name)
-            values[f"{name}_z"] = pyro.sample(
-                f"{name}_z", z_prior.expand(shape).to_event(len(shape))
-            )
+            if self.centered:
+                mean, scale = self._population(name, values)  # (1, C|1, *u), (1, 1, *u)
+                full = (self.num_subjects, mean.shape[1], *self._shapes[name])
+                loc, sd = mean.expand(full), scale.expand(full)
+                if not self._varies(name):
+                    loc, sd = loc.squeeze(1), sd.squeeze(1)
+                prior = dist.Normal(loc, sd)
+            else:
+                prior = dist.Normal(torch.zeros((), dtype=torch.float64), 1.0).expand(shape)
+            site = self._subject_site(name)
+            values[site] = pyro.sample(site, prior.to_event(len(shape)))
         subj = self._subject_values(values)
         for name, x in subj.items():
             e = 1 if name in ("weights", "K_probs") else 0
@@ -362,14 +416,13 @@ class HierarchicalTVA(TVA):
         first = displays["first"]
         subject_u, cond_u = displays["subject"][first], displays["condition"][first]
         priors = {key: _unchecked(prior) for key, prior in self._priors.items()}
-        z_dims = {f"{name}_z": len(self._z_shape(name)) for name in self._shapes}
 
         def log_joint(values: dict) -> torch.Tensor:
             terms = [prior.log_prob(values[key]) for key, prior in priors.items()]
-            terms += [_standard_normal_log_prob(values[k], n) for k, n in z_dims.items()]
+            terms.append(self._subject_log_prob(values))
             p = self._trial_params(self._subject_values(values), subject_u, cond_u)
             p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
-            return torch.stack(terms).sum(0) + self._displays_log_lik(displays, p).sum(-1)
+            return torch.stack(terms).sum(0) + self._displays_log_lik(displays, p)
 
         return log_joint
 
@@ -403,8 +456,8 @@ class HierarchicalTVA(TVA):
                 key = f"{name}_{part}"
                 if key in self._priors:
                     total = total + self._priors[key].log_prob(draws[key])
-            total = total + _standard_normal_log_prob(draws[f"{name}_z"],
-                                                      len(self._z_shape(name)))
+        draws = {k: _as64(torch.as_tensor(v)) for k, v in draws.items()}
+        total = total + self._subject_log_prob(draws)
         return torch.as_tensor(total, dtype=torch.float64)
 
     def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
