@@ -177,50 +177,78 @@ def fit_subject(data: dict, kind: str, method: str, seed: int):
     )
 
 
-def hier_init(summaries: list[dict], chains: int, seed: int) -> list[dict]:
-    """NUTS starting points of the centred :class:`HierarchicalTVA` (``<p>_x``, ``<p>_mu``,
-    ``<p>_sigma``, ``C_effect``), one per chain, from per-subject posterior summaries: each
-    subject's unconstrained values at its posterior mean plus half a posterior sd of noise
-    (delta method; a different draw per chain, so that R-hat still compares dispersed
-    starts), the population means and sds those imply. Only where NUTS starts: the posterior
-    is the model's."""
+#: parameters the hierarchical NUTS fit samples centred (``--hier-centered``): those that 234
+#: trials pin down better than the population spreads them (per-subject posterior sd below
+#: the population sd); sigma0 (t0_sd) is weakly informed per subject and stays non-centred
+CENTRED = ("C", "alpha", "weights", "t0", "mK", "sK")
+
+
+def hier_init(summaries: list[dict], chains: int, seed: int,
+              centered=CENTRED) -> tuple[list[dict], dict]:
+    """NUTS starting points of :class:`HierarchicalTVA` (one per chain) and a starting
+    diagonal inverse mass matrix, from per-subject posterior summaries (mean, sd).
+
+    Each chain starts every subject's unconstrained values at its posterior mean plus half a
+    posterior sd of noise (delta method; a different draw per chain, so that R-hat still
+    compares dispersed starts), the population means and sds those values imply, and
+    ``z = (x - mean) / sd`` for a non-centred parameter. The inverse mass holds the
+    per-subject posterior variances (centred ``x``), 1 (``z``), ``sd^2 / S`` (population
+    means and effects) and ``1 / (2 S)`` (log population sds). Both only set where NUTS starts
+    and how it first scales its steps; the posterior is the model's."""
     rng = np.random.default_rng(seed)
+    num = len(summaries)
 
     def col(k, part="mean"):
         return np.array([s[k][part] for s in summaries])
 
-    out = []
+    w, w_sd = (np.stack([col(f"w[{j}]", part) for j in range(6)], 1) for part in ("mean", "sd"))
+    mean = {  # unconstrained posterior means and sds per subject
+        "C": (np.log(np.stack([col(f"C[{c}]") for c in range(2)], 1)),
+              np.stack([col(f"C[{c}]", "sd") / col(f"C[{c}]") for c in range(2)], 1)),
+        "alpha": (np.log(col("alpha")), col("alpha", "sd") / col("alpha")),
+        "weights": (np.log(w[:, :5] / w[:, 5:]),
+                    np.hypot(w_sd[:, :5] / w[:, :5], w_sd[:, 5:] / w[:, 5:])),
+        "t0": (col("t0"), col("t0", "sd")),
+        "t0_sd": (np.log(col("t0_sd")), col("t0_sd", "sd") / col("t0_sd")),
+        "mK": (col("mK"), col("mK", "sd")),
+        "sK": (np.log(col("sK")), col("sK", "sd") / col("sK")),
+    }
+    inits = []
     for _ in range(chains):
-        def jitter(x, sd):
-            return x + 0.5 * sd * rng.standard_normal(x.shape)
-
-        w = np.stack([col(f"w[{j}]") for j in range(6)], 1)
-        x = {
-            "C": np.stack([jitter(np.log(col(f"C[{c}]")), col(f"C[{c}]", "sd") / col(f"C[{c}]"))
-                           for c in range(2)], 1),
-            "alpha": jitter(np.log(col("alpha")), col("alpha", "sd") / col("alpha")),
-            "weights": jitter(np.log(w[:, :5] / w[:, 5:]), 0.1),
-            "t0": jitter(col("t0"), col("t0", "sd")),
-            "t0_sd": jitter(np.log(col("t0_sd")), col("t0_sd", "sd") / col("t0_sd")),
-            "mK": jitter(col("mK"), col("mK", "sd")),
-            "sK": jitter(np.log(col("sK")), col("sK", "sd") / col("sK")),
-        }
         values = {}
-        for name, v in x.items():
-            base = v[:, 0] if name == "C" else v
-            values[f"{name}_x"] = torch.tensor(v, dtype=F64)
-            values[f"{name}_mu"] = torch.tensor(base.mean(0), dtype=F64)
-            values[f"{name}_sigma"] = torch.tensor(np.maximum(base.std(0), 0.05), dtype=F64)
-        values["C_effect"] = torch.tensor([float((x["C"][:, 1] - x["C"][:, 0]).mean())],
-                                          dtype=F64)
-        out.append(values)
-    return out
+        for name, (m, sd) in mean.items():
+            x = m + 0.5 * sd * rng.standard_normal(m.shape)
+            base = x[:, 0] if name == "C" else x
+            mu, sigma = base.mean(0), np.maximum(base.std(0), 0.05)
+            values[f"{name}_mu"] = torch.tensor(mu, dtype=F64)
+            values[f"{name}_sigma"] = torch.tensor(sigma, dtype=F64)
+            if name == "C":
+                effect = float((x[:, 1] - x[:, 0]).mean())
+                values["C_effect"] = torch.tensor([effect], dtype=F64)
+                mu = np.array([mu, mu + effect])
+            values[f"{name}_x" if name in centered else f"{name}_z"] = torch.tensor(
+                x if name in centered else (x - mu) / sigma, dtype=F64)
+        inits.append(values)
+    inverse_mass = {}
+    for name, (m, sd) in mean.items():
+        base = m[:, 0] if name == "C" else m
+        inverse_mass[f"{name}_mu"] = torch.tensor(np.maximum(base.var(0), 1e-4) / num, dtype=F64)
+        inverse_mass[f"{name}_sigma"] = torch.full(base.shape[1:], 1 / (2 * num), dtype=F64)
+        if name == "C":
+            inverse_mass["C_effect"] = torch.tensor([np.var(m[:, 1] - m[:, 0]) / num],
+                                                    dtype=F64)
+        inverse_mass[f"{name}_x" if name in centered else f"{name}_z"] = (
+            torch.tensor(sd**2, dtype=F64) if name in centered
+            else torch.ones(sd.shape, dtype=F64))
+    return inits, inverse_mass
 
 
 def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "svi",
-                     chains: int = 2, centered: bool = False, init_values=None):
+                     chains: int = 2, centered=False, init_values=None,
+                     inverse_mass_matrix=None):
     """The hierarchical fit: SVI (``steps`` steps, low-rank guide) or NUTS (``chains`` chains
-    in parallel, ``steps`` warm-up and ``steps`` draws each, from ``init_values``)."""
+    in parallel, ``steps`` warm-up and ``steps`` draws each, from ``init_values`` with that
+    starting ``inverse_mass_matrix``)."""
     import pyro.distributions as dist
 
     from bayesattn.inference import fit
@@ -244,7 +272,8 @@ def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "sv
     if method == "nuts":
         return fit(model, data, method="nuts", num_chains=chains, num_samples=steps,
                    warmup_steps=steps, max_tree_depth=8, chain_method="parallel", seed=seed,
-                   progress_bar=True, init_values=init_values)
+                   progress_bar=True, init_values=init_values,
+                   inverse_mass_matrix=inverse_mass_matrix)
     return fit(
         model,
         data,
@@ -280,7 +309,13 @@ def coverage_rows(truths: list[dict], summaries: list[dict]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> dict:
-    """Per parameter: coverage, RMSE of the posterior mean, mean HDI width."""
+    """Per parameter: coverage, RMSE of the posterior mean, mean HDI width; ``z_sd``, the sd
+    over subjects of ``(posterior mean - truth) / posterior sd`` (about 1 when the posterior
+    sds are right, > 1 when too narrow); ``p_low``, the binomial probability of covering at
+    most as many truths as observed if each 94% interval covered with probability 0.94 (a
+    small value: fewer covered than chance explains)."""
+    from scipy.stats import binom
+
     out = {}
     for k in PARAMS:
         rs = [r for r in rows if r["parameter"] == k and "mean" in r]
@@ -294,6 +329,8 @@ def table(rows: list[dict]) -> dict:
             "hdi_width": float(np.mean([r["hi"] - r["lo"] for r in rs])),
             "sd_of_means": float(np.std([r["mean"] for r in rs])),
             "sd_of_truth": float(np.std([r["true"] for r in rs])),
+            "z_sd": float(np.std([(r["mean"] - r["true"]) / r["sd"] for r in rs])),
+            "p_low": float(binom.cdf(sum(r["covered"] for r in rs), len(rs), HDI)),
         }
     return out
 
@@ -331,8 +368,8 @@ def main(argv=None):
     parser.add_argument("--hier-method", choices=["svi", "nuts"], default="svi")
     parser.add_argument("--hier-chains", type=int, default=2, help="NUTS chains (parallel)")
     parser.add_argument("--hier-centered", action="store_true",
-                        help="centred hierarchical model (NUTS), started from the per-subject "
-                             "fits (hier_init)")
+                        help="hierarchical NUTS centred in CENTRED's parameters, started "
+                             "from the per-subject fits (hier_init)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -380,12 +417,13 @@ def main(argv=None):
     indiv = [probit(s) for s in range(min(args.hier_subjects, args.subjects))]
 
     def hier():
-        init = None
+        init, metric, centred = None, None, False
         if args.hier_centered:
-            init = hier_init([f["summary"] for f in indiv[: args.hier_subjects]],
-                             args.hier_chains, args.seed)
+            centred = CENTRED
+            init, metric = hier_init([f["summary"] for f in indiv[: args.hier_subjects]],
+                                     args.hier_chains, args.seed, centred)
         idata = fit_hierarchical(datas[: args.hier_subjects], args.hier_steps, args.seed,
-                                 args.hier_method, args.hier_chains, args.hier_centered, init)
+                                 args.hier_method, args.hier_chains, centred, init, metric)
         import arviz as az
 
         post = idata.posterior
@@ -478,28 +516,35 @@ def markdown(res: dict) -> str:
         "",
     ]
     hier = res.get("hierarchical")
-    head = "| parameter | per-subject coverage | RMSE | HDI width |"
-    sep = "|---|---|---|---|"
+    head = "| parameter | per-subject coverage | P(<= by chance) | z sd | RMSE | HDI width |"
+    sep = "|---|---|---|---|---|---|"
     if hier:
-        head += " hierarchical coverage | RMSE | HDI width | shrinkage (sd ratio) |"
-        sep += "---|---|---|---|"
+        head += (" hierarchical coverage | P(<= by chance) | z sd | RMSE | HDI width |"
+                 " shrinkage (sd ratio) |")
+        sep += "---|---|---|---|---|---|"
     how = ""
     if hier:
         how = (f"NUTS, {hier['chains']} chains x ({hier['steps']} warm-up + {hier['steps']} "
                "draws)" if hier["method"] == "nuts"
                else f"SVI, low-rank guide, {hier['steps']} steps")
         if hier.get("centered"):
-            how += "; centred, started from the per-subject fits"
-    lines += [f"94% HDI coverage (goal >= 0.90 each); hierarchical over the first "
+            how += (f"; centred in {', '.join(CENTRED)}, started from the per-subject "
+                    "fits")
+    lines += ["94% HDI coverage (goal >= 0.90 each). `P(<= by chance)`: the binomial "
+              "probability of so few covered truths if every interval covered with "
+              "probability 0.94; `z sd`: sd of (posterior mean - truth) / posterior sd over "
+              "subjects (1 = calibrated sds, > 1 = too narrow).", "",
+              f"Hierarchical over the first "
               f"{hier['subjects']} subjects ({how})."
               if hier else "", "",
               head, sep]
     for k, r in res["per_subject"]["table"].items():
-        line = f"| {k} | {r['coverage']:.2f} | {r['rmse']:.3g} | {r['hdi_width']:.3g} |"
+        line = (f"| {k} | {r['coverage']:.2f} | {r['p_low']:.3f} | {r['z_sd']:.2f} | "
+                f"{r['rmse']:.3g} | {r['hdi_width']:.3g} |")
         if hier:
             q = hier["table"][k]
-            line += (f" {q['coverage']:.2f} | {q['rmse']:.3g} | {q['hdi_width']:.3g} | "
-                     f"{hier['shrinkage'][k]:.2f} |")
+            line += (f" {q['coverage']:.2f} | {q['p_low']:.3f} | {q['z_sd']:.2f} | "
+                     f"{q['rmse']:.3g} | {q['hdi_width']:.3g} | {hier['shrinkage'][k]:.2f} |")
         lines.append(line)
     w = res["per_subject"]["weights"]
     lines += [

@@ -180,8 +180,48 @@ def test_fit_rejects_bad_init_values():
     bad = [({"nope": 1.0}, "not latent"),
            ([{"C": 50.0}], "list of 2"),
            ({"C": torch.ones(3)}, "shape"),
-           ({"C": float("nan")}, "not finite")]
+           ({"C": float("nan")}, "must be finite")]
     for values, message in bad:
         with pytest.raises(ValueError, match=message):
             fit(model, data, method="nuts", num_chains=2, num_samples=2, warmup_steps=2,
                 init_values=values, progress_bar=False)
+    bad_mass = [({"weights": torch.ones(6)}, r"shape \(5,\) \(unconstrained\)"),
+                ({"C": -1.0}, "positive"),
+                ({"nope": 1.0}, "not latent")]
+    for values, message in bad_mass:
+        with pytest.raises(ValueError, match=message):
+            fit(model, data, method="nuts", num_chains=2, num_samples=2, warmup_steps=2,
+                inverse_mass_matrix=values, progress_bar=False)
+
+
+@pytest.mark.parametrize("full_mass", [False, True])
+def test_initial_inverse_mass_is_the_starting_metric(full_mass):
+    """A Gaussian with sds 100 and 0.01: with its variances as the starting inverse mass the
+    step size search finds a step near 1, with Pyro's identity one near 0.01 (the narrow
+    direction limits it); sites left out keep 1."""
+    from torch.distributions.transforms import identity_transform
+
+    from bayesattn.inference.nuts import RecordingNUTS
+
+    sd = torch.tensor([100.0, 0.01], dtype=F64)
+
+    def potential(z):
+        return 0.5 * ((z["x"] / sd) ** 2).sum() + 0.5 * (z["y"] ** 2).sum()
+
+    steps = {}
+    for given in (None, {"x": sd**2}):
+        pyro.set_rng_seed(0)
+        kernel = RecordingNUTS(potential_fn=potential, full_mass=full_mass,
+                               transforms={"x": identity_transform, "y": identity_transform},
+                               initial_inverse_mass=given)
+        kernel.initial_params = {"x": torch.tensor([1.0, 0.001], dtype=F64),
+                                 "y": torch.zeros(3, dtype=F64)}
+        kernel.setup(10)
+        (key, metric), = kernel.inverse_mass_matrix.items()
+        assert key == ("x", "y")
+        diag = metric if metric.dim() == 1 else torch.diagonal(metric)
+        want = torch.ones(5, dtype=F64) if given is None else torch.cat([sd**2, torch.ones(3)])
+        torch.testing.assert_close(diag, want)
+        steps[given is None] = kernel.step_size
+        kernel.cleanup()
+    assert steps[True] < 0.05 < 0.3 < steps[False]

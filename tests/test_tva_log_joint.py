@@ -143,6 +143,8 @@ HIER_CASES = [
     dict(paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
          by_condition=("C", "weights"), centered=True),
     dict(paradigm="whole", K="free", regions="1-3,4-6", centered=True),
+    dict(paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
+         by_condition=("C",), centered=("C", "mK", "t0")),  # mixed: the rest non-centred
 ]
 
 
@@ -226,3 +228,13 @@ def test_centred_and_non_centred_log_joints_differ_by_the_jacobian(case):
     subject_values = plain._subject_values(values)  # the same subject-level parameters
     for name, x in centred._subject_values(moved).items():
         torch.testing.assert_close(x, subject_values[name], rtol=1e-12, atol=1e-12)
+
+
+def test_centered_names_parameters_of_the_model():
+    model = HierarchicalTVA(3, 6, paradigm="partial", K="probit", centered=["C", "mK"])
+    assert model.centered == {"C", "mK"}
+    assert {"C_x", "mK_x", "alpha_z", "sK_z"} <= set(model.latent_names())
+    assert "C_z" not in model.latent_names()
+    for bad in ("C", ["C", "K_probs"], 1):  # a bare string, not a parameter here, not names
+        with pytest.raises(ValueError, match="centered"):
+            HierarchicalTVA(3, 6, paradigm="partial", K="probit", centered=bad)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import arviz as az
 import pyro
 import torch
+from torch.distributions import biject_to
 
 from ..models.base import BayesianModel
 from .convert import to_inference_data
@@ -49,6 +50,7 @@ def fit(
     learning_rate: float = 0.02,
     init: str = "map",
     init_values: dict | Sequence[dict] | None = None,
+    inverse_mass_matrix: dict | None = None,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     jit_compile: bool = False,
@@ -110,6 +112,10 @@ def fit(
             all of ``model.latent_names()`` (the rest start at the prior median), or a list of
             such dicts, one per chain (dispersed starts keep R-hat meaningful). Default: every
             site at the median of 15 prior draws.
+        inverse_mass_matrix: NUTS's starting diagonal inverse mass matrix (Stan's
+            ``inv_metric``): ``{site: variances}`` on the site's unconstrained scale and shape
+            (e.g. ``(N-1,)`` for a simplex of N), such as posterior variances from an earlier
+            fit; sites left out start at 1. Warm-up adapts from it. Default: all 1.
         target_accept_prob: NUTS step-size adaptation target, in (0, 1).
         max_tree_depth: NUTS maximum number of trajectory doublings.
         jit_compile: trace the NUTS potential with the PyTorch JIT.
@@ -148,7 +154,8 @@ def fit(
     _check_args(method, chain_method, guide, init, data, model, num_samples, num_chains,
                 num_steps, warmup_steps, seed, target_accept_prob, max_tree_depth,
                 max_memory)
-    init_values = _check_init_values(init_values, model, data, num_chains)
+    init_values, inverse_mass_matrix = _check_nuts_start(init_values, inverse_mass_matrix,
+                                                         model, data, num_chains)
     subsample, full_ok = _plan_memory(model, data, method, max_memory)
     threads = auto_num_threads(model, data) if num_threads is None else num_threads
     with torch_threads(threads):
@@ -161,7 +168,7 @@ def fit(
                 num_chains=num_chains, seed=seed, target_accept_prob=target_accept_prob,
                 max_tree_depth=max_tree_depth, jit_compile=jit_compile, full_mass=full_mass,
                 chain_method=chain_method, progress_bar=progress_bar,
-                init_values=init_values)
+                init_values=init_values, inverse_mass_matrix=inverse_mass_matrix)
         elif method == "svi":
             draws, extra["svi_loss"], verdict = fit_svi(
                 model, data, guide=guide, num_steps=num_steps, learning_rate=learning_rate,
@@ -238,40 +245,55 @@ def _check_args(method, chain_method, guide, init, data, model, num_samples, num
         raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
 
 
-def _check_init_values(init_values, model, data, num_chains) -> list | None:
-    """``init_values`` as one ``{site: float64 tensor}`` per chain (None: prior medians).
+def _check_nuts_start(init_values, inverse_mass, model, data, num_chains):
+    """``(init_values as one {site: float64 tensor} per chain or None, inverse_mass as
+    {site: float64 tensor} or None)``.
 
     Raises:
-        ValueError: not a dict or a list of ``num_chains`` dicts; a site that is not latent;
-            a value that is not finite or not of the site's shape.
+        ValueError: ``init_values`` not a dict or a list of ``num_chains`` dicts; a site that is
+            not latent; a value that is not finite or not of the site's shape; an
+            ``inverse_mass_matrix`` entry not positive and finite, or not of the site's
+            unconstrained shape.
     """
-    if init_values is None:
-        return None
-    per_chain = [init_values] * num_chains if isinstance(init_values, Mapping) \
-        else list(init_values)
-    if len(per_chain) != num_chains or not all(isinstance(v, Mapping) for v in per_chain):
-        raise ValueError(f"init_values must be a dict of site values or a list of "
-                         f"{num_chains} such dicts (one per chain)")
+    if init_values is None and inverse_mass is None:
+        return None, None
     latent = set(model.latent_names())
     with pyro.poutine.block(), torch.random.fork_rng():  # the sites' shapes, from one prior draw
         trace = pyro.poutine.trace(model.model).get_trace(**data)
-    out = []
-    for values in per_chain:
+
+    def checked(values, what, unconstrained=False):
         unknown = sorted(set(values) - latent)
         if unknown:
-            raise ValueError(f"init_values names {', '.join(map(repr, unknown))}, not latent "
+            raise ValueError(f"{what} names {', '.join(map(repr, unknown))}, not latent "
                              f"sites of {type(model).__name__} ({', '.join(sorted(latent))})")
-        chain = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in values.items()}
-        bad = [k for k, v in chain.items() if not bool(torch.isfinite(v).all())]
-        if bad:
-            raise ValueError(f"init_values[{bad[0]!r}] is not finite")
-        for k, v in chain.items():
-            shape = tuple(trace.nodes[k]["value"].shape)
-            if tuple(v.shape) != shape:
-                raise ValueError(f"init_values[{k!r}] has shape {tuple(v.shape)}; the site "
-                                 f"has shape {shape}")
-        out.append(chain)
-    return out
+        out = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in values.items()}
+        for k, v in out.items():
+            node = trace.nodes[k]
+            ref = node["value"]
+            if unconstrained:
+                ref = biject_to(node["fn"].support).inv(ref)
+            if tuple(v.shape) != tuple(ref.shape):
+                raise ValueError(f"{what}[{k!r}] has shape {tuple(v.shape)}; the site has "
+                                 f"shape {tuple(ref.shape)}"
+                                 + (" (unconstrained)" if unconstrained else ""))
+            if not bool(torch.isfinite(v).all()) or unconstrained and not bool((v > 0).all()):
+                raise ValueError(f"{what}[{k!r}] must be finite"
+                                 + (" and positive (variances)" if unconstrained else ""))
+        return out
+
+    per_chain = None
+    if init_values is not None:
+        per_chain = [init_values] * num_chains if isinstance(init_values, Mapping) \
+            else list(init_values)
+        if len(per_chain) != num_chains or not all(isinstance(v, Mapping) for v in per_chain):
+            raise ValueError(f"init_values must be a dict of site values or a list of "
+                             f"{num_chains} such dicts (one per chain)")
+        per_chain = [checked(values, "init_values") for values in per_chain]
+    if inverse_mass is not None:
+        if not isinstance(inverse_mass, Mapping):
+            raise ValueError("inverse_mass_matrix must be a dict {site: variances}")
+        inverse_mass = checked(inverse_mass, "inverse_mass_matrix", unconstrained=True)
+    return per_chain, inverse_mass
 
 
 def _plan_memory(model, data, method, max_memory):

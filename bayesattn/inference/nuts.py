@@ -81,10 +81,15 @@ class RecordingNUTS(NUTS):
     Same arguments as :class:`pyro.infer.NUTS`. After :meth:`pyro.infer.MCMC.run`,
     ``records`` holds one dict per transition (warm-up included) with the keys of
     :data:`STAT_NAMES`; :meth:`stats` returns the last ``num_samples`` as arrays.
+
+    ``initial_inverse_mass`` (``{site: unconstrained variances, shaped as the site}``; sites
+    left out keep Pyro's 1) replaces the starting diagonal of the inverse mass matrix (Stan's
+    ``inv_metric``); the step size is then searched again, and warm-up adapts from there.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, initial_inverse_mass: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.initial_inverse_mass = initial_inverse_mass
         self.records: list[dict] = []
         self._nesting = 0
         self._current: dict | None = None
@@ -92,6 +97,20 @@ class RecordingNUTS(NUTS):
     def _initialize_model_properties(self, model_args, model_kwargs):
         super()._initialize_model_properties(model_args, model_kwargs)
         self.potential_fn = safe_potential(self.potential_fn)
+
+    def setup(self, warmup_steps, *args, **kwargs):
+        super().setup(warmup_steps, *args, **kwargs)
+        given = self.initial_inverse_mass
+        if not given or not self.initial_params:
+            return
+        (key, current), = self.inverse_mass_matrix.items()  # one block: every site
+        params = self.initial_params
+        diag = torch.cat([torch.as_tensor(given[k], dtype=current.dtype).reshape(-1) if k in given
+                          else torch.ones(params[k].numel(), dtype=current.dtype)
+                          for k in key])  # Pyro's block order: the key's (sorted) sites
+        self.mass_matrix_adapter.inverse_mass_matrix = {key: diag if current.dim() == 1
+                                                        else torch.diag(diag)}
+        self._adapter.reset_step_size_adaptation(params)
 
     def _build_tree(self, z, r, z_grads, log_slice, direction, tree_depth, energy_current):
         top = self._nesting == 0 and self._current is not None
@@ -145,7 +164,7 @@ class RecordingNUTS(NUTS):
 
 def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target_accept_prob,
              max_tree_depth, jit_compile, chain_method, progress_bar, full_mass=False,
-             init_values=None):
+             init_values=None, inverse_mass_matrix=None):
     """Run ``num_chains`` NUTS chains of ``model`` on ``data``.
 
     Chain ``c`` uses seed ``seed + c``. ``chain_method="parallel"`` runs the chains in spawned
@@ -159,7 +178,8 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
     same whichever way it runs (its own seed and random state; up to the rounding of the
     batched evaluation). Other models run ``"vectorized"`` chains one after another.
     ``init_values``: None (every chain starts at the prior median) or one ``{site: value}``
-    per chain (sites left out start at the prior median).
+    per chain (sites left out start at the prior median). ``inverse_mass_matrix``: None or
+    the starting diagonal ``{site: unconstrained variances}`` (:class:`RecordingNUTS`).
 
     Returns:
         ``(draws {name: tensor (chain, draw, ...)}, stats {name: array (chain, draw)},
@@ -170,7 +190,7 @@ def run_nuts(model, data, *, num_samples, warmup_steps, num_chains, seed, target
     """
     jobs = [_Job(model, data, num_samples, warmup_steps, seed + c, target_accept_prob,
                  max_tree_depth, jit_compile, progress_bar, full_mass, c,
-                 None if init_values is None else init_values[c])
+                 None if init_values is None else init_values[c], inverse_mass_matrix)
             for c in range(num_chains)]
     workers = min(num_chains, os.cpu_count() or 1)
     batched = getattr(model, "log_joint_batched", False)
@@ -210,6 +230,7 @@ class _Job(NamedTuple):
     full_mass: bool
     chain: int
     init: dict | None = None
+    inverse_mass: dict | None = None
 
 
 def _worker_init():
@@ -366,7 +387,7 @@ def _run_chain(job, potential=None):
     replaces the fast log joint's (a chain in lockstep).
     """
     (model, data, num_samples, warmup_steps, seed, target, max_tree_depth, jit,
-     progress_bar, full_mass, chain, init) = job
+     progress_bar, full_mass, chain, init, inverse_mass) = job
     pyro.set_rng_seed(seed)
     init_strategy = init_to_median(num_samples=15)
     if init:
@@ -376,7 +397,8 @@ def _run_chain(job, potential=None):
         kernel = RecordingNUTS(model.model, max_plate_nesting=model.max_plate_nesting,
                                target_accept_prob=target, max_tree_depth=max_tree_depth,
                                init_strategy=init_strategy, jit_compile=jit,
-                               ignore_jit_warnings=True, full_mass=full_mass)
+                               ignore_jit_warnings=True, full_mass=full_mass,
+                               initial_inverse_mass=inverse_mass)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=1,
                     disable_progbar=not progress_bar)
         with warnings.catch_warnings():
@@ -392,10 +414,14 @@ def _run_chain(job, potential=None):
         potential = flat.potential(potential_from_log_joint(log_joint, transforms))
         if jit:
             potential = _jit_traced(potential, {_FLAT: flat.pack(initial)})
+    if inverse_mass:
+        inverse_mass = {_FLAT: flat.pack({k: torch.as_tensor(inverse_mass[k], dtype=v.dtype)
+                                          if k in inverse_mass else torch.ones_like(v)
+                                          for k, v in initial.items()})}
     kernel = RecordingNUTS(potential_fn=safe_potential(potential),
                            transforms={_FLAT: torch.distributions.transforms.identity_transform},
                            target_accept_prob=target, max_tree_depth=max_tree_depth,
-                           full_mass=full_mass)
+                           full_mass=full_mass, initial_inverse_mass=inverse_mass)
     kernel.initial_params = {_FLAT: flat.pack(initial)}
     samples = flat.unpack(_sample_potential(kernel, warmup_steps, num_samples,
                                             f"chain {chain}" if progress_bar else None)[_FLAT])

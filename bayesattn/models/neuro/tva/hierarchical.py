@@ -15,7 +15,9 @@ Girolami 2015), which NUTS samples without the funnel of the centred one when th
 little about each subject. With many trials per subject the data pin each ``x`` down and the
 centred form ``x_{s,c} ~ N(mu_p + beta_{p,c}, sigma_p^2)`` mixes better (the population sd is
 then informed by nearly independent ``x``; in the non-centred form ``sigma_p`` and ``z`` are
-tightly coupled by the data): ``centered=True``. The transforms:
+tightly coupled by the data): ``centered=True``, or the names of the parameters to centre
+(e.g. ``centered=("C", "mK")``: centre those the data pin down, keep the weakly informed ones
+non-centred). The transforms:
 
 =========== ==================== ===============================================
 parameter   unconstrained ``x``  ``g(x)``
@@ -88,17 +90,18 @@ class HierarchicalTVA(TVA):
             ``<p>_effect ~ N(0, 0.5)`` except ``t0_effect ~ N(0, 10)`` and
             ``mK_effect ~ N(0, 1)``.
         centered: False (default): the non-centred population model, latent ``<p>_z``; True:
-            the centred one, latent ``<p>_x`` (module docstring). Both define the same
-            posterior of the subject-level parameters; they differ in how well NUTS samples
-            it. MAP is degenerate in the centred form (the density grows without bound as a
-            population sd goes to 0): use it with NUTS.
+            the centred one, latent ``<p>_x`` (module docstring); or a collection of parameter
+            names (``"C"``, ``"mK"``, ...) to centre, the others non-centred. Every choice
+            defines the same posterior of the subject-level parameters; they differ in how
+            well NUTS samples it. MAP is degenerate for a centred parameter (the density grows
+            without bound as its population sd goes to 0): use centring with NUTS.
 
     Works with :func:`bayesattn.inference.fit` (``"nuts"``, ``"map"``, ``"svi"``): the
     latents are the hyper-sites; :meth:`log_likelihood` is pointwise per trial.
 
     Raises:
-        ValueError: ``num_subjects`` not a positive int; ``centered`` not a bool; ``K`` a prior
-            over real capacities
+        ValueError: ``num_subjects`` not a positive int; ``centered`` not a bool or names of
+            this model's hierarchical parameters; ``K`` a prior over real capacities
             (the two-point ``K``: use ``"probit"`` or ``"free"``); ``priors`` naming an unknown
             site or with a shape that does not fit; and the errors of
             :class:`~bayesattn.models.neuro.tva.TVA`.
@@ -124,7 +127,7 @@ class HierarchicalTVA(TVA):
         conditions: int = 1,
         by_condition: Sequence[str] = (),
         priors: Mapping | None = None,
-        centered: bool = False,
+        centered: bool | Sequence[str] = False,
     ):
         super().__init__(
             num_locations,
@@ -152,11 +155,19 @@ class HierarchicalTVA(TVA):
                 "HierarchicalTVA takes K as 'probit', 'free' or fixed, not a prior over real "
                 "capacities"
             )
-        if not isinstance(centered, bool):
-            raise ValueError(f"centered must be True or False, got {centered!r}")
         self.num_subjects = int(num_subjects)
-        self.centered = centered
         self._shapes = self._unconstrained_shapes()
+        if isinstance(centered, bool):
+            centered = list(self._shapes) if centered else []
+        elif isinstance(centered, str) or not isinstance(centered, Sequence | set | frozenset):
+            raise ValueError(f"centered must be True, False or a collection of parameter "
+                             f"names, got {centered!r}")
+        unknown = sorted(set(centered) - set(self._shapes))
+        if unknown:
+            raise ValueError(f"centered names {', '.join(map(repr, unknown))}, not hierarchical "
+                             f"parameters of this model ({', '.join(self._shapes)})")
+        #: the parameters sampled centred (sites ``<p>_x``); the others non-centred (``<p>_z``)
+        self.centered = frozenset(centered)
         self._priors = self._hyperpriors(dict(priors or {}))
 
     # -- structure
@@ -225,7 +236,7 @@ class HierarchicalTVA(TVA):
 
     def _subject_site(self, name: str) -> str:
         """The latent subject-level site of ``name``: ``<name>_x`` (centred) or ``_z``."""
-        return f"{name}_x" if self.centered else f"{name}_z"
+        return f"{name}_x" if name in self.centered else f"{name}_z"
 
     def param_dims(self) -> dict[str, list[str]]:
         """ArviZ dims: ``subject`` (and ``condition``) for the subject-level sites and ``z``;
@@ -269,7 +280,7 @@ class HierarchicalTVA(TVA):
         site = values[self._subject_site(name)]
         if not self._varies(name):
             site = site.unsqueeze(site.dim() - ue)  # (..., S, 1, *u)
-        if self.centered:
+        if name in self.centered:
             return site
         mean, scale = self._population(name, values)
         return mean + scale * site
@@ -284,7 +295,7 @@ class HierarchicalTVA(TVA):
         standard normal ``z``, or centred ``N(x; mean, sd)``)."""
         total = torch.zeros((), dtype=torch.float64)
         for name in self._shapes:
-            if not self.centered:
+            if name not in self.centered:
                 total = total + _standard_normal_log_prob(values[f"{name}_z"],
                                                           len(self._z_shape(name)))
                 continue
@@ -371,7 +382,7 @@ class HierarchicalTVA(TVA):
                 if key in self._priors:
                     values[key] = _as64(pyro.sample(key, self._priors[key]))
             shape = self._z_shape(name)
-            if self.centered:
+            if name in self.centered:
                 mean, scale = self._population(name, values)  # (1, C|1, *u), (1, 1, *u)
                 full = (self.num_subjects, mean.shape[1], *self._shapes[name])
                 loc, sd = mean.expand(full), scale.expand(full)
