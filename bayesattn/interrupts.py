@@ -14,9 +14,10 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from multiprocessing import resource_tracker
 
-__all__ = ["starting_workers"]
+__all__ = ["exit_with_parent", "starting_workers"]
 
 
 @contextlib.contextmanager
@@ -49,3 +50,20 @@ def starting_workers():
         signal.signal(signal.SIGINT, previous)
     if hits:
         raise KeyboardInterrupt
+
+
+def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """In a worker process: exit (status 1) once ``parent`` is no longer this process's parent.
+
+    A parent killed outright (SIGTERM, SIGKILL, the out-of-memory killer) cannot terminate
+    its pool, and a worker would otherwise compute on for nobody until its task ends (a NUTS
+    chain: minutes to hours). A daemon thread compares ``os.getppid()`` with ``parent`` every
+    ``poll_s`` seconds. Call it from the pool's initializer, with the parent's pid.
+    """
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -42,7 +42,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 from tqdm.std import tqdm as std_tqdm
 
-from ..interrupts import starting_workers
+from ..interrupts import exit_with_parent, starting_workers
 from .lockstep import Lockstep, batched_value_and_grad
 
 __all__ = ["RecordingNUTS", "potential_from_log_joint", "run_nuts", "safe_potential"]
@@ -233,8 +233,9 @@ class _Job(NamedTuple):
     inverse_mass: dict | None = None
 
 
-def _worker_init():
+def _worker_init(parent: int):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent)  # a parent killed outright leaves no chain running
     torch.set_num_threads(1)
     # tqdm's default lock is a multiprocessing semaphore; a worker terminated on Ctrl-C would
     # leak it (a resource-tracker warning after exit): one process, one thread lock suffices
@@ -246,7 +247,7 @@ def _run_parallel(groups, workers):
     pool = None
     try:
         with starting_workers():  # a Ctrl-C while the workers start is raised after it
-            pool = ctx.Pool(workers, initializer=_worker_init)
+            pool = ctx.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),))
         pending = pool.map_async(_run_group, groups)
         while True:  # a timed wait keeps the parent responsive to KeyboardInterrupt
             try:
