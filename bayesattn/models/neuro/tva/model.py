@@ -521,8 +521,8 @@ class TVA(BayesianModel):
         int64 ``(T,)`` data columns and their sizes, e.g. ``(("subject", S),)``), exposure and
         (partial report) targets and distractors share one display row ``U``.
 
-        Returns None when ``data`` has no reports; else a dict: ``display (T,)`` (each trial's
-        row), ``first (U,)`` (a trial of each row), the rows' ``exposure (U,)`` and
+        Returns None when ``data`` has no reports; else a dict: ``first (U,)`` (a trial of
+        each display row), the rows' ``exposure (U,)`` and
         ``targets``/``distractors (U, N)`` (None in whole report); the distinct (display,
         report) pairs ``W <= T`` as ``row_display (W,)``, ``row_reported (W, N)`` and
         ``row_counts (W,)`` (float64 number of trials), with the race ``plan`` over them
@@ -564,7 +564,6 @@ class TVA(BayesianModel):
         hidden = (torch.zeros_like(row_reported) if distractors is None
                   else distractors[first][row_display])
         return {
-            "display": display,
             "first": first,
             "exposure": exposure[first],
             "targets": None if targets is None else targets[first],
