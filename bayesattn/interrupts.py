@@ -17,7 +17,7 @@ import threading
 import time
 from multiprocessing import resource_tracker
 
-__all__ = ["exit_with_parent", "starting_workers"]
+__all__ = ["exit_with_parent", "init_worker", "starting_workers"]
 
 
 @contextlib.contextmanager
@@ -67,3 +67,18 @@ def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def init_worker(parent: int) -> None:
+    """A pool worker's initializer (``initargs=(os.getpid(),)`` of the parent).
+
+    The worker ignores Ctrl-C (the parent handles it and terminates the pool), exits once its
+    parent is killed outright (:func:`exit_with_parent`), and gives tqdm a thread lock: tqdm's
+    default lock is a multiprocessing semaphore, which a worker terminated on Ctrl-C would
+    leak (a resource-tracker warning after exit); one process needs only a thread lock.
+    """
+    from tqdm.std import tqdm
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent)
+    tqdm.set_lock(threading.RLock())

@@ -38,16 +38,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
-from ..interrupts import exit_with_parent, starting_workers
+from ..interrupts import init_worker, starting_workers
 
 __all__ = ["BACKENDS", "TaskResult", "add_backend_arguments", "default_workers", "import_ray",
            "run_tasks"]
@@ -198,21 +196,13 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[tuple[str, Any]], *,
 
 
 # ---------------------------------------------------------------------- process pool
-def _worker_init(parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    exit_with_parent(parent)  # a parent killed outright leaves no fit running
-    from tqdm import tqdm as std_tqdm
-
-    std_tqdm.set_lock(threading.RLock())
-
-
 def _run_pool(fn, tasks, workers, threads, done) -> None:
     ctx = multiprocessing.get_context("spawn")
     pool = None
     try:
         with starting_workers():  # a Ctrl-C while the workers start is raised after it
             pool = cf.ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx,
-                                          initializer=_worker_init,
+                                          initializer=init_worker,
                                           initargs=(os.getpid(),))
             futures = {pool.submit(_call, fn, key, payload, threads): i
                        for i, (key, payload) in enumerate(tasks)}

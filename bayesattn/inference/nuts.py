@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
-import threading
 import warnings
 from typing import NamedTuple
 
@@ -42,7 +40,7 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 from tqdm.std import tqdm as std_tqdm
 
-from ..interrupts import exit_with_parent, starting_workers
+from ..interrupts import init_worker, starting_workers
 from .lockstep import Lockstep, batched_value_and_grad
 
 __all__ = ["RecordingNUTS", "potential_from_log_joint", "run_nuts", "safe_potential"]
@@ -234,12 +232,8 @@ class _Job(NamedTuple):
 
 
 def _worker_init(parent: int):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent(parent)  # a parent killed outright leaves no chain running
+    init_worker(parent)
     torch.set_num_threads(1)
-    # tqdm's default lock is a multiprocessing semaphore; a worker terminated on Ctrl-C would
-    # leak it (a resource-tracker warning after exit): one process, one thread lock suffices
-    std_tqdm.set_lock(threading.RLock())
 
 
 def _run_parallel(groups, workers):
