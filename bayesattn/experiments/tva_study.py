@@ -308,7 +308,7 @@ def _check_data(trials: Trials, opts: dict, args) -> None:
                              f"exposure <= t0 = {t0[1]:g} ms, impossible with a fixed t0; "
                              "lower it or use --t0 gaussian")
     if args.regions is not None:
-        from ..models.neuro.tva.model import _parse_regions
+        from ..models.neuro.tva.regions import _parse_regions
 
         try:
             _parse_regions(args.regions, n)

@@ -33,6 +33,7 @@ from .distribution import TVAReport
 from .likelihood import report_log_prob
 from .race import _plan, _race_log_prob
 from .rates import _partial_weights, _rates
+from .regions import _parse_regions
 from .sets import _check_num_items
 
 __all__ = ["TVA"]
@@ -674,38 +675,3 @@ class TVA(BayesianModel):
             out.append(self._trial_log_prob(p, data, exposure, reported))
         return torch.cat(out, 0)
 
-
-def _parse_regions(regions, num: int):
-    """``(regions, index)``: the regions as lists of 0-based locations and the region of each
-    location ``(N,)`` (None without regions).
-
-    Raises:
-        ValueError: not a partition of ``0..N-1``, or a malformed range string.
-    """
-    if regions is None:
-        return [[j] for j in range(num)], None
-    if isinstance(regions, str):
-        parsed = []
-        for part in regions.split(","):
-            bounds = part.strip().split("-")
-            try:
-                lo, hi = int(bounds[0]), int(bounds[-1])
-            except ValueError:
-                raise ValueError(
-                    f"regions must look like '1-3,4-6' (1-based locations), got {regions!r}"
-                ) from None
-            if len(bounds) > 2 or lo > hi:
-                raise ValueError(f"bad region {part!r} in regions {regions!r}")
-            parsed.append(list(range(lo - 1, hi)))
-        regions = parsed
-    regions = [[int(j) for j in r] for r in regions]
-    flat = sorted(j for r in regions for j in r)
-    if flat != list(range(num)) or any(len(r) == 0 for r in regions):
-        raise ValueError(
-            f"regions must split the locations 0..{num - 1} into non-empty disjoint groups, "
-            f"got {regions}"
-        )
-    index = torch.empty(num, dtype=torch.long)
-    for i, r in enumerate(regions):
-        index[r] = i
-    return regions, index
