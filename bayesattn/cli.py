@@ -12,7 +12,8 @@ Commands (each imports its experiment module lazily, so ``bayesattn --help`` is 
     bayesattn tva fit --data TRIALS.csv --task partial|whole --k probit|free|fixed=VALUE
                   --t0 gaussian|fixed=VALUE|exponential [--regions "1-3,4-6"]
                   --by subject[,condition] [--condition-params C,alpha,w,K,t0]
-                  [--hierarchical] --method map|nuts|svi [--prior NAME=Family(args) ...]
+                  [--hierarchical [--deviation condition|subject]] --method map|nuts|svi
+                  [--prior NAME=Family(args) ...]
                   --out DIR [--backend process|ray|serial] [--address ADDR] [--workers N]
                   [--seed N] [--force] [--quick]
         (see bayesattn.experiments.tva_study; exit status 1 when some fits failed)
@@ -260,6 +261,10 @@ def _add_tva(sub, seed_help: str, force_help: str) -> None:
     fit.add_argument("--hierarchical", action="store_true",
                      help="one hierarchical fit of all subjects (per condition with --by "
                           "subject,condition)")
+    fit.add_argument("--deviation", default=None, choices=["condition", "subject"],
+                     help="with --hierarchical: a subject's deviation from the population in "
+                          "a --condition-params parameter is drawn per condition (default) or "
+                          "once, shared by its conditions")
     fit.add_argument("--method", default="map", choices=["map", "nuts", "svi"],
                      help="inference method (default map)")
     fit.add_argument("--prior", action="append", default=[], metavar="NAME=Family(args)",

@@ -184,7 +184,7 @@ CENTRED = ("C", "alpha", "weights", "t0", "mK", "sK")
 
 
 def hier_init(summaries: list[dict], chains: int, seed: int,
-              centered=CENTRED) -> tuple[list[dict], dict]:
+              centered=CENTRED, deviation: str = "condition") -> tuple[list[dict], dict]:
     """NUTS starting points of :class:`HierarchicalTVA` (one per chain) and a starting
     diagonal inverse mass matrix, from per-subject posterior summaries (mean, sd).
 
@@ -193,8 +193,10 @@ def hier_init(summaries: list[dict], chains: int, seed: int,
     compares dispersed starts), the population means and sds those values imply, and
     ``z = (x - mean) / sd`` for a non-centred parameter. The inverse mass holds the
     per-subject posterior variances (centred ``x``), 1 (``z``), ``sd^2 / S`` (population
-    means and effects) and ``1 / (2 S)`` (log population sds). Both only set where NUTS starts
-    and how it first scales its steps; the posterior is the model's."""
+    means and effects) and ``1 / (2 S)`` (log population sds). With ``deviation="subject"``
+    a subject's one ``C`` value (condition 0's) is the precision-weighted mean of its two
+    conditions' values, the second shifted back by the mean effect. Both only set where NUTS
+    starts and how it first scales its steps; the posterior is the model's."""
     rng = np.random.default_rng(seed)
     num = len(summaries)
 
@@ -225,7 +227,10 @@ def hier_init(summaries: list[dict], chains: int, seed: int,
             if name == "C":
                 effect = float((x[:, 1] - x[:, 0]).mean())
                 values["C_effect"] = torch.tensor([effect], dtype=F64)
-                mu = np.array([mu, mu + effect])
+                if deviation == "subject":
+                    x = _pooled(x - [0.0, effect], sd)
+                else:
+                    mu = np.array([mu, mu + effect])
             values[f"{name}_x" if name in centered else f"{name}_z"] = torch.tensor(
                 x if name in centered else (x - mu) / sigma, dtype=F64)
         inits.append(values)
@@ -237,18 +242,26 @@ def hier_init(summaries: list[dict], chains: int, seed: int,
         if name == "C":
             inverse_mass["C_effect"] = torch.tensor([np.var(m[:, 1] - m[:, 0]) / num],
                                                     dtype=F64)
+        if name == "C" and deviation == "subject":
+            sd = 1 / np.sqrt((sd**-2).sum(1))
         inverse_mass[f"{name}_x" if name in centered else f"{name}_z"] = (
             torch.tensor(sd**2, dtype=F64) if name in centered
             else torch.ones(sd.shape, dtype=F64))
     return inits, inverse_mass
 
 
+def _pooled(x: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Precision-weighted mean over the last axis of ``x`` ``(S, 2)`` with sds ``sd``."""
+    weight = sd**-2
+    return (x * weight).sum(1) / weight.sum(1)
+
+
 def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "svi",
                      chains: int = 2, centered=False, init_values=None,
-                     inverse_mass_matrix=None):
+                     inverse_mass_matrix=None, deviation: str = "condition"):
     """The hierarchical fit: SVI (``steps`` steps, low-rank guide) or NUTS (``chains`` chains
     in parallel, ``steps`` warm-up and ``steps`` draws each, from ``init_values`` with that
-    starting ``inverse_mass_matrix``)."""
+    starting ``inverse_mass_matrix``); ``deviation`` as in :class:`HierarchicalTVA`."""
     import pyro.distributions as dist
 
     from bayesattn.inference import fit
@@ -268,6 +281,7 @@ def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "sv
         conditions=2,
         by_condition=("C",),
         centered=centered,
+        deviation=deviation,
     )
     if method == "nuts":
         return fit(model, data, method="nuts", num_chains=chains, num_samples=steps,
@@ -370,6 +384,10 @@ def main(argv=None):
     parser.add_argument("--hier-centered", action="store_true",
                         help="hierarchical NUTS centred in CENTRED's parameters, started "
                              "from the per-subject fits (hier_init)")
+    parser.add_argument("--hier-deviation", choices=["condition", "subject"],
+                        default="condition",
+                        help="HierarchicalTVA's deviation: one per subject and condition "
+                             "(independent) or one per subject shared across conditions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -421,9 +439,11 @@ def main(argv=None):
         if args.hier_centered:
             centred = CENTRED
             init, metric = hier_init([f["summary"] for f in indiv[: args.hier_subjects]],
-                                     args.hier_chains, args.seed, centred)
+                                     args.hier_chains, args.seed, centred,
+                                     args.hier_deviation)
         idata = fit_hierarchical(datas[: args.hier_subjects], args.hier_steps, args.seed,
-                                 args.hier_method, args.hier_chains, centred, init, metric)
+                                 args.hier_method, args.hier_chains, centred, init, metric,
+                                 args.hier_deviation)
         import arviz as az
 
         post = idata.posterior
@@ -442,12 +462,14 @@ def main(argv=None):
             "summaries": [summarise(subject_draws(post, s)) for s in range(args.hier_subjects)],
             "diagnostics": diagnostics,
             "converged": int(idata.attrs.get("converged", 0)),
-            "population": {k: float(post[k].mean()) for k in ("C_mu", "C_effect", "mK_mu")},
+            "population": {k: float(post[k].mean()) for k in
+                           ("C_mu", "C_effect", "C_sigma", "t0_sigma", "mK_mu", "mK_sigma")},
         }
 
     key = f"hierarchical{args.hier_subjects:02d}_{args.hier_method}{args.hier_steps}"
-    if args.hier_centered:
-        key += "_centred"
+    tag = ("_centred" if args.hier_centered else "") + (
+        "_shared" if args.hier_deviation == "subject" else "")
+    key += tag
     h = cached(key, hier) if args.hier_subjects else None
     free = [cached(f"subject{s:02d}_free{suffix}", lambda s=s: one(s, "free"))
             for s in range(min(args.loo_subjects, args.subjects))]
@@ -480,6 +502,7 @@ def main(argv=None):
             "steps": args.hier_steps,
             "chains": args.hier_chains,
             "centered": args.hier_centered,
+            "deviation": args.hier_deviation,
             "diagnostics": h.get("diagnostics"),
             "converged": h["converged"],
             "population": h["population"],
@@ -497,7 +520,7 @@ def main(argv=None):
             "max_pareto_k": float(max(max(f["pareto_k_max"], p["pareto_k_max"])
                                       for p, f in pairs)),
         }
-    name = f"results{suffix}{'_centred' if args.hier_centered else ''}"
+    name = f"results{suffix}{tag}"
     (args.out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(with_notes(markdown(res), args.out))
     print(markdown(res))

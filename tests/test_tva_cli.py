@@ -159,6 +159,7 @@ OPTION_ERRORS = [
     (("--t0", "fixed=abc"), "fixed=VALUE needs a number"),
     (("--by", "trial"), "--by 'trial'"),
     (("--by", "condition", "--hierarchical"), "--hierarchical fits all subjects"),
+    (("--deviation", "subject"), "--deviation needs --hierarchical"),
     (("--by", "subject,condition", "--condition-params", "C"), "--condition-params with --by"),
     (("--condition-params", "beta"), "unknown parameter 'beta'"),
     (("--address", "auto"), "--address needs --backend ray"),
@@ -289,6 +290,19 @@ def test_hierarchical_fit_gives_a_row_per_subject(tmp_path, capsys, study):
     table = pd.read_csv(out / "summary.csv")
     assert table["subject"].tolist() == [1, 2] and table["C"].notna().all()
     assert (out / "fit-hierarchical.nc").exists() and (out / "population.csv").exists()
+
+
+@pytest.mark.skipif(not HAS_HIERARCHICAL, reason="HierarchicalTVA not merged yet")
+def test_hierarchical_shared_deviation_reaches_the_model():
+    """``--deviation subject`` builds the model with one deviation per subject: its
+    subject-level C site loses the condition axis."""
+    from bayesattn.experiments.tva_options import build_model
+
+    spec = {"num_locations": 3, "task": "partial", "k": ("fixed", 2), "t0": ("fixed", 5.0),
+            "regions": None, "priors": {}, "empty_slots": False, "conditions": 2,
+            "by_condition": ("C",), "hierarchical": True, "num_subjects": 2}
+    assert build_model(spec)._z_shape("C") == (2, 2)
+    assert build_model({**spec, "deviation": "subject"})._z_shape("C") == (2,)
 
 
 @pytest.mark.skipif(HAS_HIERARCHICAL and HAS_CONDITIONS, reason="the models are merged")

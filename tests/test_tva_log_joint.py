@@ -145,6 +145,11 @@ HIER_CASES = [
     dict(paradigm="whole", K="free", regions="1-3,4-6", centered=True),
     dict(paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
          by_condition=("C",), centered=("C", "mK", "t0")),  # mixed: the rest non-centred
+    # one deviation per subject, shared by its conditions: non-centred, then centred
+    dict(paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
+         by_condition=("C", "weights"), deviation="subject"),
+    dict(paradigm="partial", K="probit", conditions=2, by_condition=("C", "weights", "t0"),
+         deviation="subject", centered=("C", "weights", "mK")),
 ]
 
 
@@ -199,7 +204,7 @@ def test_batched_potential_rows_are_the_single_potentials(hierarchical):
             torch.testing.assert_close(got[i], ref, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("case", [0, 4])
+@pytest.mark.parametrize("case", [0, 4, 6])
 def test_centred_and_non_centred_log_joints_differ_by_the_jacobian(case):
     """The centred model is the non-centred one under ``x = mean + sigma z``: at corresponding
     points the log joints differ by ``-sum log sigma`` over every subject-level value (the
@@ -218,7 +223,8 @@ def test_centred_and_non_centred_log_joints_differ_by_the_jacobian(case):
     log_sigma = torch.zeros((), dtype=F64)
     for name in plain._shapes:
         z, mu, sigma = (values[f"{name}_{part}"] for part in ("z", "mu", "sigma"))
-        if f"{name}_effect" in values:  # loc (C, *u): baseline, then baseline + effects
+        per_condition = z.dim() > 1 + mu.dim()  # z (S, C, *u), else (S, *u)
+        if per_condition and f"{name}_effect" in values:  # loc (C, *u): baseline, + effects
             mu = torch.cat([mu[None], mu + values[f"{name}_effect"]])
         moved[f"{name}_x"] = mu + sigma * z  # z (S, [C,] *u)
         log_sigma = log_sigma + torch.log(sigma).expand(z.shape).sum()
@@ -238,3 +244,34 @@ def test_centered_names_parameters_of_the_model():
     for bad in ("C", ["C", "K_probs"], 1):  # a bare string, not a parameter here, not names
         with pytest.raises(ValueError, match="centered"):
             HierarchicalTVA(3, 6, paradigm="partial", K="probit", centered=bad)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_shared_deviation_shifts_every_subject_by_the_same_effect(centered):
+    """``deviation="subject"``: one deviation per subject, so every subject's unconstrained
+    values differ between conditions by exactly the population effect; with the default
+    ``"condition"`` they do not (independent deviations)."""
+    kwargs = dict(paradigm="partial", K="probit", conditions=2, by_condition=("C", "weights"),
+                  centered=centered)
+    data = _data("partial", 2, seed=60, trials=60)
+    data["subject"] = (torch.arange(60) // 7) % 4
+    shared = HierarchicalTVA(4, 6, deviation="subject", **kwargs)
+    assert shared._z_shape("C") == (4,) and shared._z_shape("weights") == (4, 5)
+    site = "C_x" if centered else "C_z"
+    assert shared.param_dims()[site] == ["subject"]
+    pyro.set_rng_seed(61)
+    trace = pyro.poutine.trace(shared.model).get_trace(**data)
+    c, w = trace.nodes["C"]["value"], trace.nodes["weights"]["value"]  # (S, 2), (S, 2, 6)
+    effect = trace.nodes["C_effect"]["value"]  # (1,)
+    torch.testing.assert_close(c[:, 1].log() - c[:, 0].log(), effect.expand(4),
+                               rtol=0, atol=1e-12)
+    logits = (w[..., :5] / w[..., 5:]).log()  # the reference region's logit is 0
+    torch.testing.assert_close(logits[:, 1] - logits[:, 0],
+                               trace.nodes["weights_effect"]["value"][0].expand(4, 5),
+                               rtol=0, atol=1e-12)
+    independent = HierarchicalTVA(4, 6, **kwargs)
+    pyro.set_rng_seed(61)
+    c = pyro.poutine.trace(independent.model).get_trace(**data).nodes["C"]["value"]
+    assert (c[:, 1].log() - c[:, 0].log()).std() > 1e-3
+    with pytest.raises(ValueError, match="deviation"):
+        HierarchicalTVA(4, 6, deviation="trial", **kwargs)

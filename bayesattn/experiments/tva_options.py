@@ -295,7 +295,8 @@ def build_model(spec: dict):
     :func:`parse_t0`), ``regions`` (str or None), ``priors`` ({name: text}), ``empty_slots``
     (whole report with empty locations: fitted as partial report with targets = shown and no
     distractors, ``alpha`` unused), ``conditions`` (int), ``by_condition`` (tuple),
-    ``hierarchical`` (bool), ``num_subjects`` (int).
+    ``hierarchical`` (bool), ``num_subjects`` (int), ``deviation`` (hierarchical fits:
+    ``"condition"`` or ``"subject"``; absent means ``"condition"``).
 
     Raises:
         UsageError: a model option this version of bayesattn lacks (``HierarchicalTVA``, or
@@ -351,6 +352,8 @@ def build_model(spec: dict):
                              "bayesattn lacks; fit per subject (without --hierarchical)"
                              ) from None
         cls, args = HierarchicalTVA, (spec["num_subjects"], n)
+        if spec.get("deviation", "condition") != "condition":
+            kw["deviation"] = spec["deviation"]
     try:
         return cls(*args, **kw)
     except TypeError as err:

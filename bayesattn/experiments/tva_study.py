@@ -4,7 +4,8 @@
 
     bayesattn tva fit --data trials.csv --task partial|whole --k probit|free|fixed=VALUE
         --t0 gaussian|fixed=VALUE|exponential [--regions "1-3,4-6"] --by subject[,condition]
-        [--condition-params C,alpha,w,K,t0] [--hierarchical] --method map|nuts|svi
+        [--condition-params C,alpha,w,K,t0] [--hierarchical [--deviation condition|subject]]
+        --method map|nuts|svi
         [--prior NAME=Family(args) ...] --out DIR [--backend process|ray|serial]
         [--address ADDR] [--workers N] [--seed N] [--force] [--quick]
 
@@ -20,7 +21,9 @@ Gaussian ``t0`` as in StanTVA/RStanTVA, Tuennermann et al. 2021) with the option
   condition (subjects pooled);
 * ``--hierarchical``: one fit of all subjects together
   (:class:`~bayesattn.models.neuro.tva.HierarchicalTVA`; with ``--by subject,condition`` one
-  per condition).
+  per condition). ``--deviation subject`` gives each subject one deviation from the
+  population, shared by its conditions, in the ``--condition-params`` parameters (default
+  ``condition``: an independent deviation per condition).
 
 Fits are independent tasks run by :mod:`.backends` (process pool by default, Ray with
 ``--backend ray``), each seeded with ``--seed``, so every backend gives the same numbers. A fit
@@ -283,6 +286,9 @@ def _check_args(args) -> dict:
     if opts["condition_params"] and "condition" in opts["by"]:
         raise UsageError("--condition-params with --by ...,condition: each fit has one "
                          "condition already; use --by subject for parameters per condition")
+    if args.deviation is not None and not args.hierarchical:
+        raise UsageError("--deviation needs --hierarchical (it sets how subjects depart from "
+                         "the population)")
     if args.hierarchical and "subject" not in opts["by"]:
         raise UsageError("--hierarchical fits all subjects together: give --by subject (one "
                          "fit) or --by subject,condition (one fit per condition)")
@@ -348,7 +354,8 @@ def run_tva_fit(args, *, command: list[str] | None = None) -> int:
     spec = {"num_locations": n, "task": args.task, "k": opts["k"], "t0": opts["t0"],
             "regions": regions, "priors": priors, "empty_slots": empty_slots,
             "conditions": 1, "by_condition": opts["condition_params"],
-            "hierarchical": bool(args.hierarchical), "num_subjects": 1}
+            "hierarchical": bool(args.hierarchical), "num_subjects": 1,
+            "deviation": args.deviation or "condition"}
     plans = plan_fits(trials, by=opts["by"], hierarchical=bool(args.hierarchical),
                       condition_params=opts["condition_params"])
     payloads = [_payload(trials, p, spec, args.method, args.seed, args.quick) for p in plans]

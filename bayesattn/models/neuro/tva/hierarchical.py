@@ -9,7 +9,13 @@ unconstrained value
 .. math:: x_{s,c} = \mu_p + \beta_{p,c} + \sigma_p\, z_{p,s,c}, \qquad z \sim N(0, 1),
 
 with ``beta_{p,0} = 0`` (condition 0 is the baseline; ``beta_{p,c}`` the effect of condition
-``c``; without ``p`` in ``by_condition`` there is no ``beta`` and one ``z`` per subject). This is
+``c``; without ``p`` in ``by_condition`` there is no ``beta`` and one ``z`` per subject).
+``deviation`` says how a subject departs from the population across conditions:
+``"condition"`` (default) draws an independent ``z_{p,s,c}`` for every subject and condition
+(lme4's ``(1 | subject:condition)``: each condition's value is its own draw, so the effect of a
+condition varies between subjects with sd ``sqrt(2) sigma_p``); ``"subject"`` draws one
+``z_{p,s}`` shared by the subject's conditions (``(1 | subject)``: every subject shifts by the
+same ``beta_{p,c}``, and the trials of all conditions inform the subject's one deviation). This is
 the non-centred parametrisation (Papaspiliopoulos, Roberts & Skoeld 2007; Betancourt &
 Girolami 2015), which NUTS samples without the funnel of the centred one when the data say
 little about each subject. With many trials per subject the data pin each ``x`` down and the
@@ -94,14 +100,20 @@ class HierarchicalTVA(TVA):
             names (``"C"``, ``"mK"``, ...) to centre, the others non-centred. Every choice
             defines the same posterior of the subject-level parameters; they differ in how
             well NUTS samples it. MAP is degenerate for a centred parameter (the density grows
-            without bound as its population sd goes to 0): use centring with NUTS.
+            without bound as its population sd goes to 0): use centring with NUTS. With
+            ``deviation="subject"`` a centred ``<p>_x`` is the subject's value in condition 0.
+        deviation: ``"condition"`` (default; one deviation ``z`` per subject and condition,
+            independent) or ``"subject"`` (one per subject, shared across conditions; the
+            subject-level sites ``<p>_z``/``<p>_x`` then have shape ``(S, *u)``): module
+            docstring. Only matters for the parameters in ``by_condition``.
 
     Works with :func:`bayesattn.inference.fit` (``"nuts"``, ``"map"``, ``"svi"``): the
     latents are the hyper-sites; :meth:`log_likelihood` is pointwise per trial.
 
     Raises:
         ValueError: ``num_subjects`` not a positive int; ``centered`` not a bool or names of
-            this model's hierarchical parameters; ``K`` a prior over real capacities
+            this model's hierarchical parameters; ``deviation`` not ``"condition"`` or
+            ``"subject"``; ``K`` a prior over real capacities
             (the two-point ``K``: use ``"probit"`` or ``"free"``); ``priors`` naming an unknown
             site or with a shape that does not fit; and the errors of
             :class:`~bayesattn.models.neuro.tva.TVA`.
@@ -128,6 +140,7 @@ class HierarchicalTVA(TVA):
         by_condition: Sequence[str] = (),
         priors: Mapping | None = None,
         centered: bool | Sequence[str] = False,
+        deviation: str = "condition",
     ):
         super().__init__(
             num_locations,
@@ -156,6 +169,10 @@ class HierarchicalTVA(TVA):
                 "capacities"
             )
         self.num_subjects = int(num_subjects)
+        if deviation not in ("condition", "subject"):
+            raise ValueError(f"deviation must be 'condition' or 'subject', got {deviation!r}")
+        #: ``"condition"``: a subject deviation per condition; ``"subject"``: one, shared
+        self.deviation = deviation
         self._shapes = self._unconstrained_shapes()
         if isinstance(centered, bool):
             centered = list(self._shapes) if centered else []
@@ -253,35 +270,67 @@ class HierarchicalTVA(TVA):
             dims = ["subject", "condition"] if varies else ["subject"]
             out[name] = dims
             if name in self._shapes:
-                out[self._subject_site(name)] = dims
+                out[self._subject_site(name)] = (
+                    dims if self._per_condition(name) else ["subject"])
                 if self._has_effect(name):
                     out[f"{name}_effect"] = ["contrast"]
         return out
 
+    def _per_condition(self, name: str) -> bool:
+        """Whether ``name``'s subject-level site has a condition axis (a deviation per
+        subject and condition)."""
+        return self._varies(name) and self.deviation == "condition"
+
     def _z_shape(self, name: str) -> tuple:
-        cond = (self.conditions,) if self._varies(name) else ()
+        cond = (self.conditions,) if self._per_condition(name) else ()
         return (self.num_subjects, *cond, *self._shapes[name])
 
     # -- transforms (vectorised over leading draw dims)
+    def _offsets(self, name: str, values: dict):
+        """The condition effects ``(..., 1, C, *u)`` of ``name`` with the baseline's 0 in
+        front (a subject axis of 1); None without effects."""
+        if not self._has_effect(name):
+            return None
+        ue = len(self._shapes[name])
+        effect = values[f"{name}_effect"]  # (..., C - 1, *u)
+        zero = torch.zeros_like(effect.narrow(effect.dim() - 1 - ue, 0, 1))
+        offsets = torch.cat([zero, effect], -1 - ue)
+        return offsets.unsqueeze(offsets.dim() - 1 - ue)
+
     def _population(self, name: str, values: dict):
         """Population mean ``(..., 1, C|1, *u)`` and sd ``(..., 1, 1, *u)`` of ``x`` of
-        ``name`` (a subject axis of 1, the condition axis 1 unless ``name`` varies)."""
+        ``name`` (a subject axis of 1, the condition axis 1 unless ``name`` has effects)."""
         ue = len(self._shapes[name])
         mu, sigma = values[f"{name}_mu"], values[f"{name}_sigma"]
-        mean = mu.unsqueeze(mu.dim() - ue)  # (..., 1, *u)
-        if self._has_effect(name):
-            mean = torch.cat([mean, mean + values[f"{name}_effect"]], -1 - ue)
+        mean = mu.unsqueeze(mu.dim() - ue).unsqueeze(mu.dim() - ue)  # (..., 1, 1, *u)
+        offsets = self._offsets(name, values)
+        if offsets is not None:
+            mean = mean + offsets
         scale = sigma.unsqueeze(sigma.dim() - ue).unsqueeze(sigma.dim() - ue)
-        return mean.unsqueeze(mean.dim() - 1 - ue), scale
+        return mean, scale
+
+    def _site_prior(self, name: str, values: dict):
+        """Mean and sd of a centred site ``<name>_x``, broadcastable to its shape
+        (:meth:`_z_shape`): per condition ``(..., 1, C|1, *u)``; shared, the population
+        mean of condition 0 and its sd, ``(..., 1, *u)``."""
+        mean, scale = self._population(name, values)
+        if self._per_condition(name):
+            return mean, scale
+        ue = len(self._shapes[name])
+        mu = values[f"{name}_mu"]
+        return mu.unsqueeze(mu.dim() - ue), scale.squeeze(scale.dim() - 1 - ue)
 
     def _subject_x(self, name: str, values: dict) -> torch.Tensor:
         """Unconstrained subject values ``x (..., S, C|1, *u)`` from hyper-site values."""
         ue = len(self._shapes[name])
         site = values[self._subject_site(name)]
-        if not self._varies(name):
+        if not self._per_condition(name):
             site = site.unsqueeze(site.dim() - ue)  # (..., S, 1, *u)
         if name in self.centered:
-            return site
+            offsets = self._offsets(name, values)
+            if offsets is None or self._per_condition(name):
+                return site
+            return site + offsets  # the subject's condition-0 value, shifted per condition
         mean, scale = self._population(name, values)
         return mean + scale * site
 
@@ -299,9 +348,9 @@ class HierarchicalTVA(TVA):
                 total = total + _standard_normal_log_prob(values[f"{name}_z"],
                                                           len(self._z_shape(name)))
                 continue
-            x = self._subject_x(name, values)  # (..., S, C|1, *u)
-            mean, scale = self._population(name, values)
-            dims = 2 + len(self._shapes[name])
+            x = values[f"{name}_x"]  # (..., S, [C,] *u)
+            mean, scale = self._site_prior(name, values)
+            dims = len(self._z_shape(name))
             log_scale = torch.log(scale).expand(x.shape).flatten(x.dim() - dims).sum(-1)
             total = total + _standard_normal_log_prob((x - mean) / scale, dims) - log_scale
         return total
@@ -383,12 +432,8 @@ class HierarchicalTVA(TVA):
                     values[key] = _as64(pyro.sample(key, self._priors[key]))
             shape = self._z_shape(name)
             if name in self.centered:
-                mean, scale = self._population(name, values)  # (1, C|1, *u), (1, 1, *u)
-                full = (self.num_subjects, mean.shape[1], *self._shapes[name])
-                loc, sd = mean.expand(full), scale.expand(full)
-                if not self._varies(name):
-                    loc, sd = loc.squeeze(1), sd.squeeze(1)
-                prior = dist.Normal(loc, sd)
+                mean, scale = self._site_prior(name, values)
+                prior = dist.Normal(mean.expand(shape), scale.expand(shape))
             else:
                 prior = dist.Normal(torch.zeros((), dtype=torch.float64), 1.0).expand(shape)
             site = self._subject_site(name)
