@@ -275,3 +275,32 @@ def test_shared_deviation_shifts_every_subject_by_the_same_effect(centered):
     assert (c[:, 1].log() - c[:, 0].log()).std() > 1e-3
     with pytest.raises(ValueError, match="deviation"):
         HierarchicalTVA(4, 6, deviation="trial", **kwargs)
+
+
+def test_map_of_a_centred_model_is_refused_because_it_has_no_mode():
+    """The centred density is unbounded: with every subject's value at the population mean,
+    the log joint grows like ``-S log sigma`` as the population sd shrinks, so a MAP would
+    run to sigma = 0. ``fit`` refuses MAP (and SVI started at the MAP) with the reason; the
+    non-centred model is accepted."""
+    kwargs = dict(paradigm="partial", K="probit", weights=None)
+    data = _data("partial", 1, seed=70, trials=30)
+    data["subject"] = torch.arange(30) % 3
+    centred = HierarchicalTVA(3, 6, centered=("C",), **kwargs)
+    pyro.set_rng_seed(71)
+    trace = pyro.poutine.trace(centred.model).get_trace(**data)  # parameters and reports
+    values = {k: trace.nodes[k]["value"] for k in centred.latent_names()}
+    data["reported"] = trace.nodes[centred.obs_name]["value"]
+    log_joint = centred.log_joint_fn(data)
+    heights = []
+    for sigma in (1e-1, 1e-3, 1e-5):
+        at = {**values, "C_sigma": torch.tensor(sigma, dtype=F64),
+              "C_x": values["C_mu"].expand(3).clone()}
+        heights.append(float(log_joint(at)))
+    assert heights[0] < heights[1] < heights[2]
+    assert heights[2] - heights[1] == pytest.approx(3 * 2 * torch.log(torch.tensor(10.0)).item(),
+                                                    rel=1e-3)
+    assert "centered=C" in centred.map_degenerate()
+    for method, init in (("map", "map"), ("svi", "map")):
+        with pytest.raises(ValueError, match="no posterior mode"):
+            fit(centred, data, method=method, init=init, num_steps=2)
+    assert HierarchicalTVA(3, 6, **kwargs).map_degenerate() is None

@@ -140,8 +140,10 @@ def fit(
         ``posterior_predictive``, ``observed_data``, ``constant_data`` (and ``svi_loss``).
 
     Raises:
-        ValueError: unknown ``method``, ``guide``, ``chain_method`` or ``init``; ``data``
-            lacks the observation; non-positive ``num_samples``, ``num_chains``,
+        ValueError: unknown ``method``, ``guide``, ``chain_method`` or ``init``; ``method``
+            ``"map"`` (or ``"svi"`` started at the MAP) for a model whose density has no
+            maximum (``model.map_degenerate()`` gives the reason); ``data`` lacks the
+            observation; non-positive ``num_samples``, ``num_chains``,
             ``num_steps``, ``max_tree_depth``; negative or non-integer ``warmup_steps``;
             ``seed`` out of range; ``target_accept_prob`` outside (0, 1); the data exceed
             ``max_memory`` for the method (the message names the limit and the alternative).
@@ -228,6 +230,12 @@ def _check_args(method, chain_method, guide, init, data, model, num_samples, num
         raise ValueError(f"unknown guide {guide!r}; expected one of {', '.join(GUIDES)}")
     if init not in ("map", "median"):
         raise ValueError(f"unknown init {init!r}; expected 'map' or 'median'")
+    if method == "map" or (method == "svi" and init == "map"):
+        reason = getattr(model, "map_degenerate", lambda: None)()
+        if reason:
+            what = "method='map'" if method == "map" else "method='svi' with init='map'"
+            raise ValueError(f"{what}: this model has no posterior mode ({reason}); use "
+                             "method='nuts', or method='svi' with init='median'")
     if data.get(model.obs_name) is None:
         raise ValueError(f"data must contain the observation {model.obs_name!r}")
     for name, n in (("num_samples", num_samples), ("num_chains", num_chains),

@@ -100,7 +100,8 @@ class HierarchicalTVA(TVA):
             names (``"C"``, ``"mK"``, ...) to centre, the others non-centred. Every choice
             defines the same posterior of the subject-level parameters; they differ in how
             well NUTS samples it. MAP is degenerate for a centred parameter (the density grows
-            without bound as its population sd goes to 0): use centring with NUTS. With
+            without bound as its population sd goes to 0; :func:`~bayesattn.inference.fit`
+            refuses it, see :meth:`map_degenerate`): use centring with NUTS. With
             ``deviation="subject"`` a centred ``<p>_x`` is the subject's value in condition 0.
         deviation: ``"condition"`` (default; one deviation ``z`` per subject and condition,
             independent) or ``"subject"`` (one per subject, shared across conditions; the
@@ -250,6 +251,17 @@ class HierarchicalTVA(TVA):
                 names.append(f"{name}_effect")
             names.append(self._subject_site(name))
         return names
+
+    def map_degenerate(self) -> str | None:
+        """Why this model's posterior density has no maximum, or None: a centred parameter's
+        density grows without bound as its population sd goes to 0 with every subject at the
+        population mean (the centred funnel). :func:`~bayesattn.inference.fit` refuses MAP
+        (and SVI started at the MAP) when this is not None."""
+        if not self.centered:
+            return None
+        names = ", ".join(sorted(self.centered))
+        return (f"centered={names}: the density is unbounded as a population sd goes to 0; "
+                "the non-centred parametrisation (centered=False) has a mode")
 
     def _subject_site(self, name: str) -> str:
         """The latent subject-level site of ``name``: ``<name>_x`` (centred) or ``_z``."""
