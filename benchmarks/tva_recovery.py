@@ -553,6 +553,8 @@ def markdown(res: dict) -> str:
         if hier.get("centered"):
             how += (f"; centred in {', '.join(CENTRED)}, started from the per-subject "
                     "fits")
+        if hier.get("deviation") == "subject":
+            how += "; one deviation per subject, shared by its two conditions"
     lines += ["94% HDI coverage (goal >= 0.90 each). `P(<= by chance)`: the binomial "
               "probability of so few covered truths if every interval covered with "
               "probability 0.94; `z sd`: sd of (posterior mean - truth) / posterior sd over "
@@ -582,7 +584,7 @@ def markdown(res: dict) -> str:
             f"Hierarchical: {hw['misses']} of {hw['weights']} missed, "
             f"{hw['further_from_uniform']} further from uniform; slope "
             f"{hw['slope_estimate_on_truth']:.2f}. Fit {hier['fit_s']:.0f} s, verdict "
-            f"converged={hier['converged']}; population means {hier['population']}."
+            f"converged={hier['converged']}; population posterior means {hier['population']}."
         )
         if hier.get("diagnostics"):
             lines.append(f"Hierarchical fit diagnostics: {hier['diagnostics']}.")
