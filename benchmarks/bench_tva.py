@@ -215,9 +215,10 @@ def laplace_start(model, data, chains: int, seed: int = 1):
 
 
 def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "sequential",
-              full_mass: bool = False, start: str = "median") -> dict:
-    """Wall and CPU time (s) of NUTS (``bayesattn.inference.fit``, ``draws`` warm-up + ``draws``
-    draws per chain) on one subject's 234 partial-report trials: probit ``K``, Gaussian ``t0``
+              full_mass: bool = False, start: str = "median", warmup: int | None = None) -> dict:
+    """Wall and CPU time (s) of NUTS (``bayesattn.inference.fit``, ``warmup`` (default
+    ``draws``) warm-up + ``draws`` draws per chain) on one subject's 234 partial-report
+    trials: probit ``K``, Gaussian ``t0``
     (latent ``mu0``, ``sigma0``), free weights, ``alpha``. ``chain_method`` as
     :func:`bayesattn.inference.fit` (``"parallel"``: one process per core, each running its
     share of the chains in lockstep); ``full_mass``: a dense mass matrix. CPU time counts this
@@ -240,7 +241,7 @@ def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "s
         method="nuts",
         num_chains=chains,
         num_samples=draws,
-        warmup_steps=draws,
+        warmup_steps=draws if warmup is None else warmup,
         jit_compile=jit,
         full_mass=full_mass,
         chain_method=chain_method,
@@ -256,7 +257,7 @@ def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "s
         "trials": int(data["exposure"].shape[0]),
         "chains": chains,
         "draws": draws,
-        "warmup": draws,
+        "warmup": draws if warmup is None else warmup,
         "wall_s": wall,
         "cpu_s": cpu_s,
         "full_mass": full_mass,
@@ -282,6 +283,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--full-mass", action="store_true", help="NUTS with a dense mass matrix")
     parser.add_argument("--start", choices=["median", "map"], default="median",
                         help="NUTS start: prior medians, or draws and metric of a MAP-Laplace fit")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="NUTS warm-up iterations per chain (default: as many as draws)")
     parser.add_argument("--label", default="current")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the quadrature table")
@@ -296,10 +299,12 @@ def main(argv=None) -> dict:
     if args.nuts:
         chains, draws = (int(x) for x in args.nuts.lower().split("x"))
         res["nuts"] = time_nuts(chains, draws, jit=args.jit, chain_method=args.chain_method,
-                                full_mass=args.full_mass, start=args.start)
+                                full_mass=args.full_mass, start=args.start,
+                                warmup=args.warmup)
         n = res["nuts"]
         print(
-            f"[{args.label}] NUTS {chains} x {draws} (+{draws} warm-up), {n['trials']} trials: "
+            f"[{args.label}] NUTS {chains} x {draws} (+{n['warmup']} warm-up), "
+            f"{n['trials']} trials: "
             f"{n['wall_s']:.1f} s wall, {n['cpu_s']:.1f} s CPU, "
             f"{n['mean_leapfrog_steps']:.1f} leapfrog steps a draw, "
             f"load {n['load_average']:.1f}; verdict converged={n['verdict']}, max r_hat "
