@@ -304,3 +304,33 @@ def test_map_of_a_centred_model_is_refused_because_it_has_no_mode():
         with pytest.raises(ValueError, match="no posterior mode"):
             fit(centred, data, method=method, init=init, num_steps=2)
     assert HierarchicalTVA(3, 6, **kwargs).map_degenerate() is None
+
+
+@pytest.mark.parametrize("case", [0, 3, 5])
+def test_inference_data_lp_is_pyros_log_joint_of_each_draw(case):
+    """``sample_stats.lp``, now computed by the batched fast log joint in chunks of draws,
+    equals Pyro's ``log_prob_sum`` of the program conditioned on each draw (the traced
+    density it replaces), for draws spread across the prior."""
+    from pyro import poutine
+
+    from bayesattn.inference.convert import to_inference_data
+
+    kwargs = dict(CASES[case])
+    model = TVA(6, **kwargs)
+    data = _data(kwargs["paradigm"], kwargs.get("conditions", 1), seed=80 + case, trials=40)
+    pyro.set_rng_seed(81 + case)
+    data["reported"] = model.model(**data)
+    init, _, transforms, _ = initialize_model(
+        model.model, model_kwargs=data, init_strategy=init_to_median(num_samples=31))
+    g = torch.Generator().manual_seed(82 + case)
+    draws = {k: torch.stack([transforms[k].inv(v + 0.3 * torch.randn(v.shape, generator=g,
+                                                                     dtype=v.dtype))
+                             for _ in range(70)]).reshape(2, 35, *transforms[k].inv(v).shape)
+             for k, v in init.items()}  # 2 chains x 35 draws: more than one chunk of 64
+    idata = to_inference_data(model, data, draws, {}, num_prior_draws=0)
+    for chain, draw in ((0, 0), (0, 34), (1, 20), (1, 34)):
+        cond = {k: v[chain, draw] for k, v in draws.items()}
+        trace = poutine.trace(poutine.condition(model.model, data=cond)).get_trace(**data)
+        want = float(trace.log_prob_sum())
+        got = float(idata.sample_stats["lp"][chain, draw])
+        assert got == pytest.approx(want, rel=1e-10, abs=1e-8)

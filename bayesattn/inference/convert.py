@@ -263,11 +263,17 @@ def _predictive(model, data, flat, num, seed):
             for k, v in out.items() if k not in flat and k not in discrete}, replicated
 
 
+#: draws per call of a model's batched fast log joint when ``lp`` is computed
+_LP_CHUNK = 64
+
+
 def _log_joint(model, data, flat, log_lik) -> torch.Tensor:
     """``log p(theta_d, y)`` for each draw, ``(D,)``: prior + likelihood, discrete latents summed.
 
     When the model says ``log_likelihood_sums_to_joint`` and has a vectorised
-    ``prior_log_density``: that plus ``log_lik.sum(-1)``. Otherwise the prior terms come from a
+    ``prior_log_density``: that plus ``log_lik.sum(-1)``. Else, when it has a batched fast
+    log joint (``log_joint_batched``, :meth:`~bayesattn.models.base.BayesianModel.log_joint_fn`):
+    that, on chunks of draws. Otherwise the prior terms come from a
     trace of the model conditioned on each draw, and the likelihood is ``log_lik.sum(-1)``
     (when the model says so) or the observed site's log-density (or, with enumerated sites,
     ``-TraceEnum_ELBO`` with an empty
@@ -278,6 +284,14 @@ def _log_joint(model, data, flat, log_lik) -> torch.Tensor:
         prior = model.prior_log_density(flat) if flat else torch.zeros(1, dtype=torch.float64)
         if prior is not None:
             return prior.expand(num) + log_lik.sum(-1)
+    names = model.latent_names()
+    if model.log_joint_batched and flat and set(names) <= set(flat):
+        fast = model.log_joint_fn(data)  # tested equal to the traced density; batched
+        if fast is not None:
+            with torch.no_grad():
+                return torch.cat([fast({k: torch.as_tensor(flat[k][i:i + _LP_CHUNK])
+                                        for k in names})
+                                  for i in range(0, num, _LP_CHUNK)])
     discrete = enumerated_sites(model, data)
     out = []
     for d in range(num):
