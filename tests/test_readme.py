@@ -9,6 +9,7 @@ README.md.
 
 from __future__ import annotations
 
+import ast
 import re
 import signal
 import threading
@@ -100,3 +101,8 @@ def test_readme_block_runs(index, line, source, _quiet_torch):
             signal.signal(signal.SIGALRM, previous)
     if failure is not None:
         pytest.fail(failure, pytrace=False)
+    # it ran to its end: every name the block binds at top level is bound
+    bound = {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign | ast.AnnAssign)
+             for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+             if isinstance(t, ast.Name)}
+    assert bound <= set(namespace), f"README block {index} left unbound: {bound - set(namespace)}"

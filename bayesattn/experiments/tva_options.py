@@ -352,8 +352,7 @@ def build_model(spec: dict):
                              "bayesattn lacks; fit per subject (without --hierarchical)"
                              ) from None
         cls, args = HierarchicalTVA, (spec["num_subjects"], n)
-        if spec.get("deviation", "condition") != "condition":
-            kw["deviation"] = spec["deviation"]
+        kw["deviation"] = spec.get("deviation", "condition")
     try:
         return cls(*args, **kw)
     except TypeError as err:

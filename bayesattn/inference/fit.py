@@ -231,7 +231,7 @@ def _check_args(method, chain_method, guide, init, data, model, num_samples, num
     if init not in ("map", "median"):
         raise ValueError(f"unknown init {init!r}; expected 'map' or 'median'")
     if method == "map" or (method == "svi" and init == "map"):
-        reason = getattr(model, "map_degenerate", lambda: None)()
+        reason = model.map_degenerate()
         if reason:
             what = "method='map'" if method == "map" else "method='svi' with init='map'"
             raise ValueError(f"{what}: this model has no posterior mode ({reason}); use "

@@ -155,6 +155,12 @@ class BayesianModel:
     #: True when :meth:`log_joint_fn`'s function accepts a batch of parameter values.
     log_joint_batched: bool = False
 
+    def map_degenerate(self) -> str | None:
+        """Why this model's posterior density has no maximum (so that MAP, and SVI started at
+        the MAP, cannot work), or None (the default). :func:`bayesattn.inference.fit` refuses
+        those methods with this reason."""
+        return None
+
     def prior_log_density(self, draws: dict) -> torch.Tensor | None:
         """``log p(theta_d)`` of each draw, ``(D,)``, vectorised; None = not available (the
         caller then traces the model once per draw). The default is None."""

@@ -325,12 +325,11 @@ class HierarchicalTVA(TVA):
         """Mean and sd of a centred site ``<name>_x``, broadcastable to its shape
         (:meth:`_z_shape`): per condition ``(..., 1, C|1, *u)``; shared, the population
         mean of condition 0 and its sd, ``(..., 1, *u)``."""
-        mean, scale = self._population(name, values)
         if self._per_condition(name):
-            return mean, scale
+            return self._population(name, values)
         ue = len(self._shapes[name])
-        mu = values[f"{name}_mu"]
-        return mu.unsqueeze(mu.dim() - ue), scale.squeeze(scale.dim() - 1 - ue)
+        mu, sigma = values[f"{name}_mu"], values[f"{name}_sigma"]
+        return mu.unsqueeze(mu.dim() - ue), sigma.unsqueeze(sigma.dim() - ue)
 
     def _subject_x(self, name: str, values: dict) -> torch.Tensor:
         """Unconstrained subject values ``x (..., S, C|1, *u)`` from hyper-site values."""
@@ -339,10 +338,9 @@ class HierarchicalTVA(TVA):
         if not self._per_condition(name):
             site = site.unsqueeze(site.dim() - ue)  # (..., S, 1, *u)
         if name in self.centered:
-            offsets = self._offsets(name, values)
-            if offsets is None or self._per_condition(name):
-                return site
-            return site + offsets  # the subject's condition-0 value, shifted per condition
+            offsets = None if self._per_condition(name) else self._offsets(name, values)
+            # shared: the subject's condition-0 value, shifted per condition
+            return site if offsets is None else site + offsets
         mean, scale = self._population(name, values)
         return mean + scale * site
 
