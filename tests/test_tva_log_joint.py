@@ -334,3 +334,114 @@ def test_inference_data_lp_is_pyros_log_joint_of_each_draw(case):
         want = float(trace.log_prob_sum())
         got = float(idata.sample_stats["lp"][chain, draw])
         assert got == pytest.approx(want, rel=1e-10, abs=1e-8)
+
+
+# -- the vectorised posterior predictive and deterministic sites (Pyro's Predictive, draw by
+# draw, is the reference)
+
+def _spread_draws(model, data, num, seed):
+    """``num`` draws ``{site: (num, ...)}`` around the prior medians."""
+    init, _, transforms, _ = initialize_model(
+        model.model, model_kwargs=data, init_strategy=init_to_median(num_samples=31))
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.stack([transforms[k].inv(v + 0.3 * torch.randn(v.shape, generator=g,
+                                                                    dtype=v.dtype))
+                            for _ in range(num)]) for k, v in init.items()}
+
+
+def _model_and_data(hierarchical, case):
+    kwargs = dict((HIER_CASES if hierarchical else CASES)[case])
+    conditions = kwargs.get("conditions", 1)
+    if hierarchical:
+        model = HierarchicalTVA(3, 6, **kwargs)
+        data = _data(kwargs["paradigm"], conditions, seed=90 + case, trials=60)
+        data["subject"] = (torch.arange(60) // 7) % 3
+    else:
+        model = TVA(6, **kwargs)
+        data = _data(kwargs["paradigm"], conditions, seed=90 + case, trials=40)
+    pyro.set_rng_seed(91 + case)
+    data["reported"] = model.model(**data)
+    return model, data
+
+
+@pytest.mark.parametrize(("hierarchical", "case"),
+                         [(False, c) for c in (0, 1, 3, 4, 5, 6)]
+                         + [(True, c) for c in (0, 1, 3, 4, 7, 8)])
+def test_vectorised_deterministics_equal_predictives(hierarchical, case):
+    from pyro.infer import Predictive
+
+    model, data = _model_and_data(hierarchical, case)
+    draws = _spread_draws(model, data, 70, seed=92 + case)  # 70: more than one chunk
+    got = model.deterministics(draws, data)
+    pred = Predictive(model.model, posterior_samples=draws)(**{**data, "reported": None})
+    want = {k: v for k, v in pred.items() if k not in draws and k != "reported"}
+    assert set(got) == set(want) and got
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v.reshape(got[k].shape), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("hierarchical", "case"), [(False, 0), (False, 1), (True, 8)])
+def test_vectorised_posterior_predictive_has_each_draws_report_distribution(hierarchical, case):
+    """Two draws, each repeated 2,000 times: on every trial, the frequency with which the
+    replicated report equals the observed one is that draw's likelihood of it (binomial
+    bound, 4.5 standard errors per trial, and a chi-square over all of them), so the
+    replicates use each draw's own parameters and the distribution of the program's
+    observed site."""
+    model, data = _model_and_data(hierarchical, case)
+    two = _spread_draws(model, data, 2, seed=93 + case)
+    reps = 2000
+    draws = {k: v.repeat_interleave(reps, 0) for k, v in two.items()}  # draw 0, then draw 1
+    replicated = model.posterior_predictive(draws, data, torch.Generator().manual_seed(94))
+    assert replicated.dtype == torch.bool
+    assert replicated.shape == (2 * reps, *data["reported"].shape)
+    p = model.log_likelihood(two, data).exp().clamp(0.0, 1.0)  # (2, T)
+    hits = (replicated == data["reported"]).all(-1).reshape(2, reps, -1).double().mean(1)
+    se = (p * (1 - p) / reps).sqrt()
+    assert bool(((hits - p).abs() <= 4.5 * se + 1.0 / reps).all()), (hits - p).abs().max()
+    inner = (p > 1e-3) & (p < 1 - 1e-3)  # jointly: chi-square of the (draw, trial) cells
+    chi2 = float((((hits - p) / se)[inner] ** 2).sum())
+    df = int(inner.sum())
+    assert chi2 < df + 5 * (2 * df) ** 0.5, (chi2, df)
+    assert bool(((p[0] - p[1]).abs() > 10 * se.max(0).values).any())  # the draws differ
+
+
+def test_inference_data_of_tva_replicates_without_predictive(monkeypatch):
+    """``to_inference_data`` takes TVA's replicated reports and deterministic sites from its
+    vectorised hooks; Pyro's ``Predictive`` is not run."""
+    from bayesattn.inference import convert
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Predictive was called")
+
+    monkeypatch.setattr(convert, "Predictive", refuse)
+    model, data = _model_and_data(False, 0)
+    draws = {k: v.reshape(2, 5, *v.shape[1:])
+             for k, v in _spread_draws(model, data, 10, seed=95).items()}
+    idata = convert.to_inference_data(model, data, draws, {}, num_prior_draws=0)
+    assert idata.posterior_predictive["reported"].shape == (2, 5, 40, 6)
+    assert idata.posterior["attention_weights"].shape == (2, 5, 6)
+    assert idata.posterior["K_mean"].shape == (2, 5)
+
+
+@pytest.mark.parametrize(("hierarchical", "case"),
+                         [(False, c) for c in (0, 2, 4, 6)] + [(True, c) for c in (1, 3, 8)])
+def test_pointwise_log_likelihood_by_display_equals_pyros_replay(hierarchical, case):
+    """``log_likelihood`` evaluates each distinct (display, report) row once and copies it to
+    its trials; per trial it equals the observed site's log-density of the Pyro program
+    replayed at each draw (:meth:`BayesianModel.log_likelihood`), on designs whose displays
+    repeat, including a fixed threshold whose impossible reports are exactly -inf."""
+    from bayesattn.models.base import BayesianModel
+
+    model, data = _model_and_data(hierarchical, case)
+    draws = _spread_draws(model, data, 5, seed=96 + case)
+    got = model.log_likelihood(draws, data)
+    want = BayesianModel.log_likelihood(model, draws, data)
+    assert got.shape == (5, data["exposure"].shape[0])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    if case == 2 and not hierarchical:  # fixed t0: a draw above the shortest exposure
+        late = {k: v[:1].clone() for k, v in draws.items()}
+        late["t0"] = torch.full_like(late["t0"], 15.0)  # 10 ms trials cannot report
+        got, want = model.log_likelihood(late, data), BayesianModel.log_likelihood(model, late,
+                                                                                    data)
+        assert bool(torch.isneginf(got).any())
+        torch.testing.assert_close(got, want)

@@ -247,8 +247,9 @@ def _prior(model, data, num, seed):
 def _predictive(model, data, flat, num, seed):
     """Deterministic (non per-observation) sites and the replicated observation, ``(D, ...)``."""
     gen = torch.Generator().manual_seed(seed)
-    if hasattr(model, "posterior_predictive"):
-        return {}, model.posterior_predictive(flat, data, gen)
+    replicated = model.posterior_predictive(flat, data, gen)
+    if replicated is not None:
+        return model.deterministics(flat, data), replicated
     pred_data = {**data, model.obs_name: None}
     if flat:
         pred = Predictive(model.model, posterior_samples=flat)

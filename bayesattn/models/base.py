@@ -198,6 +198,19 @@ class BayesianModel:
         """
         return {}
 
+    def posterior_predictive(self, draws: dict, data: dict, generator) -> torch.Tensor | None:
+        """Replicated observations ``(D, ...)``, one data set per draw, vectorised: what Pyro's
+        ``Predictive`` draws for the observed site one draw at a time. ``generator`` (a
+        ``torch.Generator``) seeds them. None (the default) = not available: the caller runs
+        ``Predictive``."""
+        return None
+
+    def deterministics(self, draws: dict, data: dict) -> dict:
+        """The program's deterministic sites that are not per observation, ``{name: (D,
+        ...)}``, vectorised; used with :meth:`posterior_predictive` (``Predictive`` records them
+        otherwise). The default has none."""
+        return {}
+
     def observation_from_site(self, value: torch.Tensor) -> torch.Tensor:
         """The observed site's value in the layout of ``data[obs_name]`` (default: as is)."""
         return value

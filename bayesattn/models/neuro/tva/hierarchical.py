@@ -56,8 +56,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .._common import draws_slices
-from ._checks import _check_exposure, _check_report, _check_t0
+from ._checks import _check_t0
 from .capacity import _with_k0, k_probit_probabilities
 from .conditions import _condition_index, _index
 from .model import TVA, _as64, _f64, _unchecked
@@ -449,10 +448,8 @@ class HierarchicalTVA(TVA):
             site = self._subject_site(name)
             values[site] = pyro.sample(site, prior.to_event(len(shape)))
         subj = self._subject_values(values)
-        for name, x in subj.items():
-            e = 1 if name in ("weights", "K_probs") else 0
-            pyro.deterministic(name, x if self._varies(name) else x.squeeze(x.dim() - 1 - e))
-        self._subject_summaries(subj)
+        for name, value in self._subject_deterministics(subj).items():
+            pyro.deterministic(name, value)
         p = self._trial_params(subj, subject, condition)
         p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
         return self._observe(exposure, reported, targets, distractors, p)
@@ -476,7 +473,7 @@ class HierarchicalTVA(TVA):
         Raises:
             ValueError, TypeError: bad data, as :meth:`model`.
         """
-        displays = self._displays(data, (("subject", self.num_subjects),))
+        displays = self._displays(data, self._index_columns())
         if displays is None:
             return None
         first = displays["first"]
@@ -492,14 +489,18 @@ class HierarchicalTVA(TVA):
 
         return log_joint
 
-    def _subject_summaries(self, subj: dict) -> None:
-        """Deterministic ``attention_weights (S, [C,] N)`` and ``K_mean (S, [C])``."""
+    def _subject_deterministics(self, subj: dict) -> dict:
+        """The program's deterministic sites from the subject-level values (leading dims
+        allowed): each parameter ``(S, [C,] *event)`` (the condition axis only when it
+        varies), ``attention_weights (S, [C,] N)`` and ``K_mean (S, [C])``."""
+        out = {}
+        for name, x in subj.items():
+            e = 1 if name in ("weights", "K_probs") else 0
+            out[name] = x if self._varies(name) else x.squeeze(x.dim() - 1 - e)
         if "weights" in subj:
             w = self._location_weights(subj["weights"])
             w = w / w.sum(-1, keepdim=True)
-            pyro.deterministic(
-                "attention_weights", w if "weights" in self.by_condition else w.squeeze(-2)
-            )
+            out["attention_weights"] = w if "weights" in self.by_condition else w.squeeze(-2)
         if self._probit and ("mK" in subj or "sK" in subj):
             mK = subj["mK"] if "mK" in subj else self._fixed_value("mK")
             sK = subj["sK"] if "sK" in subj else self._fixed_value("sK")
@@ -507,9 +508,10 @@ class HierarchicalTVA(TVA):
         elif "K_probs" in subj:
             kp = _with_k0(subj["K_probs"], self.num_locations)
         else:
-            return
+            return out
         k_mean = (kp * torch.arange(kp.shape[-1], dtype=kp.dtype)).sum(-1)  # (S, C|1)
-        pyro.deterministic("K_mean", k_mean if "K" in self.by_condition else k_mean[..., 0])
+        out["K_mean"] = k_mean if "K" in self.by_condition else k_mean[..., 0]
+        return out
 
     # -- vectorised evaluation of draws
     log_likelihood_sums_to_joint = True
@@ -526,31 +528,19 @@ class HierarchicalTVA(TVA):
         total = total + self._subject_log_prob(draws)
         return torch.as_tensor(total, dtype=torch.float64)
 
-    def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
-        """Pointwise log-likelihood ``(D, T)`` per trial, vectorised over draws in chunks.
+    def _index_columns(self) -> tuple:
+        return (("subject", self.num_subjects),)
 
-        Raises:
-            ValueError: ``data`` lacks the observed reports, or its ``subject``/``condition``
-                is bad.
-        """
-        reported = data.get(self.obs_name)
-        if reported is None:
-            raise ValueError("log_likelihood needs the observed 'reported' in data")
-        exposure = _check_exposure(data["exposure"])
-        reported = _check_report(reported, self.num_locations)
-        num_trials = exposure.shape[0]
-        subject = _index("subject", data.get("subject"), num_trials, self.num_subjects)
-        condition = _condition_index(data.get("condition"), num_trials, self.conditions)
-        chunk_size = max(1, min(64, 30_000 // max(num_trials, 1)))
-        out = []
-        for chunk, num in draws_slices(draws, chunk_size):
-            chunk = {k: _as64(torch.as_tensor(v)) for k, v in chunk.items()}
-            p = self._trial_params(self._subject_values(chunk), subject, condition)
-            if p["t0_sd"] is None:
-                p["t0_sd"] = torch.zeros(1, dtype=torch.float64)
-            lp = self._trial_log_prob(p, data, exposure, reported)
-            out.append(lp.expand(num, num_trials) if lp.dim() == 1 else lp)
-        return torch.cat(out, 0)
+    def _draw_trial_params(self, chunk: dict, num: int, index: dict) -> dict:
+        chunk = {k: _as64(torch.as_tensor(v)) for k, v in chunk.items()}
+        p = self._trial_params(self._subject_values(chunk), index["subject"], index["condition"])
+        if p["t0_sd"] is None:
+            p["t0_sd"] = torch.zeros(1, dtype=torch.float64)
+        return p
+
+    def _draw_deterministics(self, chunk: dict, num: int) -> dict:
+        chunk = {k: _as64(torch.as_tensor(v)) for k, v in chunk.items()}
+        return self._subject_deterministics(self._subject_values(chunk))
 
 
 def _standard_normal_log_prob(z: torch.Tensor, event_dims: int) -> torch.Tensor:

@@ -30,11 +30,11 @@ from .conditions import (
     _per_condition,
 )
 from .distribution import TVAReport
-from .likelihood import report_log_prob
 from .race import _plan, _race_log_prob
 from .rates import _partial_weights, _rates
 from .regions import _parse_regions
 from .sets import _check_num_items
+from .simulate import simulate_report
 
 __all__ = ["TVA"]
 
@@ -424,18 +424,14 @@ class TVA(BayesianModel):
                 raise ValueError("reported contains an item that is not a target")
         num_trials = exposure.shape[0]
         with pyro.plate("trials", num_trials):
-            d = TVAReport(
-                exposure,
-                C=p["C"],
-                weights=item_weights,
-                t0=p["t0"],
-                k_probs=p["k_probs"],
-                t0_sd=p["t0_sd"],
-                reportable=reportable,
-                t0_dist=self.t0_dist,
-                validate_args=False,
-            )
+            d = TVAReport(exposure, **self._race_kwargs(p, item_weights, reportable),
+                          validate_args=False)
             return pyro.sample(self.obs_name, d.expand([num_trials]), obs=reported)
+
+    def _race_kwargs(self, p: dict, item_weights, reportable) -> dict:
+        """The race's parameters for :class:`TVAReport` and :func:`simulate_report`."""
+        return dict(C=p["C"], weights=item_weights, t0=p["t0"], k_probs=p["k_probs"],
+                    t0_sd=p["t0_sd"], reportable=reportable, t0_dist=self.t0_dist)
 
     def model(self, exposure, reported=None, targets=None, distractors=None, condition=None):
         """The Pyro program; see the class docstring for the data.
@@ -444,8 +440,8 @@ class TVA(BayesianModel):
         model has one condition).
 
         Raises:
-            ValueError: bad data (see :func:`report_log_prob`); with a fixed integer ``K``, a
-                trial reporting more than ``K`` items (impossible under the model);
+            ValueError: bad data (see :func:`.likelihood.report_log_prob`); with a fixed
+                integer ``K``, a trial reporting more than ``K`` items (impossible under the model);
                 ``condition`` missing (several conditions), of the wrong shape or out of range.
             TypeError: ``condition`` is not an integer tensor.
         """
@@ -454,13 +450,8 @@ class TVA(BayesianModel):
         )
         condition = _condition_index(condition, exposure.shape[0], self.conditions)
         params = self._params(*self._support_bounds(exposure, reported, condition))
-        if self._probit or self._k_site() is not None:
-            k_probs = params["k_probs"]
-            pyro.deterministic(
-                "K_mean", (k_probs * torch.arange(k_probs.shape[-1], dtype=k_probs.dtype)).sum(-1)
-            )
-        weights = params["weights"]
-        pyro.deterministic("attention_weights", weights / weights.sum(-1, keepdim=True))
+        for name, value in self._deterministic_values(params).items():
+            pyro.deterministic(name, value)
         params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
         p = self._per_trial(params, condition)
         return self._observe(exposure, reported, targets, distractors, p)
@@ -526,7 +517,8 @@ class TVA(BayesianModel):
         each display row), the rows' ``exposure (U,)`` and
         ``targets``/``distractors (U, N)`` (None in whole report); the distinct (display,
         report) pairs ``W <= T`` as ``row_display (W,)``, ``row_reported (W, N)`` and
-        ``row_counts (W,)`` (float64 number of trials), with the race ``plan`` over them
+        ``row_counts (W,)`` (float64 number of trials) and each trial's row ``trial_row (T,)``,
+        with the race ``plan`` over them
         (:func:`.race._plan`); and per trial the observed ``reported (T, N)``,
         ``trial_exposure (T,)``, ``condition (T,)`` and each of ``indices``.
 
@@ -572,6 +564,7 @@ class TVA(BayesianModel):
             "row_display": row_display,
             "row_reported": row_reported,
             "row_counts": counts.to(torch.float64),
+            "trial_row": row,
             "plan": _plan(row_reported, hidden, row_display),
             "reported": reported,
             "trial_exposure": exposure,
@@ -586,6 +579,11 @@ class TVA(BayesianModel):
         Raises:
             ValueError: a reported item at a location of weight 0.
         """
+        return (self._displays_row_log_prob(displays, p) * displays["row_counts"]).sum(-1)
+
+    def _displays_row_log_prob(self, displays: dict, p: dict) -> torch.Tensor:
+        """``log P(report)`` ``(..., W)`` of each distinct (display, report) row of
+        :meth:`_displays` (arguments and errors as :meth:`_displays_log_lik`)."""
         display, reported = displays["row_display"], displays["row_reported"]
         item_weights, _ = self._item_weights(
             p["weights"], p["alpha"], displays["targets"], displays["distractors"]
@@ -613,7 +611,7 @@ class TVA(BayesianModel):
             None if t0_sd is None else t0_sd.expand(rows),
             kind,
         )
-        return (log_prob * displays["row_counts"]).sum(-1)
+        return log_prob
 
     def _draw_params(self, chunk: dict, num: int) -> dict:
         """The parameters of ``num`` draws ``(D, [conditions,] ...)`` (fixed ones repeated)."""
@@ -639,39 +637,97 @@ class TVA(BayesianModel):
             else None,
         }
 
-    def _trial_log_prob(self, p: dict, data: dict, exposure, reported) -> torch.Tensor:
-        """``log P(report)`` ``(D, T)`` from per-trial parameters ``p`` ``(D, T|1, ...)``."""
-        item_weights, reportable = self._item_weights(
-            p["weights"], p["alpha"], data.get("targets"), data.get("distractors")
-        )
-        t0_sd = p["t0_sd"]
-        return report_log_prob(
-            reported,
-            exposure,
-            C=p["C"],
-            weights=item_weights,
-            t0=p["t0"],
-            k_probs=p["k_probs"],
-            t0_sd=None if not bool((t0_sd > 0).any()) else t0_sd,
-            reportable=reportable,
-            t0_dist=self.t0_dist,
-        )
+    def _deterministic_values(self, params: dict) -> dict:
+        """The program's deterministic sites from its parameters (:meth:`_params`, or
+        :meth:`_draw_params` with a leading draw dim): ``K_mean`` (a latent ``K``; ``E[K]``
+        over ``0..N``) and the normalised ``attention_weights``."""
+        out = {}
+        if self._probit or self._k_site() is not None:
+            k_probs = params["k_probs"]
+            out["K_mean"] = (k_probs * torch.arange(k_probs.shape[-1], dtype=k_probs.dtype)).sum(-1)
+        weights = params["weights"]
+        out["attention_weights"] = weights / weights.sum(-1, keepdim=True)
+        return out
 
-    def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
-        """Pointwise log-likelihood ``(D, T)``, vectorised over draws (in chunks of 64).
+    def _index_columns(self) -> tuple:
+        """Data columns besides ``condition`` that select a trial's parameters, with their
+        sizes (``(("subject", S),)`` for a hierarchical model)."""
+        return ()
+
+    def _trial_index(self, data: dict, num_trials: int) -> dict:
+        """The checked index columns of ``data`` that :meth:`_draw_trial_params` needs."""
+        index = {name: _index(name, data.get(name), num_trials, size)
+                 for name, size in self._index_columns()}
+        index["condition"] = _condition_index(data.get("condition"), num_trials, self.conditions)
+        return index
+
+    def _draw_trial_params(self, chunk: dict, num: int, index: dict) -> dict:
+        """Per-trial parameters ``(D, T|1, ...)`` of ``num`` draws (as :meth:`_per_trial`)."""
+        return self._per_trial(self._draw_params(chunk, num), index["condition"])
+
+    def _draw_deterministics(self, chunk: dict, num: int) -> dict:
+        """:meth:`_deterministic_values` of ``num`` draws, ``{site: (D, ...)}``."""
+        return self._deterministic_values(self._draw_params(chunk, num))
+
+    def _chunk(self, num_trials: int) -> int:
+        """Draws per vectorised pass over ``num_trials`` trials (about 30,000 trial-draws)."""
+        return max(1, min(64, 30_000 // max(num_trials, 1)))
+
+    @torch.no_grad()
+    def deterministics(self, draws: dict, data: dict) -> dict:
+        """The deterministic sites of each draw, ``{site: (D, ...)}``, vectorised (what
+        Pyro's ``Predictive`` records one draw at a time): ``K_mean`` and
+        ``attention_weights`` (and, hierarchical, each subject-level parameter)."""
+        parts = [self._draw_deterministics(chunk, num)
+                 for chunk, num in draws_slices(draws, self._chunk(1))]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+    @torch.no_grad()
+    def posterior_predictive(self, draws: dict, data: dict, generator) -> torch.Tensor | None:
+        """Replicated reports ``(D, T, N)`` bool, one data set per draw, vectorised over draws
+        (:func:`simulate_report` with each draw's per-trial parameters; the same distribution
+        as the program's observed site). None without draws.
 
         Raises:
-            ValueError: ``data`` lacks the observed reports, or its ``condition`` is bad.
+            ValueError: bad ``exposure``, ``condition`` (or ``subject``), targets or
+                distractors, as :meth:`model`.
         """
-        reported = data.get(self.obs_name)
-        if reported is None:
-            raise ValueError("log_likelihood needs the observed 'reported' in data")
         exposure = _check_exposure(data["exposure"])
-        reported = _check_report(reported, self.num_locations)
-        condition = _condition_index(data.get("condition"), exposure.shape[0], self.conditions)
+        num_trials = exposure.shape[0]
+        index = self._trial_index(data, num_trials)
         out = []
-        for chunk, num in draws_slices(draws, 64):
-            p = self._per_trial(self._draw_params(chunk, num), condition)
-            out.append(self._trial_log_prob(p, data, exposure, reported))
-        return torch.cat(out, 0)
+        for chunk, num in draws_slices(draws, self._chunk(num_trials)):
+            p = self._draw_trial_params(chunk, num, index)
+            item_weights, reportable = self._item_weights(
+                p["weights"], p["alpha"], data.get("targets"), data.get("distractors"))
+            t0_sd = p["t0_sd"]
+            if t0_sd is not None and not bool((t0_sd > 0).any()):
+                p["t0_sd"] = None  # a fixed threshold
+            out.append(simulate_report(exposure, **self._race_kwargs(p, item_weights, reportable),
+                                       generator=generator))
+        return torch.cat(out) if out else None
 
+    def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
+        """Pointwise log-likelihood ``(D, T)``, vectorised over draws (in chunks of at most 64).
+
+        Trials are grouped as in :meth:`log_joint_fn`: each distinct (display, report) row is
+        evaluated once per draw and copied to its trials.
+
+        Raises:
+            ValueError: ``data`` lacks the observed reports, or is bad as for :meth:`model`.
+        """
+        displays = self._displays(data, self._index_columns())
+        if displays is None:
+            raise ValueError("log_likelihood needs the observed 'reported' in data")
+        first = displays["first"]
+        index = {k: displays[k][first] for k in ("condition", *dict(self._index_columns()))}
+        out = []
+        for chunk, num in draws_slices(draws, self._chunk(first.shape[0])):
+            p = self._draw_trial_params(chunk, num, index)
+            p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
+            if p["t0_sd"] is not None and not bool((p["t0_sd"] > 0).any()):
+                p["t0_sd"] = None  # a fixed threshold: exact -inf for impossible reports
+            lp = self._displays_row_log_prob(displays, p)
+            lp = lp.expand(num, lp.shape[-1]) if lp.dim() == 1 else lp
+            out.append(lp.index_select(-1, displays["trial_row"]))
+        return torch.cat(out, 0)
