@@ -59,7 +59,7 @@ import torch
 from ._checks import _check_t0
 from .capacity import _with_k0, k_probit_probabilities
 from .conditions import _condition_index, _index
-from .model import TVA, _as64, _f64, _unchecked
+from .model import TVA, _as64, _f64, _threshold, _unchecked
 
 __all__ = ["HierarchicalTVA"]
 
@@ -533,10 +533,8 @@ class HierarchicalTVA(TVA):
 
     def _draw_trial_params(self, chunk: dict, num: int, index: dict) -> dict:
         chunk = {k: _as64(torch.as_tensor(v)) for k, v in chunk.items()}
-        p = self._trial_params(self._subject_values(chunk), index["subject"], index["condition"])
-        if p["t0_sd"] is None:
-            p["t0_sd"] = torch.zeros(1, dtype=torch.float64)
-        return p
+        subj = self._subject_values(chunk)
+        return _threshold(self._trial_params(subj, index["subject"], index["condition"]))
 
     def _draw_deterministics(self, chunk: dict, num: int) -> dict:
         chunk = {k: _as64(torch.as_tensor(v)) for k, v in chunk.items()}

@@ -87,6 +87,16 @@ class _UpperTruncated(TorchDistribution):
         return _UpperTruncated(self.base.expand(batch_shape), self.upper)
 
 
+def _threshold(p: dict) -> dict:
+    """Per-draw parameters ``p`` with ``t0`` and ``t0_sd`` checked (:func:`_check_t0`) and
+    ``t0_sd`` None when every draw's is 0: a fixed threshold, under which a report that the
+    exposure cannot produce gets exactly ``-inf``."""
+    p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
+    if p["t0_sd"] is not None and not bool((p["t0_sd"] > 0).any()):
+        p["t0_sd"] = None
+    return p
+
+
 def _unchecked(prior):
     """A shallow copy of a distribution (and of the distributions inside it) that does not
     validate its arguments: for a potential whose values come from bijections onto the
@@ -662,8 +672,9 @@ class TVA(BayesianModel):
         return index
 
     def _draw_trial_params(self, chunk: dict, num: int, index: dict) -> dict:
-        """Per-trial parameters ``(D, T|1, ...)`` of ``num`` draws (as :meth:`_per_trial`)."""
-        return self._per_trial(self._draw_params(chunk, num), index["condition"])
+        """Per-trial parameters ``(D, T|1, ...)`` of ``num`` draws (as :meth:`_per_trial`;
+        ``t0_sd`` None for a fixed threshold, :func:`_threshold`)."""
+        return _threshold(self._per_trial(self._draw_params(chunk, num), index["condition"]))
 
     def _draw_deterministics(self, chunk: dict, num: int) -> dict:
         """:meth:`_deterministic_values` of ``num`` draws, ``{site: (D, ...)}``."""
@@ -700,9 +711,6 @@ class TVA(BayesianModel):
             p = self._draw_trial_params(chunk, num, index)
             item_weights, reportable = self._item_weights(
                 p["weights"], p["alpha"], data.get("targets"), data.get("distractors"))
-            t0_sd = p["t0_sd"]
-            if t0_sd is not None and not bool((t0_sd > 0).any()):
-                p["t0_sd"] = None  # a fixed threshold
             out.append(simulate_report(exposure, **self._race_kwargs(p, item_weights, reportable),
                                        generator=generator))
         return torch.cat(out) if out else None
@@ -723,11 +731,7 @@ class TVA(BayesianModel):
         index = {k: displays[k][first] for k in ("condition", *dict(self._index_columns()))}
         out = []
         for chunk, num in draws_slices(draws, self._chunk(first.shape[0])):
-            p = self._draw_trial_params(chunk, num, index)
-            p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
-            if p["t0_sd"] is not None and not bool((p["t0_sd"] > 0).any()):
-                p["t0_sd"] = None  # a fixed threshold: exact -inf for impossible reports
-            lp = self._displays_row_log_prob(displays, p)
+            lp = self._displays_row_log_prob(displays, self._draw_trial_params(chunk, num, index))
             lp = lp.expand(num, lp.shape[-1]) if lp.dim() == 1 else lp
             out.append(lp.index_select(-1, displays["trial_row"]))
         return torch.cat(out, 0)
