@@ -232,6 +232,12 @@ def _prior(model, data, num, seed):
     """``num`` draws of the latents ``{name: (num, ...)}`` and of the observation, in the
     layout of ``data[obs_name]`` (the observed site unconditioned)."""
     torch.manual_seed(seed + 1)
+    draws = model.prior_draws(num)
+    if draws is not None:
+        replicated = model.posterior_predictive(draws, data,
+                                                torch.Generator().manual_seed(seed + 2))
+        if replicated is not None:
+            return {k: _numpy(v) for k, v in draws.items()}, replicated
     names = model.latent_names()
     latents = {k: [] for k in names}
     obs = []

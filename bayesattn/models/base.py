@@ -19,6 +19,9 @@ What :func:`bayesattn.inference.to_inference_data` and the fitting code read bes
   log-density (not true for GP attention, whose pointwise terms are leave-one-out predictives).
 * :meth:`full_data_bytes`, :meth:`likelihood_cost`: size of one full-data likelihood evaluation.
 * :meth:`prior_log_density`: vectorised ``log p(theta)`` of draws (for ``sample_stats.lp``).
+* :meth:`posterior_predictive`, :meth:`deterministics`, :meth:`prior_draws`: vectorised
+  replicated observations, deterministic sites and prior draws (instead of Pyro's
+  ``Predictive`` and one trace per draw).
 * :meth:`input_coordinate`, :meth:`per_observation_deterministics`,
   :meth:`observation_from_site`: the observation's input, per-observation outputs and the
   observed site's layout.
@@ -203,6 +206,14 @@ class BayesianModel:
         ``Predictive`` draws for the observed site one draw at a time. ``generator`` (a
         ``torch.Generator``) seeds them. None (the default) = not available: the caller runs
         ``Predictive``."""
+        return None
+
+    def prior_draws(self, num: int) -> dict | None:
+        """``num`` draws of every latent site from its prior, ``{name: (num, ...)}``,
+        vectorised, from torch's global random state; with :meth:`posterior_predictive` they
+        give the ``prior`` and ``prior_predictive`` groups. None (the default) = not available:
+        the caller traces the program once per draw. Only for models whose latent sites are
+        independent draws from fixed priors."""
         return None
 
     def deterministics(self, draws: dict, data: dict) -> dict:

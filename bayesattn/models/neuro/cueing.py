@@ -47,7 +47,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..base import BayesianModel, hyperparameter
+from ..base import BayesianModel, hyperparameter, hyperparameter_log_prior
 from ._common import (
     as_float_tensor,
     check_probability,
@@ -583,6 +583,24 @@ class CueingObserver(BayesianModel):
         with pyro.plate("trials", cue.shape[0]):
             return pyro.sample(self.obs_name, self._obs_dist(probs), obs=response)
 
+    # -- vectorised evaluation of draws
+    log_likelihood_sums_to_joint = True
+
+    def _draw_params(self, chunk: dict, num: int) -> dict:
+        """The parameters of ``num`` draws, ``{name: (D, ...)}`` (fixed ones repeated)."""
+        params = {n: fixed_or_draw(chunk, n, getattr(self, n), num) for n in self._param_names()}
+        d = params["d_prime"]
+        if d.dim() == 1:  # one d' shared by all levels
+            d = d[:, None]
+        params["d_prime"] = d.expand(num, self.num_levels)
+        return params
+
+    def _draw_probs(self, draws: dict, data: dict):
+        """``(num, probs (D, T[, M]))`` per chunk of draws."""
+        cue, target, level = self._check_data(data["cue"], data["target"], data.get("level"))
+        for chunk, num in draws_slices(draws, 256):
+            yield num, self._probs(self._draw_params(chunk, num), cue, target, level)
+
     def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
         """Pointwise log-likelihood ``(D, T)``, vectorised over draws.
 
@@ -592,17 +610,41 @@ class CueingObserver(BayesianModel):
         response = data.get(self.obs_name)
         if response is None:
             raise ValueError("log_likelihood needs the observed 'response' in data")
-        cue, target, level = self._check_data(data["cue"], data["target"], data.get("level"))
         out = []
-        for chunk, num in draws_slices(draws, 256):
-            params = {}
-            for n in self._param_names():
-                params[n] = fixed_or_draw(chunk, n, getattr(self, n), num)
-            d = params["d_prime"]
-            if d.dim() == 1:  # one d' shared by all levels
-                d = d[:, None]
-            params["d_prime"] = d.expand(num, self.num_levels)
-            probs = self._probs(params, cue, target, level)
+        for _, probs in self._draw_probs(draws, data):
             resp = response if self.task == "localisation" else response.to(probs.dtype)
             out.append(self._obs_dist(probs).log_prob(resp))
+        return torch.cat(out, 0)
+
+    def prior_log_density(self, draws: dict) -> torch.Tensor:
+        """``log p(theta_d)`` ``(D,)``: the parameters' priors at each draw."""
+        return hyperparameter_log_prior({n: getattr(self, n) for n in self._param_names()},
+                                        draws)
+
+    def prior_draws(self, num: int) -> dict:
+        """``num`` draws of each latent parameter from its prior, ``{name: (num, ...)}``."""
+        return {n: getattr(self, n).sample((num,)) for n in self.latent_names()}
+
+    @torch.no_grad()
+    def deterministics(self, draws: dict, data: dict) -> dict:
+        """``{"attention_weights": (D, M)}`` of each draw (:func:`cue_prior`)."""
+        key = self._param_names()[1]
+        num = len(next(iter(draws.values()))) if draws else 1
+        value = fixed_or_draw(draws, key, getattr(self, key), num)
+        return {"attention_weights": cue_prior(self.num_locations, value)}
+
+    @torch.no_grad()
+    def posterior_predictive(self, draws: dict, data: dict, generator) -> torch.Tensor | None:
+        """Replicated responses ``(D, T)``, one data set per draw: the named location (int64)
+        or yes/no (float 1/0), drawn from each draw's response probabilities. None without
+        draws."""
+        if not draws:
+            return None
+        out = []
+        for num, probs in self._draw_probs(draws, data):
+            if self.task == "localisation":
+                flat = probs.clamp_min(1e-12).reshape(-1, probs.shape[-1])
+                out.append(torch.multinomial(flat, 1, generator=generator).reshape(num, -1))
+            else:
+                out.append(torch.bernoulli(probs.clamp(1e-12, 1 - 1e-12), generator=generator))
         return torch.cat(out, 0)
