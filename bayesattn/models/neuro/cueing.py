@@ -636,8 +636,12 @@ class CueingObserver(BayesianModel):
     @torch.no_grad()
     def posterior_predictive(self, draws: dict, data: dict, generator) -> torch.Tensor | None:
         """Replicated responses ``(D, T)``, one data set per draw: the named location (int64)
-        or yes/no (float 1/0), drawn from each draw's response probabilities. None without
-        draws."""
+        or yes/no (float 1/0), drawn from each draw's response probabilities (the
+        distribution of the program's ``response`` site). None without draws.
+
+        Raises:
+            ValueError: ``cue``, ``target`` or ``level`` out of range (as :meth:`model`).
+        """
         if not draws:
             return None
         out = []
