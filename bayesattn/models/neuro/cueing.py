@@ -47,7 +47,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..base import BayesianModel, hyperparameter, hyperparameter_log_prior
+from ..base import BayesianModel, hyperparameter, hyperparameter_log_prior, num_draws
 from ._common import (
     as_float_tensor,
     check_probability,
@@ -629,8 +629,7 @@ class CueingObserver(BayesianModel):
     def deterministics(self, draws: dict, data: dict) -> dict:
         """``{"attention_weights": (D, M)}`` of each draw (:func:`cue_prior`)."""
         key = self._param_names()[1]
-        num = len(next(iter(draws.values()))) if draws else 1
-        value = fixed_or_draw(draws, key, getattr(self, key), num)
+        value = fixed_or_draw(draws, key, getattr(self, key), num_draws(draws))
         return {"attention_weights": cue_prior(self.num_locations, value)}
 
     @torch.no_grad()

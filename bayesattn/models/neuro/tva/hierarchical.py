@@ -59,7 +59,8 @@ import torch
 from ._checks import _check_t0
 from .capacity import _with_k0, k_probit_probabilities
 from .conditions import _condition_index, _index
-from .model import TVA, _as64, _f64, _threshold, _unchecked
+from .model import TVA, _threshold
+from .priors import _as64, _f64, _unchecked
 
 __all__ = ["HierarchicalTVA"]
 
