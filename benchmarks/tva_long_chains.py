@@ -18,22 +18,23 @@ import json
 import time
 
 import numpy as np
-from tva_recovery import OUT, population_truth, simulate, subject_draws, summarise, truth_vector
+from tva_recovery import (
+    OUT,
+    fit_subject,
+    population_truth,
+    simulate,
+    subject_draws,
+    summarise,
+    truth_vector,
+)
 
 
 def refit(data: dict, chains: int, draws: int, seed: int) -> dict:
     import arviz as az
-    import pyro.distributions as dist
 
-    from bayesattn.inference import fit
-    from bayesattn.models.neuro.tva import TVA
-
-    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
-                by_condition=("C",))
     t = time.perf_counter()
-    idata = fit(model, data, method="nuts", num_chains=chains, num_samples=draws,
-                warmup_steps=draws, full_mass=True, jit_compile=True,
-                chain_method="vectorized", seed=seed, progress_bar=False)
+    idata = fit_subject(data, "probit", "nuts", seed, chains=chains, draws=draws,
+                        chain_method="vectorized")
     return {
         "wall_s": time.perf_counter() - t,
         "converged": int(idata.attrs.get("converged", 0)),

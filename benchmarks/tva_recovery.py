@@ -148,7 +148,10 @@ def subject_draws(post, s: int | None = None) -> dict:
     return out
 
 
-def fit_subject(data: dict, kind: str, method: str, seed: int):
+def fit_subject(data: dict, kind: str, method: str, seed: int, *, chains: int = 2,
+                draws: int = 500, chain_method: str = "parallel"):
+    """One subject's fit: MAP + Laplace, or NUTS with ``chains`` x (``draws`` warm-up +
+    ``draws``) (dense mass matrix, JIT)."""
     import pyro.distributions as dist
 
     from bayesattn.inference import fit
@@ -163,13 +166,13 @@ def fit_subject(data: dict, kind: str, method: str, seed: int):
         by_condition=("C",),
     )
     kw = (dict(num_steps=300) if method == "map" else
-          dict(num_samples=500, warmup_steps=500, full_mass=True, jit_compile=True,
-               chain_method="parallel"))
+          dict(num_samples=draws, warmup_steps=draws, full_mass=True, jit_compile=True,
+               chain_method=chain_method))
     return fit(
         model,
         data,
         method=method,
-        num_chains=1 if method == "map" else 2,
+        num_chains=1 if method == "map" else chains,
         num_samples=kw.pop("num_samples", 400),
         seed=seed,
         progress_bar=False,
