@@ -273,6 +273,36 @@ def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "s
     }
 
 
+def time_conversion(chains: int = 4, draws: int = 1000, seed: int = 1) -> dict:
+    """Wall time (s) of ``to_inference_data`` for ``chains x draws`` draws of the one-subject
+    NUTS model (234 trials; draws scattered around the prior medians on the unconstrained
+    scale): replicated reports, deterministic sites, pointwise log-likelihood, ``lp`` and the
+    prior groups, one thread."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer.autoguide.initialization import init_to_median
+    from pyro.infer.mcmc.util import initialize_model
+
+    from bayesattn.inference.convert import to_inference_data
+    from bayesattn.models.neuro.tva import TVA
+
+    data = subject_design()
+    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
+    pyro.set_rng_seed(0)
+    init, _, transforms, _ = initialize_model(model.model, model_kwargs=data,
+                                              init_strategy=init_to_median(num_samples=31))
+    g = torch.Generator().manual_seed(seed)
+    total = chains * draws
+    posterior = {k: transforms[k].inv(v + 0.05 * torch.randn((total, *v.shape), generator=g,
+                                                            dtype=v.dtype))
+                 for k, v in init.items()}
+    posterior = {k: v.reshape(chains, draws, *v.shape[1:]) for k, v in posterior.items()}
+    t = time.perf_counter()
+    to_inference_data(model, data, posterior, {})
+    return {"chains": chains, "draws": draws, "trials": int(data["exposure"].shape[0]),
+            "wall_s": time.perf_counter() - t}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -285,6 +315,8 @@ def main(argv=None) -> dict:
                         help="NUTS start: prior medians, or draws and metric of a MAP-Laplace fit")
     parser.add_argument("--warmup", type=int, default=None,
                         help="NUTS warm-up iterations per chain (default: as many as draws)")
+    parser.add_argument("--conversion", action="store_true",
+                        help="time to_inference_data for 4 x 1000 draws of the NUTS model")
     parser.add_argument("--label", default="current")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the quadrature table")
@@ -311,6 +343,11 @@ def main(argv=None) -> dict:
             f"{n['max_r_hat']:.3f}, min bulk ESS {n['min_ess_bulk']:.0f}, "
             f"{n['divergences']} divergences"
         )
+    if args.conversion:
+        res["conversion"] = time_conversion()
+        c = res["conversion"]
+        print(f"[{args.label}] to_inference_data, {c['chains']} x {c['draws']} draws, "
+              f"{c['trials']} trials: {c['wall_s']:.1f} s")
     if not args.no_accuracy:
         res["accuracy"] = accuracy_table()
         for row in res["accuracy"]:
