@@ -9,8 +9,11 @@ log-likelihood and its gradient with respect to every parameter. Optionally (``-
 NUTS (through :func:`bayesattn.inference.fit`) on the :class:`~bayesattn.models.neuro.tva.TVA`
 model for one subject of the study: the design twice, 234 trials, probit ``K``.
 
+``--potential`` times the NUTS potential and its gradient with the compiled race kernel
+(``bayesattn/models/neuro/tva/compiled.py``) and with the torch path, alternately.
+
 Run: ``python benchmarks/bench_tva.py [--repeats 30] [--nuts CHAINSxDRAWS [--jit]
-[--chain-method sequential|parallel|vectorized]]``; writes
+[--chain-method sequential|parallel|vectorized]] [--potential]``; writes
 ``benchmarks/results/tva/results.md`` and ``results.json``.
 """
 
@@ -303,6 +306,85 @@ def time_conversion(chains: int = 4, draws: int = 1000, seed: int = 1) -> dict:
             "wall_s": time.perf_counter() - t}
 
 
+def _nuts_potential(model, data, batch: int):
+    """The JIT-traced NUTS potential ``z (batch, D) -> U (batch,)`` of ``model`` on ``data``
+    (``inference.nuts``: the fast log joint, the program's transforms, one flat site) and a
+    starting point near the prior medians."""
+    import pyro
+    from pyro.infer.autoguide.initialization import init_to_median
+    from pyro.infer.mcmc.util import initialize_model
+
+    from bayesattn.inference import nuts
+
+    pyro.set_rng_seed(0)
+    init, _, transforms, _ = initialize_model(model.model, model_kwargs=data,
+                                              max_plate_nesting=model.max_plate_nesting,
+                                              init_strategy=init_to_median(num_samples=15))
+    flat = nuts._Flat(init)
+    potential = flat.potential(nuts.potential_from_log_joint(
+        model.log_joint_fn(data), transforms, {k: v.dim() for k, v in init.items()}))
+    g = torch.Generator().manual_seed(1)
+    z = flat.pack(init).expand(batch, flat.size)
+    z = z + 0.05 * torch.randn(z.shape, generator=g, dtype=z.dtype)
+    return nuts._jit_traced(potential, {nuts._FLAT: z}), z
+
+
+def time_potentials(repeats: int = 200) -> dict:
+    """Potential + gradient of NUTS, with the compiled race kernel and with the torch path
+    (``BAYESATTN_NO_KERNEL`` semantics), timed alternately on one thread: one subject (234
+    trials, 2 parameter vectors: two chains in lockstep) and the 50-subject, 2-condition study
+    (11,700 trials, hierarchical, centred, one vector). Median and 10th percentile in ms."""
+    import pyro.distributions as dist
+    import tva_recovery
+
+    from bayesattn.models.neuro.tva import TVA, HierarchicalTVA, compiled
+
+    if not compiled.kernel_available():
+        raise SystemExit("no compiled kernel (no C compiler?): nothing to compare")
+    datas = tva_recovery.simulate(tva_recovery.population_truth(50, 0), 0)
+    study = {k: torch.cat([d[k] for d in datas])
+             for k in ("exposure", "targets", "distractors", "reported", "condition")}
+    study["subject"] = torch.cat([torch.full((len(d["exposure"]),), s, dtype=torch.long)
+                                  for s, d in enumerate(datas)])
+    cases = {
+        "one subject, 2 chains": (TVA(6, paradigm="partial", K="probit",
+                                      t0_sd=dist.HalfNormal(10.0)), subject_design(), 2),
+        "50 subjects, hierarchical": (HierarchicalTVA(
+            50, 6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
+            by_condition=("C",), centered=True, deviation="subject"), study, 1),
+    }
+    out = {}
+    for name, (model, data, batch) in cases.items():
+        lib = compiled._LIB[0]
+        kernel, z = _nuts_potential(model, data, batch)
+        compiled._LIB[0] = None
+        try:
+            torch_path, _ = _nuts_potential(model, data, batch)
+        finally:
+            compiled._LIB[0] = lib
+        times = {"kernel": [], "torch": []}
+        values = {}
+        reps = repeats if batch > 1 else max(10, repeats // 10)
+        for _ in range(reps):
+            for label, fn in (("kernel", kernel), ("torch", torch_path)):
+                x = z.clone().requires_grad_()
+                t = time.perf_counter()
+                u = fn({"_flat": x})
+                (grad,) = torch.autograd.grad(u.sum(), [x])
+                times[label].append(time.perf_counter() - t)
+                values[label] = (u.detach(), grad)
+        row = {"repeats": reps, "potential_rel_diff": float(
+            ((values["kernel"][0] - values["torch"][0]).abs() / values["torch"][0].abs()).max()),
+            "grad_rel_diff": float((values["kernel"][1] - values["torch"][1]).abs().max()
+                                   / values["torch"][1].abs().max())}
+        for label, ts in times.items():
+            ts.sort()
+            row[f"{label}_median_ms"] = 1e3 * ts[len(ts) // 2]
+            row[f"{label}_p10_ms"] = 1e3 * ts[len(ts) // 10]
+        out[name] = row
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -317,6 +399,8 @@ def main(argv=None) -> dict:
                         help="NUTS warm-up iterations per chain (default: as many as draws)")
     parser.add_argument("--conversion", action="store_true",
                         help="time to_inference_data for 4 x 1000 draws of the NUTS model")
+    parser.add_argument("--potential", action="store_true",
+                        help="time the NUTS potential with the compiled race kernel and without")
     parser.add_argument("--label", default="current")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the quadrature table")
@@ -348,6 +432,14 @@ def main(argv=None) -> dict:
         c = res["conversion"]
         print(f"[{args.label}] to_inference_data, {c['chains']} x {c['draws']} draws, "
               f"{c['trials']} trials: {c['wall_s']:.1f} s")
+    if args.potential:
+        res["potential"] = time_potentials()
+        for name, row in res["potential"].items():
+            print(f"[{args.label}] NUTS potential + gradient, {name}: kernel "
+                  f"{row['kernel_median_ms']:.2f} ms (p10 {row['kernel_p10_ms']:.2f}), torch "
+                  f"{row['torch_median_ms']:.2f} ms (p10 {row['torch_p10_ms']:.2f}); "
+                  f"max relative difference {row['potential_rel_diff']:.1e} (potential), "
+                  f"{row['grad_rel_diff']:.1e} (gradient)")
     if not args.no_accuracy:
         res["accuracy"] = accuracy_table()
         for row in res["accuracy"]:

@@ -3,6 +3,11 @@
 ``TVA.log_joint_fn`` evaluates priors and likelihood without Pyro's tracing and groups trials
 by display; the independent reference is Pyro's own potential
 (:func:`pyro.infer.mcmc.util.initialize_model`) of the same Pyro program.
+
+These tests run the race sums on the torch path (the compiled kernel off), so that the two
+densities share their arithmetic and agree to 1e-10; the kernel's own agreement, whose
+additions come in another order and so differ where the alternating sums cancel, is tested in
+``test_tva_kernel.py``.
 """
 
 from __future__ import annotations
@@ -19,12 +24,18 @@ from pyro.infer.mcmc.util import initialize_model
 from bayesattn.errors import ConvergenceWarning
 from bayesattn.inference import fit
 from bayesattn.inference.nuts import _jit_traced, potential_from_log_joint
-from bayesattn.models.neuro.tva import TVA, HierarchicalTVA
+from bayesattn.models.neuro.tva import TVA, HierarchicalTVA, compiled
 
 F64 = torch.float64
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "torch_race_path")
+
+
+@pytest.fixture
+def torch_race_path(monkeypatch):
+    """The race sums in torch: the compiled kernel reported unavailable."""
+    monkeypatch.setattr(compiled, "_LIB", [None])
 
 
 def _data(paradigm, conditions, seed, trials=30):

@@ -555,6 +555,7 @@ class TVA(BayesianModel):
             p["t0"].expand(rows),
             None if t0_sd is None else t0_sd.expand(rows),
             kind,
+            compiled=True,  # once differentiable: NUTS and the pointwise log-likelihood
         )
         return log_prob
 

@@ -75,6 +75,7 @@ import math
 
 import torch
 
+from .compiled import race_prob
 from .sets import _codes, _popcount_table, report_sets
 from .threshold import _expected_decay
 
@@ -152,7 +153,7 @@ def _k_tables(k_probs: torch.Tensor):
     return gt.clamp_min(0.0), k_probs, ge
 
 
-def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
+def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind, compiled=False):
     """``P(report)`` of the plan's trials ``(..., T)``.
 
     Per display row (``U`` rows, indexed by the trials' ``plan["display"]``):
@@ -163,7 +164,15 @@ def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
     then contributes ``sign G_B`` to the "VSTM not full" sum and ``sign v_A (1 - G_B) / u_B``
     (``A = S \\ B``, ``u_B = V - v_B``) to the "VSTM full" sum of its size ``|S|``; the sums per
     ``(trial, |S|)`` are weighted by ``P(K > |S|)`` and ``P(K = |S|)`` at the end.
+
+    ``compiled=True``: the same sums by the C kernel (:func:`.compiled.race_prob`) where it
+    applies (float64 on the CPU, fixed or Gaussian threshold); its result is differentiable
+    once only, so callers that need a Hessian keep the default.
     """
+    if compiled:
+        prob = race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind)
+        if prob is not None:
+            return prob
     num = int(rates.shape[-1])
     size = 2**num
     num_rows = plan["num_rows"]
@@ -193,7 +202,7 @@ def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
     return prob + p_eq[..., 0] * plan["empty_ok"].to(rates.dtype)
 
 
-def _race_log_prob(plan, reported, rates, k_probs, exposure, t0, t0_sd, kind):
+def _race_log_prob(plan, reported, rates, k_probs, exposure, t0, t0_sd, kind, compiled=False):
     """``log P(report)`` ``(..., T)``: :func:`_race_prob` with exact ``-inf`` where impossible.
 
     Arguments as :func:`_race_prob` (per display row, ``k_probs`` per trial) and ``reported
@@ -201,7 +210,7 @@ def _race_log_prob(plan, reported, rates, k_probs, exposure, t0, t0_sd, kind):
     empty and ``exposure <= t0``; a possible report whose probability rounds to ``<= 0`` gets the
     smallest normal number instead (see the module docstring).
     """
-    prob = _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind)
+    prob = _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind, compiled)
     r = reported.sum(-1)  # (T,)
     _, _, p_ge = _k_tables(k_probs.detach())
     p_ge = p_ge.expand(*prob.shape, p_ge.shape[-1])
