@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from .sets import MAX_ITEMS  # the kernel's fixed-size arrays hold P(K = 0..N) for N <= 10
+
 __all__ = ["kernel_available", "race_prob"]
 
 _SOURCE = Path(__file__).with_name("race_kernel.c")
@@ -165,10 +167,10 @@ def race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
     Returns:
         ``P(report)`` ``(..., W)``, differentiable once (a second derivative raises
         ``RuntimeError``), or None when the kernel is unavailable or the call is outside what
-        it computes: a tensor not float64 or not on the CPU, an exponential threshold, or a
-        Gaussian one with a zero sd.
+        it computes: a tensor not float64 or not on the CPU, an exponential threshold, a
+        Gaussian one with a zero sd, or more than 10 items.
     """
-    if kind not in ("fixed", "normal"):
+    if kind not in ("fixed", "normal") or rates.shape[-1] > MAX_ITEMS:
         return None
     normal = kind == "normal" and t0_sd is not None
     params = [rates, k_probs, exposure, t0] + ([t0_sd] if normal else [])

@@ -205,10 +205,11 @@ def _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind, compiled=False):
 def _race_log_prob(plan, reported, rates, k_probs, exposure, t0, t0_sd, kind, compiled=False):
     """``log P(report)`` ``(..., T)``: :func:`_race_prob` with exact ``-inf`` where impossible.
 
-    Arguments as :func:`_race_prob` (per display row, ``k_probs`` per trial) and ``reported
-    (T, N)``. A report is impossible when ``P(K >= |R|) = 0`` or (fixed ``t0``) when it is not
-    empty and ``exposure <= t0``; a possible report whose probability rounds to ``<= 0`` gets the
-    smallest normal number instead (see the module docstring).
+    Arguments as :func:`_race_prob` (per display row, ``k_probs`` per trial; ``compiled``
+    chooses the C kernel) and ``reported (T, N)``. A report is impossible when
+    ``P(K >= |R|) = 0`` or (fixed ``t0``) when it is not empty and ``exposure <= t0``; a
+    possible report whose probability rounds to ``<= 0`` gets the smallest normal number
+    instead (see the module docstring).
     """
     prob = _race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind, compiled)
     r = reported.sum(-1)  # (T,)

@@ -24,6 +24,7 @@
 #define HALF_LOG_2PI 0.91893853320467274178
 #define INV_SQRT_2PI 0.39894228040143267794
 #define SQRT1_2 0.70710678118654752440
+#define MAX_K1 11 /* P(K = 0..N) for N <= 10 items (sets.MAX_ITEMS; compiled.py checks) */
 
 /* log Phi(x): log(erfc(-x/sqrt2)/2) below -1 (erfc is accurate in relative terms there),
  * log1p(-erfc(x/sqrt2)/2) above; below -37.5, where erfc underflows, the asymptotic series
@@ -104,7 +105,7 @@ void tva_race_forward(int B, int U, int W, int N, int64_t P, int normal, const d
             const double *k = kp + kb + (int64_t)w * K1;
             const double *s = sm + (int64_t)w * K1, *f = fu + (int64_t)w * K1;
             double ge = 0.0, acc = 0.0;
-            double gt[11];
+            double gt[MAX_K1];
             for (int j = N; j >= 0; j--) { /* P(K > j) = P(K >= j + 1), clamped at 0 */
                 gt[j] = ge > 0.0 ? ge : 0.0;
                 ge += k[j];
@@ -133,7 +134,7 @@ void tva_race_backward(int B, int U, int W, int N, int64_t P, int normal, const 
             const double *k = kp + kb + (int64_t)w * K1;
             const double *s = small + kb + (int64_t)w * K1, *f = full + kb + (int64_t)w * K1;
             double *gk = gkp + kb + (int64_t)w * K1;
-            double ge = 0.0, gt[11], pass[11];
+            double ge = 0.0, gt[MAX_K1], pass[MAX_K1];
             for (int j = N; j >= 0; j--) {
                 gt[j] = ge > 0.0 ? ge : 0.0;
                 pass[j] = j < N && ge >= 0.0; /* clamp_min's gradient; P(K > N) is a constant */
