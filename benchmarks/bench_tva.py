@@ -337,15 +337,13 @@ def time_potentials(repeats: int = 200) -> dict:
     import pyro.distributions as dist
     import tva_recovery
 
+    from bayesattn.inference import nuts
     from bayesattn.models.neuro.tva import TVA, HierarchicalTVA, compiled
 
     if not compiled.kernel_available():
         raise SystemExit("no compiled kernel (no C compiler?): nothing to compare")
-    datas = tva_recovery.simulate(tva_recovery.population_truth(50, 0), 0)
-    study = {k: torch.cat([d[k] for d in datas])
-             for k in ("exposure", "targets", "distractors", "reported", "condition")}
-    study["subject"] = torch.cat([torch.full((len(d["exposure"]),), s, dtype=torch.long)
-                                  for s, d in enumerate(datas)])
+    study = tva_recovery.study_data(
+        tva_recovery.simulate(tva_recovery.population_truth(50, 0), 0))
     cases = {
         "one subject, 2 chains": (TVA(6, paradigm="partial", K="probit",
                                       t0_sd=dist.HalfNormal(10.0)), subject_design(), 2),
@@ -369,7 +367,7 @@ def time_potentials(repeats: int = 200) -> dict:
             for label, fn in (("kernel", kernel), ("torch", torch_path)):
                 x = z.clone().requires_grad_()
                 t = time.perf_counter()
-                u = fn({"_flat": x})
+                u = fn({nuts._FLAT: x})
                 (grad,) = torch.autograd.grad(u.sum(), [x])
                 times[label].append(time.perf_counter() - t)
                 values[label] = (u.detach(), grad)

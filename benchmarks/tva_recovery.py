@@ -259,6 +259,16 @@ def _pooled(x: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return (x * weight).sum(1) / weight.sum(1)
 
 
+def study_data(datas: list[dict]) -> dict:
+    """The subjects' data sets as one study: trials concatenated, with a ``subject`` index."""
+    keys = ("exposure", "targets", "distractors", "reported", "condition")
+    data = {k: torch.cat([d[k] for d in datas]) for k in keys}
+    data["subject"] = torch.cat(
+        [torch.full((len(d["exposure"]),), s, dtype=torch.long) for s, d in enumerate(datas)]
+    )
+    return data
+
+
 def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "svi",
                      chains: int = 2, centered=False, init_values=None,
                      inverse_mass_matrix=None, deviation: str = "condition"):
@@ -270,11 +280,7 @@ def fit_hierarchical(datas: list[dict], steps: int, seed: int, method: str = "sv
     from bayesattn.inference import fit
     from bayesattn.models.neuro.tva import HierarchicalTVA
 
-    keys = ("exposure", "targets", "distractors", "reported", "condition")
-    data = {k: torch.cat([d[k] for d in datas]) for k in keys}
-    data["subject"] = torch.cat(
-        [torch.full((len(d["exposure"]),), s, dtype=torch.long) for s, d in enumerate(datas)]
-    )
+    data = study_data(datas)
     model = HierarchicalTVA(
         len(datas),
         6,

@@ -120,32 +120,28 @@ class _Race(torch.autograd.Function):
         # v_B, V - v_B, G, G's second term, (1 - G) / u per cell; "VSTM not full" and "full"
         work = rates.new_empty(5 * cells + 2 * bins)
         prob = rates.new_empty(b, w)
-        at = work.data_ptr()
-        tables = [at + 8 * i * cells for i in range(5)] + [at + 8 * (5 * cells + i * bins)
-                                                           for i in range(2)]
+        at, size = work.data_ptr(), work.element_size()
+        tables = ([at + size * i * cells for i in range(5)]
+                  + [at + size * (5 * cells + i * bins) for i in range(2)])
         _lib().tva_race_forward(
             b, u, w, n, pairs, int(normal), rates.data_ptr(), kp.data_ptr(), expo.data_ptr(),
             t0.data_ptr(), sd.data_ptr() if normal else None, *plan_ptrs, *tables,
             prob.data_ptr())
         ctx.save_for_backward(kp, expo, t0, sd if normal else None, work)
-        ctx.kernel = (b, u, w, n, pairs, int(normal), plan_ptrs)
+        ctx.kernel = (b, u, w, n, pairs, int(normal), plan_ptrs, tables)  # tables: into work
         return prob
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_prob):
-        kp, expo, t0, sd, work = ctx.saved_tensors
-        b, u, w, n, pairs, normal, plan_ptrs = ctx.kernel
-        cells, bins = b * u << n, b * w * (n + 1)
-        at = work.data_ptr()
-        tables = [at + 8 * i * cells for i in range(5)] + [at + 8 * (5 * cells + i * bins)
-                                                           for i in range(2)]
+        kp, expo, t0, sd, _ = ctx.saved_tensors  # the work tensor stays alive (and checked)
+        b, u, w, n, pairs, normal, plan_ptrs, tables = ctx.kernel
         grad_prob = grad_prob.contiguous()
         # per parameter vector: the bins' gradients (2 W (N+1)), the cells' (3 U 2^N)
         scratch = kp.new_empty(2 * w * (n + 1) + 3 * (u << n))
-        sp = scratch.data_ptr()
-        scratch_ptrs = [sp, sp + 8 * w * (n + 1)] + [sp + 8 * (2 * w * (n + 1) + i * (u << n))
-                                                     for i in range(3)]
+        sp, size = scratch.data_ptr(), scratch.element_size()
+        scratch_ptrs = ([sp, sp + size * w * (n + 1)]
+                        + [sp + size * (2 * w * (n + 1) + i * (u << n)) for i in range(3)])
         grates = kp.new_empty(b, u, n)
         gkp = torch.empty_like(kp)
         gexpo, gt0 = expo.new_empty(b, u), expo.new_empty(b, u)
@@ -169,6 +165,9 @@ def race_prob(plan, rates, k_probs, exposure, t0, t0_sd, kind):
         ``RuntimeError``), or None when the kernel is unavailable or the call is outside what
         it computes: a tensor not float64 or not on the CPU, an exponential threshold, a
         Gaussian one with a zero sd, or more than 10 items.
+
+    Raises:
+        RuntimeError: the arguments' leading dims do not broadcast (as on the torch path).
     """
     if kind not in ("fixed", "normal") or rates.shape[-1] > MAX_ITEMS:
         return None

@@ -1,9 +1,10 @@
 /* The TVA race sums of race.py (_race_prob) and their gradient, in C.
  *
  * The same arithmetic as the torch path, in the same order where it matters, for the NUTS
- * potential: a small model's likelihood costs a few hundred tensor operations of a few
- * microseconds each in torch, and a few microseconds in all here. Loaded by compiled.py
- * (ctypes); the torch path in race.py is the reference and the fallback.
+ * potential: in torch a small model's race sums are some hundred tensor operations of a few
+ * microseconds each; here one subject's (2 parameter vectors, 234 trials) take about 0.3 ms
+ * forward and 0.2 ms backward. Loaded by compiled.py (ctypes); the torch path in race.py is
+ * the reference and the fallback.
  *
  * Layout (float64, C-contiguous, B = batch of parameter vectors):
  *   rates (B, U, N) items/ms; kp (B, W, N+1) P(K = 0..N) per row; expo, t0, sd (B, U) ms
