@@ -234,8 +234,7 @@ def _prior(model, data, num, seed):
     torch.manual_seed(seed + 1)
     draws = model.prior_draws(num)
     if draws is not None:
-        replicated = model.posterior_predictive(draws, data,
-                                                torch.Generator().manual_seed(seed + 2))
+        replicated = model.prior_predictive(draws, data, torch.Generator().manual_seed(seed + 2))
         if replicated is not None:
             return {k: _numpy(v) for k, v in draws.items()}, replicated
     names = model.latent_names()

@@ -210,11 +210,19 @@ class BayesianModel:
 
     def prior_draws(self, num: int) -> dict | None:
         """``num`` draws of every latent site from its prior, ``{name: (num, ...)}``,
-        vectorised, from torch's global random state; with :meth:`posterior_predictive` they
+        vectorised, from torch's global random state; with :meth:`prior_predictive` they
         give the ``prior`` and ``prior_predictive`` groups. None (the default) = not available:
         the caller traces the program once per draw. Only for models whose latent sites are
         independent draws from fixed priors."""
         return None
+
+    def prior_predictive(self, draws: dict, data: dict, generator) -> torch.Tensor | None:
+        """Observations ``(D, ...)`` drawn from the program's observed site given each draw of
+        :meth:`prior_draws`, ignoring the observed values. The default is
+        :meth:`posterior_predictive`, which is that for models whose observations are
+        independent of each other given the latents; a model whose replicates condition on the
+        observed data (a GP's ``p(y_rep | y, theta)``) overrides it."""
+        return self.posterior_predictive(draws, data, generator)
 
     def deterministics(self, draws: dict, data: dict) -> dict:
         """The program's deterministic sites that are not per observation, ``{name: (D,
@@ -258,6 +266,14 @@ def hyperparameter_log_prior(priors: dict, draws: dict) -> torch.Tensor:
         if isinstance(prior, dist.Distribution):
             out = out + prior.log_prob(draws[name]).reshape(num, -1).sum(-1).to(out.dtype)
     return out
+
+
+def hyperparameter_prior_draws(priors: dict, num: int) -> dict:
+    """``num`` independent draws ``{name: (num, ...)}`` of each entry of ``priors`` that is a
+    distribution (torch's global random state), vectorised: the ``prior_draws`` of a model
+    whose latent sites are exactly these hyperparameters."""
+    return {name: prior.sample((num,)) for name, prior in priors.items()
+            if isinstance(prior, dist.Distribution)}
 
 
 def single_input_column(x) -> torch.Tensor | None:

@@ -24,6 +24,7 @@ from .base import (
     fixed_params,
     hyperparameter,
     hyperparameter_log_prior,
+    hyperparameter_prior_draws,
     num_draws,
     single_input_column,
 )
@@ -257,6 +258,24 @@ class GPAttentionModel(_RegressionModel):
         out = [self.posterior(key, key, data["value"], {k: v[d] for k, v in draws.items()})
                ["mean"] for d in range(num_draws(draws))]
         return {"attention_output": torch.stack(out)}
+
+    def prior_draws(self, num: int) -> dict:
+        """``num`` draws of each hyperparameter given a prior, ``{name: (num, ...)}``
+        (vectorised; the GP's latents are exactly these hyperparameters)."""
+        return hyperparameter_prior_draws(self._priors(), num)
+
+    def prior_predictive(self, draws, data, generator):
+        """Values ``(D, S, Ev)`` from the program's ``MVN(0, amplitude^2 K + noise^2 I)`` per
+        column, for each draw (``chol @ eps``, the factor of :meth:`model`'s covariance)."""
+        key = data["key"]
+        value = data.get("value")
+        ev = 1 if value is None else value.shape[1]
+        out = []
+        for d in range(num_draws(draws)):
+            chol = self._chol(key, self._fixed({k: v[d] for k, v in draws.items()}, key.dtype))
+            eps = torch.randn(key.shape[0], ev, dtype=key.dtype, generator=generator)
+            out.append(chol @ eps)
+        return torch.stack(out)
 
     def _chol(self, key, p):
         cov = p["amplitude"] ** 2 * Fn.gp_kernel(

@@ -37,6 +37,7 @@ from .base import (
     fixed_params,
     hyperparameter,
     hyperparameter_log_prior,
+    hyperparameter_prior_draws,
     num_draws,
     single_input_column,
 )
@@ -372,6 +373,12 @@ class KeySelectionModel(BayesianModel):
     def prior_log_density(self, draws: dict) -> torch.Tensor:
         """``log p(theta_d)`` ``(D,)``: the hyperparameters' priors at each draw."""
         return hyperparameter_log_prior(self._priors(), draws)
+
+    def prior_draws(self, num: int) -> dict:
+        """``num`` draws of each hyperparameter given a prior, ``{name: (num, ...)}``
+        (vectorised; the latent sites are independent draws from fixed priors, and
+        :meth:`posterior_predictive` depends on the data only through the queries)."""
+        return hyperparameter_prior_draws(self._priors(), num)
 
     def full_data_bytes(self, data: dict) -> int:
         """Peak bytes of one likelihood + gradient evaluation over all ``L`` queries.

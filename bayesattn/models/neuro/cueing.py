@@ -47,7 +47,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..base import BayesianModel, hyperparameter, hyperparameter_log_prior, num_draws
+from ..base import (
+    BayesianModel,
+    hyperparameter,
+    hyperparameter_log_prior,
+    hyperparameter_prior_draws,
+    num_draws,
+)
 from ._common import (
     as_float_tensor,
     check_probability,
@@ -623,7 +629,8 @@ class CueingObserver(BayesianModel):
 
     def prior_draws(self, num: int) -> dict:
         """``num`` draws of each latent parameter from its prior, ``{name: (num, ...)}``."""
-        return {n: getattr(self, n).sample((num,)) for n in self.latent_names()}
+        return hyperparameter_prior_draws({n: getattr(self, n) for n in self._param_names()},
+                                          num)
 
     @torch.no_grad()
     def deterministics(self, draws: dict, data: dict) -> dict:
