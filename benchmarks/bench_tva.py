@@ -320,9 +320,8 @@ def _nuts_potential(model, data, batch: int):
     init, _, transforms, _ = initialize_model(model.model, model_kwargs=data,
                                               max_plate_nesting=model.max_plate_nesting,
                                               init_strategy=init_to_median(num_samples=15))
-    flat = nuts._Flat(init)
-    potential = flat.potential(nuts.potential_from_log_joint(
-        model.log_joint_fn(data), transforms, {k: v.dim() for k, v in init.items()}))
+    flat, potential = nuts.flat_potential(model.log_joint_fn(data), init, transforms,
+                                          batched=True)
     g = torch.Generator().manual_seed(1)
     z = flat.pack(init).expand(batch, flat.size)
     z = z + 0.05 * torch.randn(z.shape, generator=g, dtype=z.dtype)

@@ -43,7 +43,8 @@ from tqdm.std import tqdm as std_tqdm
 from ..interrupts import init_worker, starting_workers
 from .lockstep import Lockstep, batched_value_and_grad
 
-__all__ = ["RecordingNUTS", "potential_from_log_joint", "run_nuts", "safe_potential"]
+__all__ = ["RecordingNUTS", "flat_potential", "potential_from_log_joint", "run_nuts",
+           "safe_potential"]
 
 STAT_NAMES = ("lp", "energy", "diverging", "step_size", "acceptance_rate", "n_steps",
               "tree_depth")
@@ -311,13 +312,11 @@ def _run_group(jobs) -> list:
         pyro.set_rng_seed(jobs[0].seed)
         initial, _, transforms, _ = initialize_model(
             model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting)
-    flat = _Flat(initial)
     size = len(jobs)
-    batched = flat.potential(potential_from_log_joint(
-        log_joint, transforms, {k: v.dim() for k, v in initial.items()}))
+    flat, batched = flat_potential(log_joint, initial, transforms, batched=True)
     if jobs[0].jit:
         batched = _jit_traced(batched, {_FLAT: flat.pack(initial).expand(size, flat.size)})
-    single = safe_potential(flat.potential(potential_from_log_joint(log_joint, transforms)))
+    single = safe_potential(flat_potential(log_joint, initial, transforms)[1])
 
     def fallback(z):
         grads, u = potential_grad(single, dict(z))
@@ -342,6 +341,16 @@ def _run_group(jobs) -> list:
 
 #: The one site NUTS sees when it samples a fast log joint (:class:`_Flat`).
 _FLAT = "_flat"
+
+
+def flat_potential(log_joint, initial: dict, transforms: dict, batched: bool = False):
+    """``(flat, U)``: the :class:`_Flat` layout of the sites of ``initial`` (``{site:
+    unconstrained value}``) and the potential of ``log_joint``
+    (:func:`potential_from_log_joint` with ``transforms``) as a function of the one flat
+    site ``{_FLAT: (D,)}``, or ``{_FLAT: (B, D)} -> (B,)`` when ``batched``."""
+    flat = _Flat(initial)
+    site_ndims = {k: v.dim() for k, v in initial.items()} if batched else None
+    return flat, flat.potential(potential_from_log_joint(log_joint, transforms, site_ndims))
 
 
 class _Flat:
@@ -404,9 +413,9 @@ def _run_chain(job, potential=None):
     initial, _, transforms, _ = initialize_model(
         model.model, model_kwargs=data, max_plate_nesting=model.max_plate_nesting,
         init_strategy=init_strategy)
-    flat = _Flat(initial)
+    flat, own = flat_potential(log_joint, initial, transforms)
     if potential is None:
-        potential = flat.potential(potential_from_log_joint(log_joint, transforms))
+        potential = own
         if jit:
             potential = _jit_traced(potential, {_FLAT: flat.pack(initial)})
     if inverse_mass:

@@ -155,7 +155,7 @@ void tva_race_backward(int B, int U, int W, int N, int64_t P, int normal, const 
             dg[ib[p]] += sign[p] * gs[ik[p]];
             const double t = sign_full[p] * gf[ik[p]];
             dvb[ia[p]] += t * hb[ib[p]];
-            dh[ib[p]] += sign_full[p] * vbb[ia[p]] * gf[ik[p]];
+            dh[ib[p]] += t * vbb[ia[p]];
         }
         for (int d = 0; d < U; d++) {
             const int64_t o = (int64_t)d * M;
