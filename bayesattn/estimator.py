@@ -34,7 +34,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .inference import METHODS, fit
 from .inference.predictive import posterior_draws, predictive_moments
 from .io import atomic_path
-from .models.base import BayesianModel
 from .models.defaults import MODELS, build_regression_model
 
 __all__ = ["SPEC_FORMAT", "AttentionRegressor"]
@@ -278,19 +277,13 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
         draws, num = posterior_draws(self.idata_, names, max_draws=total, seed=self.seed_)
         picks = rng.randint(0, num, size=n_samples)
         gen = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
-        gaussian = type(self.model_).predictive_sample is BayesianModel.predictive_sample
         out = torch.empty(n_samples, query.shape[0], self.n_outputs_, dtype=torch.float64)
         with torch.no_grad():
-            for d in np.unique(picks):
+            for d in np.unique(picks):  # the predictive once per posterior draw picked
                 where = torch.as_tensor(np.nonzero(picks == d)[0])
                 params = {k: v[d] for k, v in draws.items()}
-                if gaussian:  # one predictive per posterior draw, then Gaussian noise
-                    mean, var = self.model_.predict(query, params, self._data)
-                    eps = torch.randn(len(where), *mean.shape, dtype=mean.dtype, generator=gen)
-                    out[where] = mean + var.sqrt() * eps
-                else:
-                    for i in where.tolist():
-                        out[i] = self.model_.predictive_sample(query, params, self._data, gen)
+                out[where] = self.model_.predictive_sample(query, params, self._data, gen,
+                                                           num_samples=len(where)).to(out.dtype)
         samples = out.numpy() * self.y_scale_ + self.y_mean_  # (n_samples, m, k)
         samples = np.moveaxis(samples, 0, -1)  # (m, k, n_samples)
         return samples[:, 0, :] if self._y_ndim == 1 else samples

@@ -763,6 +763,22 @@ def test_predictive_sample_draws_from_the_key_mixture():
     assert abs(float(y.var() - post["variance"][0, 0])) <= 4 * float(variance_se(y, 0))
 
 
+def test_many_predictive_samples_at_once_follow_the_key_mixture():
+    """``num_samples=n``: ``(n, L, Ev)`` draws, each row from its own query's mixture."""
+    key, value, query, _ = memory(seed=15, S=5, Ev=1)
+    model = KernelAttentionModel(key, value, kernel="laplace", bandwidth=0.7, noise=1e-9)
+    n = 20000
+    y = model.predictive_sample(query[:2], {}, None, gen_(3), num_samples=n)
+    assert y.shape == (n, 2, 1)
+    for row in range(2):
+        match = (y[:, row, 0][:, None] - value[:, 0]).abs() < 1e-6  # (n, S)
+        assert bool((match.sum(-1) == 1).all())
+        p = ref_weights("laplace", query[row:row + 1], key, 0.7)[0]
+        freq = match.to(DT).mean(0).numpy()
+        assert np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1e-12), (row, freq, p)
+    assert model.predictive_sample(query[:2], {}, None, gen_(3)).shape == (2, 1)
+
+
 def test_least_squares_predictive_sample_is_gaussian_around_key_times_w():
     key, value, query = _ls_problem(S=10, E=2, Ev=1)
     model = LeastSquaresAttentionModel(prior_scale=1.0, noise=0.3)
@@ -773,6 +789,11 @@ def test_least_squares_predictive_sample_is_gaussian_around_key_times_w():
     assert y.shape == (n, 1)
     assert abs(float(y.mean() - query[0] @ w[:, 0])) <= 4 * 0.3 / math.sqrt(n)
     assert abs(float(y.var()) - 0.3**2) <= 4 * float(variance_se(y, 0))
+    many = model.predictive_sample(query[:1], {"W": w}, {"key": key, "value": value}, gen_(4),
+                                   num_samples=n)[:, 0]  # (n, 1): the predictive once
+    assert many.shape == (n, 1)
+    assert abs(float(many.mean() - query[0] @ w[:, 0])) <= 4 * 0.3 / math.sqrt(n)
+    assert abs(float(many.var()) - 0.3**2) <= 4 * float(variance_se(many, 0))
 
 
 # ----------------------------------------------------------------------------- gradients

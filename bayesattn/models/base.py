@@ -239,13 +239,17 @@ class BayesianModel:
         given one draw ``params`` (subclasses)."""
         raise NotImplementedError(f"{type(self).__name__} does not predict at new queries")
 
-    def predictive_sample(self, query, params: dict, data: dict, generator: torch.Generator):
-        """One draw ``(L, Ev)`` of a new observation at ``query`` given ``params``.
+    def predictive_sample(self, query, params: dict, data: dict, generator: torch.Generator,
+                          num_samples: int | None = None):
+        """One draw ``(L, Ev)`` of a new observation at ``query`` given ``params``, or
+        ``num_samples`` independent draws ``(num_samples, L, Ev)`` (the predictive computed
+        once for all of them).
 
         The default samples ``N(mean, variance)`` from :meth:`predict`; mixture models override.
         """
         mean, var = self.predict(query, params, data)
-        eps = torch.randn(mean.shape, dtype=mean.dtype, generator=generator)
+        shape = mean.shape if num_samples is None else (num_samples, *mean.shape)
+        eps = torch.randn(shape, dtype=mean.dtype, generator=generator)
         return mean + var.sqrt() * eps
 
     def exact_posterior(self, data: dict, num_samples: int, generator: torch.Generator):

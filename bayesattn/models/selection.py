@@ -161,14 +161,19 @@ class KeySelectionModel(BayesianModel):
         mean = w @ self.value
         return mean, self._fixed(params)["noise"] ** 2 + w @ self.value**2 - mean**2
 
-    def predictive_sample(self, query, params: dict, data: dict | None, generator):
-        """One draw ``(L, Ev)`` from the mixture ``sum_j w_ij N(v_j, noise^2 I)`` at new queries."""
+    def predictive_sample(self, query, params: dict, data: dict | None, generator,
+                          num_samples: int | None = None):
+        """One draw ``(L, Ev)`` from the mixture ``sum_j w_ij N(v_j, noise^2 I)`` at new
+        queries, or ``num_samples`` independent draws ``(num_samples, L, Ev)`` (the weights
+        computed once: keys drawn with replacement)."""
         self._check_target(None, query.shape[0])
         w = self.attention_weights(query, params)
         params = self._fixed(params)
-        z = torch.multinomial(w, 1, generator=generator).squeeze(-1)
-        eps = torch.randn(z.shape[0], self.value.shape[1], dtype=w.dtype, generator=generator)
-        return self.value[z] + params["noise"] * eps
+        n = 1 if num_samples is None else num_samples
+        z = torch.multinomial(w, n, replacement=True, generator=generator).T  # (n, L)
+        eps = torch.randn(*z.shape, self.value.shape[1], dtype=w.dtype, generator=generator)
+        y = self.value[z] + params["noise"] * eps
+        return y[0] if num_samples is None else y
 
     def posterior(self, query, params: dict | None = None) -> dict:
         """Exact posterior given fixed hyperparameters ``params`` (default: the fixed values).
