@@ -29,7 +29,9 @@ import torch
 from pyro import poutine
 from pyro.infer import Predictive, TraceEnum_ELBO
 
-__all__ = ["to_inference_data", "check_loo_ready", "OBS_DIM"]
+from ..models.base import BayesianModel
+
+__all__ = ["to_inference_data", "check_loo_ready", "vectorised_log_joint", "OBS_DIM"]
 
 #: the dim that indexes observations in every group
 OBS_DIM = "obs_id"
@@ -290,14 +292,9 @@ def _log_joint(model, data, flat, log_lik) -> torch.Tensor:
         prior = model.prior_log_density(flat) if flat else torch.zeros(1, dtype=torch.float64)
         if prior is not None:
             return prior.expand(num) + log_lik.sum(-1)
-    names = model.latent_names()
-    if model.log_joint_batched and flat and set(names) <= set(flat):
-        fast = model.log_joint_fn(data)  # tested equal to the traced density; batched
-        if fast is not None:
-            with torch.no_grad():
-                return torch.cat([fast({k: torch.as_tensor(flat[k][i:i + _LP_CHUNK])
-                                        for k in names})
-                                  for i in range(0, num, _LP_CHUNK)])
+    batched = _batched_log_joint(model, data, flat)
+    if batched is not None:
+        return batched
     discrete = enumerated_sites(model, data)
     out = []
     for d in range(num):
@@ -318,6 +315,37 @@ def _log_joint(model, data, flat, log_lik) -> torch.Tensor:
                 lp = lp + site["fn"].log_prob(site["value"]).sum()
         out.append(lp)
     return torch.stack(out)
+
+
+def _batched_log_joint(model, data, flat) -> torch.Tensor | None:
+    """``log p(theta_d, y)`` ``(D,)`` from the model's batched fast log joint, on chunks of
+    draws; None when it has none (or ``flat`` lacks a latent)."""
+    names = model.latent_names()
+    if not (model.log_joint_batched and flat and set(names) <= set(flat)):
+        return None
+    fast = model.log_joint_fn(data)  # tested equal to the traced density; batched
+    if fast is None:
+        return None
+    num = next(iter(flat.values())).shape[0]
+    with torch.no_grad():
+        return torch.cat([fast({k: torch.as_tensor(flat[k][i:i + _LP_CHUNK]) for k in names})
+                          for i in range(0, num, _LP_CHUNK)])
+
+
+def vectorised_log_joint(model, data: dict, draws: dict) -> torch.Tensor | None:
+    """``log p(theta_d, y)`` ``(D,)`` of draws ``{name: (D, ...)}`` of every latent, from the
+    model's vectorised densities only: its ``prior_log_density`` plus its own
+    ``log_likelihood`` summed (models whose pointwise terms sum to the joint), or its batched
+    fast log joint. None when it has neither (the Pyro program would have to be traced once
+    per draw) or has enumerated discrete sites."""
+    if not set(model.latent_names()) <= set(draws) or enumerated_sites(model, data):
+        return None
+    own_log_lik = type(model).log_likelihood is not BayesianModel.log_likelihood
+    if model.log_likelihood_sums_to_joint and own_log_lik:
+        prior = model.prior_log_density(draws)
+        if prior is not None:
+            return prior + model.log_likelihood(draws, data).sum(-1).to(prior.dtype)
+    return _batched_log_joint(model, data, draws)
 
 
 def _empty_guide(*args, **kwargs):

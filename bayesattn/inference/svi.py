@@ -23,13 +23,14 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
-from .convert import enumerated_sites
+from .convert import enumerated_sites, vectorised_log_joint
 from .diagnostics import PARETO_K_MAX, elbo_plateau, make_verdict, pareto_k
 from .laplace import Potential, find_mode
 
-__all__ = ["GUIDES", "PARETO_DRAWS", "fit_svi"]
+__all__ = ["GUIDES", "PARETO_DRAWS", "fit_svi", "vectorised_log_weights"]
 
 GUIDES = {
     "normal": autoguide.AutoNormal,
@@ -133,8 +134,58 @@ def fit_svi(model, data, *, guide, num_steps, learning_rate, num_chains, num_sam
 
 
 def _log_weights(model, guide, data, num, enum):
-    """``log p(theta_s, y) - log q(theta_s)`` for ``num`` guide draws ``theta_s``."""
+    """``log p(theta_s, y) - log q(theta_s)`` for ``num`` guide draws ``theta_s``: all at once
+    when the model's density is vectorised (:func:`vectorised_log_weights`), else one
+    single-particle ELBO term a draw (the same ELBO class as the fit)."""
+    if not enum:
+        fast = vectorised_log_weights(model, guide, data, num)
+        if fast is not None:
+            return fast[0].numpy()
     elbo = (TraceEnum_ELBO(max_plate_nesting=model.max_plate_nesting) if enum
             else Trace_ELBO())
     with torch.no_grad():
         return np.array([-elbo.loss(model.model, guide, **data) for _ in range(num)])
+
+
+def vectorised_log_weights(model, guide, data: dict, num: int):
+    """``(log p(theta_s, y) - log q(theta_s) (num,), {name: theta (num, ...)})`` for ``num``
+    draws of ``guide`` taken in one pass, or None when that is not possible.
+
+    The guide (an autoguide of the model's continuous sites; Pyro's autoguides vectorise over
+    a particle plate, as ``Trace_ELBO(vectorize_particles=True)`` relies on) runs once inside
+    a plate of ``num`` at dim ``-(max_plate_nesting + 1)``: its trace gives the draws and each
+    draw's ``log q`` (every guide site's log density, its Jacobian terms included, summed over
+    all but the draw dim). ``log p`` comes from the model's own vectorised density
+    (:func:`~bayesattn.inference.convert.vectorised_log_joint`), never from running the Pyro
+    program on a batch of draws, which a model need not support. None when the model has no
+    vectorised density or a guide site's shape does not lead with the draw dim.
+    """
+    names = model.latent_names()
+    dim = -(model.max_plate_nesting + 1)
+
+    def particles():
+        with pyro.plate("_guide_draws", num, dim=dim):
+            guide(**data)
+
+    with torch.no_grad():
+        one = poutine.trace(guide).get_trace(**data)  # each site's shape in one draw
+        trace = poutine.trace(particles).get_trace()
+        trace.compute_log_prob()
+        log_q = torch.zeros(num, dtype=torch.float64)
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            lp = site["log_prob"]
+            if lp.dim() != -dim or lp.shape[0] != num:
+                return None
+            log_q = log_q + lp.reshape(num, -1).sum(-1).to(log_q.dtype)
+        draws = {}
+        for name in names:
+            value, shape = trace.nodes[name]["value"], one.nodes[name]["value"].shape
+            if value.shape[0] != num or value.numel() != num * one.nodes[name]["value"].numel():
+                return None
+            draws[name] = value.reshape(num, *shape)
+        log_p = vectorised_log_joint(model, data, draws)
+    if log_p is None:
+        return None
+    return log_p.to(torch.float64) - log_q, draws
