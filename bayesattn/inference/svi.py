@@ -10,8 +10,9 @@ sites only). ``init="median"`` starts from the prior median instead (Pyro's usua
 
 Verdict (:mod:`bayesattn.inference.diagnostics`): the ELBO plateau test over the loss trace,
 and the Pareto ``k`` of ``log p(theta, y) - log q(theta)`` over ``theta ~ q`` (Yao et al.
-2018); each log-weight is one single-particle ELBO term, computed by the same ELBO class as
-the fit, so enumerated discrete sites are marginalised as in training.
+2018). The weights come from one vectorised pass when the model's density is vectorised
+(:func:`vectorised_log_weights`); otherwise each is one single-particle ELBO term, computed by
+the same ELBO class as the fit, so enumerated discrete sites are marginalised as in training.
 """
 
 from __future__ import annotations
