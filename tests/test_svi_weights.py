@@ -17,6 +17,7 @@ from torch.distributions import biject_to
 
 from bayesattn.experiments.regression import build_model
 from bayesattn.inference import svi
+from bayesattn.models.base import BayesianModel
 from bayesattn.models.neuro.tva import TVA
 
 DT = torch.float64
@@ -105,3 +106,31 @@ def test_models_without_a_vectorised_density_take_the_loop():
     pyro.set_rng_seed(6)
     lw = svi._log_weights(model, guide, data, 10, enum=False)
     assert lw.shape == (10,) and np.isfinite(lw).all()
+
+
+class _HiddenLatent(BayesianModel):
+    """``a, b ~ N(0, 1)``, ``y_i ~ N(a + b, 1)``, whose hooks know ``a`` only (``b`` is a
+    latent the vectorised density would not see)."""
+
+    log_likelihood_sums_to_joint = True
+
+    def model(self, y=None):
+        a = pyro.sample("a", dist.Normal(torch.zeros((), dtype=DT), 1.0))
+        b = pyro.sample("b", dist.Normal(torch.zeros((), dtype=DT), 1.0))
+        with pyro.plate("obs", 3):
+            pyro.sample("y", dist.Normal(a + b, 1.0), obs=y)
+
+    def latent_names(self):
+        return ["a"]
+
+    def prior_log_density(self, draws):
+        return dist.Normal(0.0, 1.0).log_prob(draws["a"])
+
+    def log_likelihood(self, draws, data):
+        return dist.Normal(draws["a"][:, None], 1.0).log_prob(data["y"])
+
+
+def test_a_guide_site_the_models_density_does_not_know_takes_the_loop():
+    model, data = _HiddenLatent(), {"y": torch.tensor([0.1, -0.4, 0.3], dtype=DT)}
+    guide = _guide(model, data, "normal")
+    assert svi.vectorised_log_weights(model, guide, data, 10) is None

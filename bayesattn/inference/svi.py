@@ -159,7 +159,8 @@ def vectorised_log_weights(model, guide, data: dict, num: int):
     all but the draw dim). ``log p`` comes from the model's own vectorised density
     (:func:`~bayesattn.inference.convert.vectorised_log_joint`), never from running the Pyro
     program on a batch of draws, which a model need not support. None when the model has no
-    vectorised density or a guide site's shape does not lead with the draw dim.
+    vectorised density, the guide samples other sites than ``model.latent_names()``, or a
+    guide site's shape does not lead with the draw dim.
     """
     names = model.latent_names()
     dim = -(model.max_plate_nesting + 1)
@@ -180,6 +181,10 @@ def vectorised_log_weights(model, guide, data: dict, num: int):
             if lp.dim() != -dim or lp.shape[0] != num:
                 return None
             log_q = log_q + lp.reshape(num, -1).sum(-1).to(log_q.dtype)
+        sampled = {n for n, site in trace.nodes.items() if site["type"] == "sample"
+                   and not site_is_subsample(site) and not site["infer"].get("is_auxiliary")}
+        if sampled != set(names):  # a latent the model's density would not see
+            return None
         draws = {}
         for name in names:
             value, shape = trace.nodes[name]["value"], one.nodes[name]["value"].shape
