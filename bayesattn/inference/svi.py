@@ -174,21 +174,22 @@ def vectorised_log_weights(model, guide, data: dict, num: int):
         trace = poutine.trace(particles).get_trace()
         trace.compute_log_prob()
         log_q = torch.zeros(num, dtype=torch.float64)
-        for site in trace.nodes.values():
+        sampled = set()  # the guide's non-auxiliary sites: the latents it draws
+        for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             lp = site["log_prob"]
             if lp.dim() != -dim or lp.shape[0] != num:
                 return None
             log_q = log_q + lp.reshape(num, -1).sum(-1).to(log_q.dtype)
-        sampled = {n for n, site in trace.nodes.items() if site["type"] == "sample"
-                   and not site_is_subsample(site) and not site["infer"].get("is_auxiliary")}
+            if not site["infer"].get("is_auxiliary"):
+                sampled.add(name)
         if sampled != set(names):  # a latent the model's density would not see
             return None
         draws = {}
         for name in names:
             value, shape = trace.nodes[name]["value"], one.nodes[name]["value"].shape
-            if value.shape[0] != num or value.numel() != num * one.nodes[name]["value"].numel():
+            if value.shape[0] != num or value.numel() != num * shape.numel():
                 return None
             draws[name] = value.reshape(num, *shape)
         log_p = vectorised_log_joint(model, data, draws)
