@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .inference import METHODS, fit
 from .inference.predictive import posterior_draws, predictive_moments
+from .inference.threads import auto_num_threads, torch_threads
 from .io import atomic_path
 from .models.defaults import MODELS, build_regression_model
 
@@ -217,6 +218,11 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self._features(torch.as_tensor(_standardize(X, self.x_mean_, self.x_scale_)))
 
+    def _threads(self, query: torch.Tensor):
+        """The torch thread count for predicting at ``query`` (one for a small model), as a
+        context that restores the caller's (:func:`~bayesattn.inference.threads.torch_threads`)."""
+        return torch_threads(auto_num_threads(self.model_, self._data, query.shape[0]))
+
     def _shape_out(self, a: np.ndarray) -> np.ndarray:
         """``(m, k)`` in standardised units to y's units and y's dimensionality."""
         return a[:, 0] if self._y_ndim == 1 else a
@@ -278,7 +284,7 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
         picks = rng.randint(0, num, size=n_samples)
         gen = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
         out = torch.empty(n_samples, query.shape[0], self.n_outputs_, dtype=torch.float64)
-        with torch.no_grad():
+        with self._threads(query), torch.no_grad():
             for d in np.unique(picks):  # the predictive once per posterior draw picked
                 where = torch.as_tensor(np.nonzero(picks == d)[0])
                 params = {k: v[d] for k, v in draws.items()}
@@ -356,7 +362,7 @@ class AttentionRegressor(RegressorMixin, BaseEstimator):
                                      max_draws=self.max_draws, seed=self.seed_)
         model = self.model_
         out = []
-        with torch.no_grad():
+        with self._threads(query), torch.no_grad():
             for d in range(num):
                 params = {k: v[d] for k, v in draws.items()}
                 if isinstance(model, KeySelectionModel):

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.stats import norm
 from sklearn.exceptions import NotFittedError
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -280,3 +281,40 @@ def test_intervals_cover_new_data_with_known_noise(name):
     assert np.all(sd > 0.25), sd
     if name == "gp":
         assert np.all(sd < 0.36), sd
+
+
+@pytest.mark.parametrize("name", ["kernel", "gp"])
+def test_predictions_run_small_models_on_one_thread_and_restore_the_setting(name, monkeypatch):
+    from bayesattn.inference.predictive import attention_weight_moments, predictive_draws
+    from bayesattn.inference.threads import SMALL_MODEL_ELEMENTS, auto_num_threads
+
+    X, y = smooth_data(n=30, p=1)
+    est = AttentionRegressor(name, **FAST).fit(X, y)
+    model, seen = est.model_, []
+    for method in ("predict", "predictive_sample", "attention_weights", "_log_weights"):
+        if hasattr(model, method):
+            original = getattr(model, method)
+
+            def probe(*args, _original=original, **kwargs):
+                seen.append(torch.get_num_threads())
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(model, method, probe)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        est.predict(X[:5], return_std=True)
+        est.sample_y(X[:5], 3)
+        est.log_predictive_density(X[:5], y[:5])
+        query = torch.as_tensor(X[:5])
+        predictive_draws(model, est.idata_, query, est._data, max_draws=3)
+        if hasattr(model, "attention_weights"):
+            attention_weight_moments(model, est.idata_, query, max_draws=3)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    # a prediction whose pairwise size exceeds the budget keeps the caller's setting
+    many = SMALL_MODEL_ELEMENTS // 30 + 1
+    assert auto_num_threads(model, est._data, 5) == 1
+    assert auto_num_threads(model, est._data, many) is None

@@ -10,12 +10,17 @@ mean and spread. The predictive moments use the law of total variance over poste
 
 where ``m, v = model.predict(query, theta_d, data)``. With one draw (a point estimate) this is
 the plug-in predictive ``m, v`` of that draw.
+
+Each function runs on the thread count :func:`.threads.auto_num_threads` picks for the queries
+(one thread for a small model; the caller's setting is restored after).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from .threads import auto_num_threads, torch_threads
 
 __all__ = ["attention_weight_moments", "num_posterior_draws", "posterior_draws",
            "predictive_draws", "predictive_moments"]
@@ -72,7 +77,7 @@ def predictive_draws(model, idata, query, data, *, max_draws: int = 400, seed: i
     """
     draws, num = posterior_draws(idata, model.latent_names(), max_draws=max_draws, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
+    with torch_threads(auto_num_threads(model, data, query.shape[0])), torch.no_grad():
         return torch.stack([
             model.predictive_sample(query, {k: v[d] for k, v in draws.items()}, data, gen)
             for d in range(num)
@@ -92,7 +97,7 @@ def predictive_moments(model, idata, query, data, *, max_draws: int = 400, seed:
         NotImplementedError: the model does not predict at new queries.
     """
     draws, num = posterior_draws(idata, model.latent_names(), max_draws=max_draws, seed=seed)
-    with torch.no_grad():
+    with torch_threads(auto_num_threads(model, data, query.shape[0])), torch.no_grad():
         moments = [model.predict(query, {k: v[d] for k, v in draws.items()}, data)
                    for d in range(num)]
     means = torch.stack([m for m, _ in moments])
@@ -112,7 +117,7 @@ def attention_weight_moments(model, idata, query, *, max_draws: int = 200, seed:
         ``(mean (L, S), sd (L, S), D)``; the sd is 0 for a point estimate (``D = 1``).
     """
     draws, num = posterior_draws(idata, model.latent_names(), max_draws=max_draws, seed=seed)
-    with torch.no_grad():
+    with torch_threads(auto_num_threads(model, {}, query.shape[0])), torch.no_grad():
         w = torch.stack([model.attention_weights(query, {k: v[d] for k, v in draws.items()})
                          for d in range(num)])
     return w.mean(0), w.std(0, unbiased=False), num

@@ -20,21 +20,24 @@ __all__ = ["SMALL_MODEL_ELEMENTS", "auto_num_threads", "torch_threads"]
 SMALL_MODEL_ELEMENTS = 250_000
 
 
-def auto_num_threads(model, data: dict) -> int | None:
-    """The thread count :func:`bayesattn.inference.fit` uses when ``num_threads=None``.
+def auto_num_threads(model, data: dict, num_queries: int | None = None) -> int | None:
+    """The thread count :func:`bayesattn.inference.fit` (and the predictions of
+    :mod:`.predictive` and the estimator) use when the caller does not choose one.
 
-    Rule: ``N`` = rows of the observation ``data[model.obs_name]`` and ``S`` = rows of the
-    model's memory (``model.key`` when it has one, else ``N``); when ``N * S`` is at most
-    :data:`SMALL_MODEL_ELEMENTS` (e.g. 500 x 500) the fit runs on 1 thread, otherwise torch's
+    Rule: ``N`` = ``num_queries`` (a prediction at new queries) or else the rows of the
+    observation ``data[model.obs_name]``, and ``S`` = rows of the model's memory (``model.key``
+    when it has one, else the observation's rows); when ``N * S`` is at most
+    :data:`SMALL_MODEL_ELEMENTS` (e.g. 500 x 500) the work runs on 1 thread, otherwise torch's
     current setting is kept (``None``).
 
     Returns:
         ``1`` or ``None`` (leave torch's setting alone).
     """
     obs = data.get(model.obs_name)
-    n = int(obs.shape[0]) if getattr(obs, "ndim", 0) else 1
+    rows = int(obs.shape[0]) if getattr(obs, "ndim", 0) else 1
     key = getattr(model, "key", None)
-    s = int(key.shape[0]) if isinstance(key, torch.Tensor) and key.ndim else n
+    s = int(key.shape[0]) if isinstance(key, torch.Tensor) and key.ndim else rows
+    n = rows if num_queries is None else int(num_queries)
     return 1 if n * s <= SMALL_MODEL_ELEMENTS else None
 
 
