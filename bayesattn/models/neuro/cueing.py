@@ -185,17 +185,15 @@ def _affine_argmax_probs(a, b, mu, num_nodes):
     left, right = bounds[..., :-1], bounds[..., 1:]  # (..., M, P)
     half = (right - left) / 2
     v = left[..., None] + half[..., None] * (u + 1)  # (..., M, P, Q)
-    log_dens = (
-        -0.5 * ((v - c[..., None, None]) / b[..., None, None]) ** 2
-        - torch.log(b[..., None, None])
-        - 0.5 * math.log(2 * math.pi)
-    )
-    # log P(g_j < v) for every competitor j: (..., M, P, Q, M); the chosen m itself excluded
-    arg = (v[..., None] - c[..., None, None, None, :]) / b[..., None, None, None, :]
-    log_cdf = torch.special.log_ndtr(arg)
+    dens = torch.exp(-0.5 * ((v - c[..., None, None]) / b[..., None, None]) ** 2) / (
+        b[..., None, None] * math.sqrt(2 * math.pi))
+    # P(g_j < v) for every competitor j: (..., M, P, Q, M); the chosen m itself excluded. The
+    # product is taken of the CDFs themselves, not summed in logs (log_ndtr costs 5x ndtr): a
+    # product that underflows is one whose exp(sum of logs) is below 1e-300 too.
+    cdf = ndtr((v[..., None] - c[..., None, None, None, :]) / b[..., None, None, None, :])
     eye = torch.eye(m, dtype=torch.bool, device=mu.device)[:, None, None, :]  # (M, 1, 1, M)
-    log_cdf = torch.where(eye, 0.0, log_cdf).sum(-1)
-    p = (torch.exp(log_dens + log_cdf) * w * half[..., None]).sum((-1, -2))  # (..., M)
+    cdf = torch.where(eye, 1.0, cdf).prod(-1)
+    p = (dens * cdf * w * half[..., None]).sum((-1, -2))  # (..., M)
     return p / p.sum(-1, keepdim=True)
 
 
@@ -601,10 +599,23 @@ class CueingObserver(BayesianModel):
         params["d_prime"] = d.expand(num, self.num_levels)
         return params
 
+    def _draw_chunk(self) -> int:
+        """Draws per vectorised pass of :meth:`_draw_probs`: the largest temporary (for the
+        localisation quadrature ``cells x M x (2M + 1) panels x nodes x M`` elements a draw) is
+        kept near 2^19 elements (4 MiB). Larger passes spend their time in page faults: 1,000
+        draws of the four-location design took 4.4 s in passes of 256 against 1.3 s in
+        passes of 16."""
+        m = self.num_locations
+        cells = (m + 1) * self.num_levels
+        per_draw = cells * m * self.num_nodes * 2
+        if self.task == "localisation" and self.observer != "switching":
+            per_draw = cells * m * (2 * m + 1) * self.num_nodes * m
+        return max(1, min(256, 2**19 // per_draw))
+
     def _draw_probs(self, draws: dict, data: dict):
-        """``(num, probs (D, T[, M]))`` per chunk of draws."""
+        """``(num, probs (D, T[, M]))`` per chunk of draws (:meth:`_draw_chunk`)."""
         cue, target, level = self._check_data(data["cue"], data["target"], data.get("level"))
-        for chunk, num in draws_slices(draws, 256):
+        for chunk, num in draws_slices(draws, self._draw_chunk()):
             yield num, self._probs(self._draw_params(chunk, num), cue, target, level)
 
     def log_likelihood(self, draws: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
