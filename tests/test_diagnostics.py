@@ -510,7 +510,7 @@ def test_svi_on_the_nile_gp_agrees_with_nuts_or_is_flagged():
     nile = sm.datasets.nile.load_pandas().data
     model, data, _ = build_model("gp", torch.tensor(nile["year"].values),
                                  torch.tensor(nile["volume"].values))
-    for kwargs in ({}, {"guide": "normal", "init": "median", "num_steps": 2000}):
+    for kwargs in ({}, {"guide": "normal", "init": "median", "num_steps": 1000}):
         idata = quiet_fit(model, data, method="svi", num_chains=1, num_samples=400, seed=0,
                           **kwargs, **FAST)
         noise = idata.posterior["noise"].values
