@@ -142,6 +142,49 @@ def test_nuts_through_fit_uses_the_fast_log_joint(monkeypatch):
     assert abs(c.mean() - 50.0) < 4 * c.std() + 1.0
 
 
+
+@pytest.mark.parametrize("method", ["map", "svi"])
+def test_map_optimiser_uses_the_fast_log_joint_and_finds_the_traced_mode(method, monkeypatch):
+    """MAP (and SVI's MAP start) minimise through ``log_joint_fn``; the mode, the Hessian
+    (always from the traced program) and the draws are those of the traced potential alone."""
+    import json
+
+    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
+    data = _data("partial", 1, seed=5, trials=60)
+    pyro.set_rng_seed(5)
+    data["reported"] = model.model(**data)
+    calls = []
+    original = TVA.log_joint_fn
+
+    def counting(self, d):
+        fn = original(self, d)
+
+        def log_joint(values):
+            calls.append(1)
+            return fn(values)
+
+        return log_joint
+
+    kwargs = dict(method=method, num_chains=1, num_samples=50, seed=3, progress_bar=False)
+    if method == "svi":
+        kwargs.update(num_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        monkeypatch.setattr(TVA, "log_joint_fn", lambda self, d: None)  # Pyro's trace only
+        traced = fit(model, data, **kwargs)
+        monkeypatch.setattr(TVA, "log_joint_fn", counting)
+        fast = fit(model, data, **kwargs)
+    assert calls, "the optimiser did not use the fast log joint"
+    if method == "map":
+        a, b = (json.loads(i.attrs["diagnostics"])["figures"] for i in (traced, fast))
+        assert b["neg_log_density"] == pytest.approx(a["neg_log_density"], abs=1e-8)
+        assert b["newton_decrement"] < 1e-3
+    for k in model.latent_names():
+        torch.testing.assert_close(torch.as_tensor(fast.posterior[k].values),
+                                   torch.as_tensor(traced.posterior[k].values),
+                                   rtol=1e-4, atol=1e-6)
+
+
 HIER_CASES = [
     dict(paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0), conditions=2,
          by_condition=("C",)),

@@ -29,7 +29,7 @@ from pyro.distributions.transforms import biject_to
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
 from pyro.infer.mcmc.util import initialize_model
 
-from .nuts import safe_potential
+from .nuts import potential_from_log_joint, safe_potential
 
 __all__ = ["GRAD_Z_MAX", "NEWTON_TOL", "Potential", "find_mode", "fit_map", "laplace_draws"]
 
@@ -46,17 +46,26 @@ class Potential:
         program: the Pyro program.
         data: its keyword arguments.
         max_plate_nesting: as for NUTS (enumeration).
-        seed: seed of the initialisation (``init_to_median`` over 15 prior draws).
+        log_joint: None, or the model's fast log joint on ``data``
+            (:meth:`~bayesattn.models.base.BayesianModel.log_joint_fn`, full data only): the
+            same density without Pyro's tracing, used by :meth:`first_order` (the optimiser);
+            the curvature still comes from the traced program, since a fast log joint may be
+            differentiable only once (TVA's compiled race kernel).
+
+    The initialisation is ``init_to_median`` over 15 prior draws (seeded by the caller).
     """
 
-    def __init__(self, program, data: dict, max_plate_nesting: int):
+    def __init__(self, program, data: dict, max_plate_nesting: int, log_joint=None):
         if data.get("subsample_size") is None:
             init, potential, transforms, _ = initialize_model(
                 program, model_kwargs=data, max_plate_nesting=max_plate_nesting,
                 init_strategy=init_to_median(num_samples=15))
         else:  # Pyro's initialize_model refuses subsampled plates: the same potential by hand
             init, potential, transforms = _subsampled_potential(program, data)
+            log_joint = None
         self._fn = safe_potential(potential)
+        self._first = self._fn if log_joint is None else safe_potential(
+            potential_from_log_joint(log_joint, transforms))
         self.transforms = transforms
         self.names = sorted(init)
         self.shapes = {k: init[k].shape for k in self.names}
@@ -77,6 +86,11 @@ class Potential:
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         return self._fn(self.unflatten(u))
+
+    def first_order(self, u: torch.Tensor) -> torch.Tensor:
+        """``U(u)`` for an optimiser (value and gradient only): from the fast log joint when
+        the potential has one, else the same as calling the potential."""
+        return self._first(self.unflatten(u))
 
 
 def _subsampled_potential(program, data):
@@ -105,7 +119,7 @@ def _subsampled_potential(program, data):
 
 def find_mode(pot: Potential, *, num_steps: int, learning_rate: float, stochastic: bool,
               num_evals: int = 1):
-    """Minimise ``pot`` from its initial point.
+    """Minimise ``pot`` from its initial point (through :meth:`Potential.first_order`).
 
     Deterministic potentials: L-BFGS (strong Wolfe) for at most ``num_steps`` iterations.
     Stochastic (minibatch) ones: Adam, learning rate decaying geometrically to 1/10 over
@@ -123,7 +137,7 @@ def find_mode(pot: Potential, *, num_steps: int, learning_rate: float, stochasti
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.1 ** (1 / num_steps))
         for _ in range(num_steps):
             opt.zero_grad()
-            loss = pot(u)
+            loss = pot.first_order(u)
             if torch.isfinite(loss):
                 loss.backward()
                 opt.step()
@@ -137,7 +151,7 @@ def find_mode(pot: Potential, *, num_steps: int, learning_rate: float, stochasti
 
         def closure():
             opt.zero_grad()
-            loss = pot(u)
+            loss = pot.first_order(u)
             loss.backward()
             return loss
 
@@ -245,7 +259,8 @@ def fit_map(model, data, *, num_chains, num_samples, seed, num_steps, learning_r
     if not latents:
         return {}, make_verdict("map", [], {}, settings)
     torch.manual_seed(seed)
-    pot = Potential(model.model, run_data, model.max_plate_nesting)
+    pot = Potential(model.model, run_data, model.max_plate_nesting,
+                    log_joint=None if stochastic else model.log_joint_fn(data))
     evals = _num_evals(model, data, subsample_size)
     u, info = find_mode(pot, num_steps=num_steps, learning_rate=learning_rate,
                         stochastic=stochastic, num_evals=evals)

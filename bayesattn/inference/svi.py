@@ -80,7 +80,8 @@ def fit_svi(model, data, *, guide, num_steps, learning_rate, num_chains, num_sam
                                                           "subsample_size": subsample_size}
     program = continuous(model.model)
     if init == "map":
-        pot = Potential(model.model, run_data, model.max_plate_nesting)
+        pot = Potential(model.model, run_data, model.max_plate_nesting,
+                        log_joint=model.log_joint_fn(data) if subsample_size is None else None)
         u, _ = find_mode(pot, num_steps=INIT_STEPS if subsample_size is None else num_steps,
                          learning_rate=learning_rate, stochastic=subsample_size is not None)
         start = {k: v.detach() for k, v in pot.constrained(u).items()}
