@@ -117,7 +117,10 @@ def attention_weight_moments(model, idata, query, *, max_draws: int = 200, seed:
         ``(mean (L, S), sd (L, S), D)``; the sd is 0 for a point estimate (``D = 1``).
     """
     draws, num = posterior_draws(idata, model.latent_names(), max_draws=max_draws, seed=seed)
-    with torch_threads(auto_num_threads(model, {}, query.shape[0])), torch.no_grad():
+    # the size rule needs the memory's rows: a model that keeps no ``key`` leaves threads alone
+    known = isinstance(getattr(model, "key", None), torch.Tensor)
+    threads = auto_num_threads(model, {}, query.shape[0]) if known else None
+    with torch_threads(threads), torch.no_grad():
         w = torch.stack([model.attention_weights(query, {k: v[d] for k, v in draws.items()})
                          for d in range(num)])
     return w.mean(0), w.std(0, unbiased=False), num
