@@ -606,7 +606,7 @@ class CueingObserver(BayesianModel):
         draws of the four-location design took 4.4 s in passes of 256 against 1.3 s in
         passes of 16."""
         m = self.num_locations
-        cells = (m + 1) * self.num_levels
+        cells = (m + (self.task == "yes_no")) * self.num_levels  # as in _probs
         per_draw = cells * m * self.num_nodes * 2
         if self.task == "localisation" and self.observer != "switching":
             per_draw = cells * m * (2 * m + 1) * self.num_nodes * m
