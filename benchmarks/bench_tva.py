@@ -320,8 +320,7 @@ def _nuts_potential(model, data, batch: int):
     init, _, transforms, _ = initialize_model(model.model, model_kwargs=data,
                                               max_plate_nesting=model.max_plate_nesting,
                                               init_strategy=init_to_median(num_samples=15))
-    flat, potential = nuts.flat_potential(model.log_joint_fn(data), init, transforms,
-                                          batched=True)
+    flat, potential = nuts.flat_potential(model.log_joint_fn(data), init, transforms)
     g = torch.Generator().manual_seed(1)
     z = flat.pack(init).expand(batch, flat.size)
     z = z + 0.05 * torch.randn(z.shape, generator=g, dtype=z.dtype)

@@ -60,7 +60,7 @@ from ._checks import _check_t0
 from .capacity import _with_k0, k_probit_probabilities
 from .conditions import _condition_index, _index
 from .model import TVA, _threshold
-from .priors import _as64, _f64, _unchecked
+from .priors import _as64, _f64, _PriorSum, _unchecked
 
 __all__ = ["HierarchicalTVA"]
 
@@ -479,14 +479,13 @@ class HierarchicalTVA(TVA):
             return None
         first = displays["first"]
         subject_u, cond_u = displays["subject"][first], displays["condition"][first]
-        priors = {key: _unchecked(prior) for key, prior in self._priors.items()}
+        prior_sum = _PriorSum({key: _unchecked(prior) for key, prior in self._priors.items()})
 
         def log_joint(values: dict) -> torch.Tensor:
-            terms = [prior.log_prob(values[key]) for key, prior in priors.items()]
-            terms.append(self._subject_log_prob(values))
             p = self._trial_params(self._subject_values(values), subject_u, cond_u)
             p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
-            return torch.stack(terms).sum(0) + self._displays_log_lik(displays, p)
+            return (prior_sum(values) + self._subject_log_prob(values)
+                    + self._displays_log_lik(displays, p))
 
         return log_joint
 

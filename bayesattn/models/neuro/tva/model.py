@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from torch.distributions import biject_to
 
 from ...base import BayesianModel, hyperparameter
 from .._common import draws_slices, fixed_or_draw
@@ -27,7 +28,7 @@ from .conditions import (
     _per_condition,
 )
 from .distribution import TVAReport
-from .priors import _as64, _f64, _sum_batch, _unchecked, _UpperTruncated
+from .priors import _as64, _f64, _PriorSum, _unchecked, _UpperTruncated
 from .race import _plan, _race_log_prob
 from .rates import _partial_weights, _rates
 from .regions import _parse_regions
@@ -432,23 +433,29 @@ class TVA(BayesianModel):
             displays["trial_exposure"], displays["reported"], condition
         )
         cond_u = condition[displays["first"]]
-        priors = {}  # the program's priors, copied without checks on first use
+        priors = {}
+
+        def record(name, prior):  # a point of each prior's support: no random draws
+            if isinstance(prior, dist.Distribution):
+                priors[name] = _unchecked(prior)
+                to_support = biject_to(prior.support)
+                return to_support(torch.zeros(to_support.inverse_shape(prior.shape()),
+                                              dtype=torch.float64))
+            return torch.as_tensor(prior, dtype=torch.float64)
+
+        self._params(t0_prior, k_prior, record)  # the sampled sites and their priors, once
+        prior_sum = _PriorSum(priors) if priors else None
 
         def log_joint(values: dict) -> torch.Tensor:
-            terms = []
-
             def site(name, prior):
                 if isinstance(prior, dist.Distribution):
-                    if name not in priors:
-                        priors[name] = _unchecked(prior)
-                    terms.append(_sum_batch(priors[name].log_prob(values[name]), priors[name]))
                     return values[name]
                 return torch.as_tensor(prior, dtype=torch.float64)
 
             params = self._params(t0_prior, k_prior, site)
             params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
             lp = self._displays_log_lik(displays, self._per_trial(params, cond_u))
-            return torch.stack(terms).sum(0) + lp if terms else lp
+            return lp if prior_sum is None else prior_sum(values) + lp
 
         return log_joint
 

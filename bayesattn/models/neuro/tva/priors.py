@@ -1,11 +1,15 @@
 """Prior helpers of the TVA models: float64 defaults and values, a prior truncated above (the
-support a fixed threshold leaves), and unchecked copies of priors for fast log joints."""
+support a fixed threshold leaves), unchecked copies of priors for fast log joints, and the sum
+of their log densities by family (:class:`_PriorSum`)."""
 
 from __future__ import annotations
 
 import copy
 import math
+from functools import reduce
+from operator import add
 
+import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
@@ -72,3 +76,57 @@ def _unchecked(prior):
         if isinstance(inner, torch.distributions.Distribution):
             setattr(prior, name, _unchecked(inner))
     return prior
+
+
+#: Families whose parameters are exactly their ``arg_constraints`` (keyword arguments of the
+#: constructor) and whose log density is elementwise, so that several of them are one instance
+#: with the parameters concatenated (:class:`_PriorSum`).
+_FAMILIES = ("Normal", "LogNormal", "HalfNormal", "Cauchy", "HalfCauchy", "Laplace", "StudentT",
+             "Gamma", "Exponential", "Beta", "Uniform")
+_FAMILY_TYPES = frozenset(getattr(m, n) for n in _FAMILIES for m in (torch.distributions, dist))
+
+
+class _PriorSum:
+    """``values -> sum_k log p_k(values[k])`` over independent priors ``{site: p_k}``, each
+    summed over its batch and event dims: ``(*B,)`` for values ``(*B, *site)``.
+
+    The same density as summing ``p_k.log_prob`` site by site, but the priors of one scalar
+    family (:data:`_FAMILIES`, also inside ``.to_event``) are evaluated as one distribution over
+    the concatenated values: a fast log joint's priors then cost a few dozen tensor operations
+    instead of one or two hundred (each ``LogNormal`` alone runs its transform and Jacobian).
+    Other priors (e.g. a ``Dirichlet``, a truncated prior) are evaluated alone.
+    """
+
+    def __init__(self, priors: dict):
+        families: dict = {}
+        self.alone = []  # (site, prior)
+        for name, prior in priors.items():
+            base = prior
+            while isinstance(base, torch.distributions.Independent):
+                base = base.base_dist
+            if type(base) in _FAMILY_TYPES and base.event_shape == ():
+                dtypes = {getattr(base, key).dtype for key in base.arg_constraints}
+                if len(dtypes) == 1:  # computed in the prior's own precision, as the program does
+                    families.setdefault((type(base), *dtypes), []).append((name, base))
+                    continue
+            self.alone.append((name, prior))
+        self.groups = []  # ([(site, number of the site's dims)], one distribution of the family)
+        for (family, _), members in families.items():
+            if len(members) == 1:
+                self.alone.append((members[0][0], priors[members[0][0]]))
+                continue
+            params = {key: torch.cat([torch.broadcast_to(getattr(b, key), b.batch_shape).reshape(-1)
+                                      for _, b in members])
+                      for key in members[0][1].arg_constraints}
+            self.groups.append(([(name, len(b.batch_shape)) for name, b in members],
+                                family(**params, validate_args=False)))
+
+    def __call__(self, values: dict) -> torch.Tensor:
+        terms = []
+        for name, prior in self.alone:
+            terms.append(_sum_batch(prior.log_prob(values[name]), prior))
+        for members, joint in self.groups:
+            x = torch.cat([values[name].flatten(-nd) if nd else values[name].unsqueeze(-1)
+                           for name, nd in members], -1)  # (*B, total size)
+            terms.append(joint.log_prob(x).sum(-1))
+        return reduce(add, terms)
