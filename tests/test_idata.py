@@ -170,10 +170,10 @@ def test_vectorised_prior_groups_follow_the_traced_program(kind):
 
     x, y = xy()
     model, data, _ = build_model(kind, x, y)
-    assert model.prior_draws(3) is not None
+    assert model.prior_draws(3, data) is not None
 
     class Traced(type(model)):
-        def prior_draws(self, num):
+        def prior_draws(self, num, data):
             return None
 
     traced = Traced.__new__(Traced)

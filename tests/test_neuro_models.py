@@ -324,7 +324,7 @@ def test_cueing_prior_draws_follow_the_priors():
 
     model = CueingObserver("switching", num_locations=4, validity=0.75, num_levels=2)
     torch.manual_seed(6)
-    draws = model.prior_draws(20_000)
+    draws = model.prior_draws(20_000, {})
     n = 20_000
     a = draws["attend_cued"].double()
     assert abs(float(a.mean()) - 0.5) < 5 * 0.2236 / n**0.5

@@ -234,7 +234,7 @@ def _prior(model, data, num, seed):
     """``num`` draws of the latents ``{name: (num, ...)}`` and of the observation, in the
     layout of ``data[obs_name]`` (the observed site unconditioned)."""
     torch.manual_seed(seed + 1)
-    draws = model.prior_draws(num)
+    draws = model.prior_draws(num, data)
     if draws is not None:
         replicated = model.prior_predictive(draws, data, torch.Generator().manual_seed(seed + 2))
         if replicated is not None:

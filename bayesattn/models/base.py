@@ -208,12 +208,13 @@ class BayesianModel:
         ``Predictive``."""
         return None
 
-    def prior_draws(self, num: int) -> dict | None:
+    def prior_draws(self, num: int, data: dict) -> dict | None:
         """``num`` draws of every latent site from its prior, ``{name: (num, ...)}``,
         vectorised, from torch's global random state; with :meth:`prior_predictive` they
         give the ``prior`` and ``prior_predictive`` groups. None (the default) = not available:
-        the caller traces the program once per draw. Only for models whose latent sites are
-        independent draws from fixed priors."""
+        the caller traces the program once per draw. ``data`` is the program's (a prior the
+        program restricts with the data, as TVA's truncations, must be drawn so). Only for
+        models whose latent sites are independent draws from their priors."""
         return None
 
     def prior_predictive(self, draws: dict, data: dict, generator) -> torch.Tensor | None:

@@ -259,7 +259,7 @@ class GPAttentionModel(_RegressionModel):
                ["mean"] for d in range(num_draws(draws))]
         return {"attention_output": torch.stack(out)}
 
-    def prior_draws(self, num: int) -> dict:
+    def prior_draws(self, num: int, data: dict) -> dict:
         """``num`` draws of each hyperparameter given a prior, ``{name: (num, ...)}``
         (vectorised; the GP's latents are exactly these hyperparameters)."""
         return hyperparameter_prior_draws(self._priors(), num)

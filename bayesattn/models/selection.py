@@ -379,7 +379,7 @@ class KeySelectionModel(BayesianModel):
         """``log p(theta_d)`` ``(D,)``: the hyperparameters' priors at each draw."""
         return hyperparameter_log_prior(self._priors(), draws)
 
-    def prior_draws(self, num: int) -> dict:
+    def prior_draws(self, num: int, data: dict) -> dict:
         """``num`` draws of each hyperparameter given a prior, ``{name: (num, ...)}``
         (vectorised; the latent sites are independent draws from fixed priors, and
         :meth:`posterior_predictive` depends on the data only through the queries)."""

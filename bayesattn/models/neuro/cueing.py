@@ -638,7 +638,7 @@ class CueingObserver(BayesianModel):
         return hyperparameter_log_prior({n: getattr(self, n) for n in self._param_names()},
                                         draws)
 
-    def prior_draws(self, num: int) -> dict:
+    def prior_draws(self, num: int, data: dict) -> dict:
         """``num`` draws of each latent parameter from its prior, ``{name: (num, ...)}``."""
         return hyperparameter_prior_draws({n: getattr(self, n) for n in self._param_names()},
                                           num)

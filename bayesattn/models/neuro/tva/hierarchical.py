@@ -528,6 +528,11 @@ class HierarchicalTVA(TVA):
         total = total + self._subject_log_prob(draws)
         return torch.as_tensor(total, dtype=torch.float64)
 
+    def prior_draws(self, num: int, data: dict) -> None:
+        """None: the subject-level sites depend on the population's, so the prior group comes
+        from tracing the program (not :meth:`TVA.prior_draws`, whose sites are independent)."""
+        return None
+
     def _index_columns(self) -> tuple:
         return (("subject", self.num_subjects),)
 

@@ -602,6 +602,31 @@ class TVA(BayesianModel):
         out["attention_weights"] = weights / weights.sum(-1, keepdim=True)
         return out
 
+    @torch.no_grad()
+    def prior_draws(self, num: int, data: dict) -> dict:
+        """``num`` draws of every latent site from the program's priors, ``{name: (num,
+        ...)}``, vectorised (torch's global random state): with reports in ``data``, ``t0``
+        and a real-valued ``K`` come from the priors that :meth:`_support_bounds` truncates, as
+        in the program.
+
+        Raises:
+            ValueError, TypeError: bad data, as :meth:`model`.
+        """
+        exposure, reported, _, _ = self._check_data(
+            data["exposure"], data.get(self.obs_name), data.get("targets"),
+            data.get("distractors"))
+        condition = _condition_index(data.get("condition"), exposure.shape[0], self.conditions)
+        draws = {}
+
+        def site(name, prior):
+            if isinstance(prior, dist.Distribution):
+                draws[name] = prior.sample((num,))
+                return draws[name]
+            return torch.as_tensor(prior, dtype=torch.float64)
+
+        self._params(*self._support_bounds(exposure, reported, condition), site)
+        return draws
+
     def _index_columns(self) -> tuple:
         """Data columns besides ``condition`` that select a trial's parameters, with their
         sizes (``(("subject", S),)`` for a hierarchical model)."""
