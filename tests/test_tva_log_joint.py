@@ -80,14 +80,20 @@ CASES = [
 ]
 
 
+def _simulated(case, seed):
+    """``(model, data)`` of ``CASES[case]``: the design of ``_data`` (seeded by ``case``) with
+    reports drawn from the model's prior predictive (Pyro seeded by ``seed``)."""
+    kwargs = dict(CASES[case])
+    model = TVA(6, **kwargs)
+    data = _data(kwargs["paradigm"], kwargs.get("conditions", 1), seed=case)
+    pyro.set_rng_seed(seed)
+    data["reported"] = model.model(**data)
+    return model, data
+
+
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_fast_potential_equals_pyros_traced_potential(case):
-    kwargs = dict(CASES[case])
-    conditions = kwargs.get("conditions", 1)
-    model = TVA(6, **kwargs)
-    data = _data(kwargs["paradigm"], conditions, seed=case)
-    pyro.set_rng_seed(10 + case)
-    data["reported"] = model.model(**data)
+    model, data = _simulated(case, seed=10 + case)
     init, pyro_potential, transforms, _ = initialize_model(model.model, model_kwargs=data)
     fast = potential_from_log_joint(model.log_joint_fn(data), transforms)
     _assert_same_potential(fast, pyro_potential, init, scale=0.4, seed=100 + case)
@@ -524,18 +530,13 @@ def test_prior_draws_follow_the_traced_programs_priors(case):
 
     from bayesattn.inference import convert
 
-    kwargs = dict(CASES[case])
-    conditions = kwargs.get("conditions", 1)
-    model = TVA(6, **kwargs)
-    data = _data(kwargs["paradigm"], conditions, seed=case)
-    pyro.set_rng_seed(20 + case)
-    data["reported"] = model.model(**data)
+    model, data = _simulated(case, seed=20 + case)
 
     class Traced(TVA):
         def prior_draws(self, num, data):
             return None
 
-    traced = Traced(6, **kwargs)
+    traced = Traced(6, **CASES[case])
     fast, fast_pred = convert._prior(model, data, 600, seed=1)
     slow, slow_pred = convert._prior(traced, data, 600, seed=2)
     assert set(fast) == set(slow) == set(model.latent_names())
