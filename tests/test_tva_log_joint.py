@@ -122,6 +122,15 @@ def test_log_joint_needs_reports_and_checks_the_data_once():
         model.log_joint_fn(bad)
 
 
+def test_a_discrete_prior_leaves_the_traced_program():
+    """A prior with no bijection onto its support gives no fast log joint (None: MAP and SVI
+    then go through the traced program) instead of an error."""
+    model = TVA(6, paradigm="partial", K="probit", mK=dist.Categorical(torch.ones(4)))
+    _, data = _simulated(0, seed=10)
+    assert model.log_joint_fn(data) is None
+    assert TVA(6, **CASES[0]).log_joint_fn(data) is not None
+
+
 def test_nuts_through_fit_uses_the_fast_log_joint(monkeypatch):
     """``fit(method="nuts")`` samples through ``log_joint_fn``, and the chain is a posterior:
     the draws of a well-identified parameter sit near the simulating value."""

@@ -418,7 +418,9 @@ class TVA(BayesianModel):
 
         Returns:
             A function of ``{site: value}`` (every :meth:`latent_names` site, constrained, with
-            its condition axis) returning a float64 scalar; None when ``data`` has no reports.
+            its condition axis) returning a float64 scalar; None when ``data`` has no reports,
+            or when a prior has no bijection onto its support (a discrete prior: NUTS cannot
+            sample it, and MAP then optimises through the traced program).
             Values with leading batch dims ``(*B, *site)`` (e.g. several chains) give
             ``(*B,)``.
 
@@ -443,7 +445,10 @@ class TVA(BayesianModel):
                                               dtype=torch.float64))
             return torch.as_tensor(prior, dtype=torch.float64)
 
-        self._params(t0_prior, k_prior, record)  # the sampled sites and their priors, once
+        try:
+            self._params(t0_prior, k_prior, record)  # the sampled sites and their priors, once
+        except NotImplementedError:  # a prior with no bijection onto its support (discrete)
+            return None
         prior_sum = _PriorSum(priors) if priors else None
 
         def log_joint(values: dict) -> torch.Tensor:
