@@ -194,29 +194,6 @@ def subject_design(seed: int = 0):
     return dict(exposure=exposure, reported=reported, targets=targets, distractors=distractors)
 
 
-def laplace_start(model, data, chains: int, seed: int = 1):
-    """NUTS starting points and metric from a MAP-Laplace fit: chain ``c`` starts at Laplace
-    draw ``c``, and the starting inverse mass is the variance of 400 Laplace draws on each
-    site's unconstrained scale. ``(init_values, inverse_mass_matrix)``; ``(None, None)`` when
-    the Laplace approximation failed (a point estimate)."""
-    import pyro
-    from torch.distributions import biject_to
-
-    from bayesattn.inference import fit
-
-    m = fit(model, data, method="map", num_chains=1, num_samples=max(400, chains), seed=seed,
-            progress_bar=False)
-    post = m.posterior
-    if post.sizes["draw"] < 2:
-        return None, None
-    trace = pyro.poutine.trace(model.model).get_trace(**data)
-    names = model.latent_names()
-    draws = {k: torch.as_tensor(post[k].values[0], dtype=F64) for k in names}
-    inits = [{k: v[c] for k, v in draws.items()} for c in range(chains)]
-    metric = {k: biject_to(trace.nodes[k]["fn"].support).inv(v).var(0) for k, v in draws.items()}
-    return inits, metric
-
-
 def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "sequential",
               full_mass: bool = False, start: str = "median", warmup: int | None = None) -> dict:
     """Wall and CPU time (s) of NUTS (``bayesattn.inference.fit``, ``warmup`` (default
@@ -226,8 +203,9 @@ def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "s
     :func:`bayesattn.inference.fit` (``"parallel"``: one process per core, each running its
     share of the chains in lockstep); ``full_mass``: a dense mass matrix. CPU time counts this
     process and its finished children (the chain workers): ``cpu_s / chains`` is one chain's
-    cost on a free core. ``start="map"``: the chains start from a MAP-Laplace fit
-    (:func:`laplace_start`, its time included)."""
+    cost on a free core. ``start="map"``: ``fit(init_values="map")``, the chains starting at
+    draws of a MAP-Laplace fit with its variances as the starting metric (its time
+    included)."""
     import arviz as az
     import pyro.distributions as dist
 
@@ -237,7 +215,6 @@ def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "s
     data = subject_design()
     model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
     t, cpu = time.perf_counter(), os.times()
-    inits, metric = laplace_start(model, data, chains) if start == "map" else (None, None)
     idata = fit(
         model,
         data,
@@ -249,8 +226,7 @@ def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "s
         full_mass=full_mass,
         chain_method=chain_method,
         progress_bar=False,
-        init_values=inits,
-        inverse_mass_matrix=metric,
+        init_values="map" if start == "map" else None,
     )
     wall, end = time.perf_counter() - t, os.times()
     cpu_s = sum(getattr(end, k) - getattr(cpu, k)
@@ -269,7 +245,7 @@ def time_nuts(chains: int, draws: int, jit: bool = False, chain_method: str = "s
         "min_ess_bulk": float(az.ess(idata).to_array().min()),
         "jit": jit,
         "chain_method": chain_method,
-        "start": start if inits is not None else "median (Laplace failed)",
+        "start": json.loads(idata.attrs["diagnostics"])["settings"]["start"],
         "mean_leapfrog_steps": float(steps.mean()),
         "divergences": int(idata.sample_stats["diverging"].values.sum()),
         "load_average": os.getloadavg()[0],

@@ -6,6 +6,8 @@ NUTS chains run one after another through ``run_nuts(chain_method="sequential")`
 
 from __future__ import annotations
 
+import importlib
+import json
 import threading
 
 import pyro
@@ -225,3 +227,74 @@ def test_initial_inverse_mass_is_the_starting_metric(full_mass):
         steps[given is None] = kernel.step_size
         kernel.cleanup()
     assert steps[True] < 0.05 < 0.3 < steps[False]
+
+
+def _spy_run_nuts(monkeypatch):
+    """Record the start ``fit`` hands to ``run_nuts`` (the real sampler still runs)."""
+    fit_module = importlib.import_module("bayesattn.inference.fit")  # the package exports fit()
+    seen = []
+    real = fit_module.run_nuts
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "run_nuts", spy)
+    return seen
+
+
+def test_map_start_begins_each_chain_at_its_own_laplace_draw(monkeypatch):
+    """``init_values="map"``: chain ``c`` starts at draw ``c`` of ``fit(method="map")`` with the
+    same seed (400 Laplace draws), and the starting metric is those draws' variance on each
+    site's unconstrained scale (Pyro's transforms of the program)."""
+    from pyro.infer.mcmc.util import initialize_model
+
+    from bayesattn.inference import fit
+
+    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
+    data = _small_tva_data()
+    pyro.set_rng_seed(1)
+    data["reported"] = model.model(**data)
+    seen = _spy_run_nuts(monkeypatch)
+    idata = fit(model, data, method="nuts", num_chains=3, num_samples=3, warmup_steps=3,
+                seed=5, init_values="map", progress_bar=False)
+    start = seen[0]
+    laplace = fit(model, data, method="map", num_chains=1, num_samples=400, seed=5,
+                  progress_bar=False).posterior
+    _, _, transforms, _ = initialize_model(model.model, model_kwargs=data)
+    assert len(start["init_values"]) == 3
+    for name in model.latent_names():
+        draws = torch.as_tensor(laplace[name].values[0], dtype=F64)
+        for c in range(3):
+            torch.testing.assert_close(start["init_values"][c][name], draws[c], rtol=1e-12,
+                                       atol=0)
+        assert not torch.equal(start["init_values"][0][name], start["init_values"][1][name])
+        torch.testing.assert_close(start["inverse_mass_matrix"][name],
+                                   transforms[name](draws).var(0), rtol=1e-10, atol=0)
+    assert json.loads(idata.attrs["diagnostics"])["settings"]["start"] == "map-laplace"
+
+
+def test_map_start_falls_back_when_laplace_gives_a_point_estimate(monkeypatch):
+    """A MAP fit whose Hessian fails (a point estimate) leaves the default start, and the
+    verdict says so; bad ``init_values`` strings and models without a mode are refused."""
+    from bayesattn.inference import fit
+    from bayesattn.models.neuro.tva import HierarchicalTVA
+
+    model = TVA(6, paradigm="partial", K="probit", t0_sd=dist.HalfNormal(10.0))
+    data = _small_tva_data()
+    pyro.set_rng_seed(1)
+    data["reported"] = model.model(**data)
+    seen = _spy_run_nuts(monkeypatch)
+    monkeypatch.setattr(importlib.import_module("bayesattn.inference.fit"), "fit_map",
+                        lambda *a, **k: ({}, {"figures": {"point_estimate": True}}))
+    idata = fit(model, data, method="nuts", num_chains=2, num_samples=2, warmup_steps=2,
+                init_values="map", progress_bar=False)
+    assert seen[0]["init_values"] is None and seen[0]["inverse_mass_matrix"] is None
+    assert "point estimate" in json.loads(idata.attrs["diagnostics"])["settings"]["start"]
+    with pytest.raises(ValueError, match="init_values must be"):
+        fit(model, data, method="nuts", init_values="median", progress_bar=False)
+    centred = HierarchicalTVA(3, 6, paradigm="partial", K="probit", weights=None,
+                              centered=("C",))
+    hdata = dict(data, subject=torch.arange(40) % 3)
+    with pytest.raises(ValueError, match="no posterior mode"):
+        fit(centred, hdata, method="nuts", init_values="map", progress_bar=False)

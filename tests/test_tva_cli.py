@@ -179,6 +179,8 @@ OPTION_ERRORS = [
     (("--prior", "mu0=Normal(10,5)", "--t0", "exponential"), "mu0 must be positive"),
     (("--prior", "C=LogNormal(4,1)", "--prior", "C=Gamma(2,0.05)"), "--prior C given twice"),
     (("--method", "exact"), "--method: invalid choice"),
+    (("--nuts-start", "mode"), "--nuts-start: invalid choice"),
+    (("--nuts-start", "map"), "--nuts-start needs --method nuts"),
 ]
 
 
@@ -188,6 +190,16 @@ def test_bad_options_are_one_line_before_fitting(tmp_path, capsys, no_fit, study
                                                  fragment):
     code = main(args_for(study, tmp_path / "out", *extra))
     assert_one_line(code, capsys.readouterr().err, fragment)
+
+
+def test_nuts_start_reaches_the_fit():
+    """``--nuts-start map`` makes each NUTS fit start from a MAP-Laplace fit; the default and
+    the other methods leave the start alone."""
+    from bayesattn.experiments.tva_study import fit_settings
+
+    assert fit_settings("nuts", quick=True, nuts_start="map")["init_values"] == "map"
+    assert fit_settings("nuts", quick=False)["init_values"] is None
+    assert "init_values" not in fit_settings("map", quick=False)
 
 
 def test_prior_is_parsed_not_evaluated():

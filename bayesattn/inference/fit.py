@@ -49,7 +49,7 @@ def fit(
     num_steps: int = 2000,
     learning_rate: float = 0.02,
     init: str = "map",
-    init_values: dict | Sequence[dict] | None = None,
+    init_values: dict | Sequence[dict] | str | None = None,
     inverse_mass_matrix: dict | None = None,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
@@ -110,8 +110,14 @@ def fit(
         init: SVI start, ``"map"`` or ``"median"``.
         init_values: NUTS start (Stan's ``init``): ``{site: constrained value}`` for some or
             all of ``model.latent_names()`` (the rest start at the prior median), or a list of
-            such dicts, one per chain (dispersed starts keep R-hat meaningful). Default: every
-            site at the median of 15 prior draws.
+            such dicts, one per chain (dispersed starts keep R-hat meaningful), or ``"map"``:
+            a MAP-Laplace fit first (``num_steps`` optimiser iterations), each chain starting
+            at its own draw of the Laplace approximation and, unless ``inverse_mass_matrix``
+            is given, warm-up starting from the Laplace variances as the metric (fewer
+            leapfrog steps early in warm-up; all chains begin near one mode, so R-hat cannot
+            reveal another). If the Laplace approximation fails (a point estimate), the chains
+            start at the default; ``settings["start"]`` in the verdict says which start was
+            used. Default: every site at the median of 15 prior draws.
         inverse_mass_matrix: NUTS's starting diagonal inverse mass matrix (Stan's
             ``inv_metric``): ``{site: variances}`` on the site's unconstrained scale and shape
             (e.g. ``(N-1,)`` for a simplex of N), such as posterior variances from an earlier
@@ -156,6 +162,10 @@ def fit(
     _check_args(method, chain_method, guide, init, data, model, num_samples, num_chains,
                 num_steps, warmup_steps, seed, target_accept_prob, max_tree_depth,
                 max_memory)
+    map_start = isinstance(init_values, str)
+    if map_start:
+        _check_map_start(init_values, model)
+        init_values = None
     init_values, inverse_mass_matrix = _check_nuts_start(init_values, inverse_mass_matrix,
                                                          model, data, num_chains)
     subsample, full_ok = _plan_memory(model, data, method, max_memory)
@@ -164,6 +174,12 @@ def fit(
         pyro.clear_param_store()
         extra: dict = {}
         stats: dict = {}
+        start = "prior median" if init_values is None else "init_values"
+        if method == "nuts" and map_start:
+            init_values, laplace_mass, start = _map_start(model, data, num_chains, seed,
+                                                          num_steps, learning_rate)
+            if inverse_mass_matrix is None:
+                inverse_mass_matrix = laplace_mass
         if method == "nuts":
             draws, stats, settings = run_nuts(
                 model, data, num_samples=num_samples, warmup_steps=warmup_steps,
@@ -192,6 +208,7 @@ def fit(
         if method == "nuts":
             figures = nuts_figures(idata, model.latent_names(), max_tree_depth)
             settings["jit_compile"] = jit_compile
+            settings["start"] = start
             verdict = make_verdict("nuts", nuts_reasons(figures), figures, settings)
         settings = verdict["settings"]
         settings["num_threads"] = threads
@@ -302,6 +319,40 @@ def _check_nuts_start(init_values, inverse_mass, model, data, num_chains):
             raise ValueError("inverse_mass_matrix must be a dict {site: variances}")
         inverse_mass = checked(inverse_mass, "inverse_mass_matrix", unconstrained=True)
     return per_chain, inverse_mass
+
+
+def _check_map_start(init_values: str, model) -> None:
+    """
+    Raises:
+        ValueError: ``init_values`` is a string other than ``"map"``, or the model's density
+            has no mode (``model.map_degenerate()``).
+    """
+    if init_values != "map":
+        raise ValueError(f"init_values must be a dict, a list of dicts or 'map', got "
+                         f"{init_values!r}")
+    reason = model.map_degenerate()
+    if reason:
+        raise ValueError(f"init_values='map': this model has no posterior mode ({reason}); "
+                         "leave init_values at its default")
+
+
+def _map_start(model, data, num_chains, seed, num_steps, learning_rate):
+    """``(one {site: value} per chain, {site: unconstrained variance}, start label)`` from a
+    MAP-Laplace fit (:func:`.laplace.fit_map`, 400 draws or one per chain if more): chain
+    ``c`` starts at draw ``c``, and the draws' variances on each site's unconstrained scale
+    are the starting metric. ``(None, None, label)`` when the approximation gave only the
+    mode."""
+    num = max(400, num_chains)
+    draws, verdict = fit_map(model, data, num_chains=1, num_samples=num, seed=seed,
+                             num_steps=num_steps, learning_rate=learning_rate)
+    if verdict["figures"].get("point_estimate"):
+        return None, None, "prior median (the MAP-Laplace start gave a point estimate)"
+    with pyro.poutine.block(), torch.random.fork_rng():  # each site's support
+        trace = pyro.poutine.trace(model.model).get_trace(**data)
+    flat = {k: v.reshape(num, *v.shape[2:]).to(torch.float64) for k, v in draws.items()}
+    inits = [{k: v[c] for k, v in flat.items()} for c in range(num_chains)]
+    mass = {k: biject_to(trace.nodes[k]["fn"].support).inv(v).var(0) for k, v in flat.items()}
+    return inits, mass, "map-laplace"
 
 
 def _plan_memory(model, data, method, max_memory):
