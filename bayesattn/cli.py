@@ -270,7 +270,7 @@ def _add_tva(sub, seed_help: str, force_help: str) -> None:
     fit.add_argument("--nuts-start", default="median", choices=["median", "map"],
                      help="with --method nuts: chains start at prior medians (default) or at "
                           "draws of a MAP-Laplace fit, its variances the starting metric "
-                          "(fewer leapfrog steps; all chains begin near one mode)")
+                          "(a cheaper start of warm-up; all chains begin near one mode)")
     fit.add_argument("--prior", action="append", default=[], metavar="NAME=Family(args)",
                      help="a prior from pyro.distributions with numeric arguments, e.g. "
                           "C=LogNormal(4.5,0.6); NAME one of C, alpha, w, mu0, sigma0, mK, sK, "

@@ -89,8 +89,9 @@ def fit_settings(method: str, quick: bool, nuts_start: str = "median") -> dict:
     process (``chain_method="vectorized"``: the backend already runs one fit per core) through
     the JIT; 500 prior draws. ``quick``: 1 x 100 draws, 200 SVI steps, 2 NUTS chains of
     100 + 100, 50 prior draws. ``nuts_start="map"``: NUTS chains start at draws of a
-    MAP-Laplace fit, its variances the starting metric (``fit(init_values="map")``; about a
-    fifth fewer leapfrog steps on a partial-report subject); ``"median"``: at prior medians.
+    MAP-Laplace fit, its variances the starting metric (``fit(init_values="map")``: a
+    cheaper start of warm-up, a saving over the whole run that depends on the seed);
+    ``"median"``: at prior medians.
     """
     if method == "nuts":
         lockstep = {"chain_method": "vectorized", "jit_compile": True,
