@@ -152,7 +152,10 @@ def fit(
             observation; non-positive ``num_samples``, ``num_chains``,
             ``num_steps``, ``max_tree_depth``; negative or non-integer ``warmup_steps``;
             ``seed`` out of range; ``target_accept_prob`` outside (0, 1); the data exceed
-            ``max_memory`` for the method (the message names the limit and the alternative).
+            ``max_memory`` for the method (the message names the limit and the alternative);
+            ``init_values`` a string other than ``"map"``, ``"map"`` for a model whose
+            density has no mode, or a start that is not a latent site's value (see
+            ``init_values``).
         FloatingPointError: SVI/MAP ended at a non-finite log density.
         KeyboardInterrupt: interrupted (parallel workers are terminated first).
 
