@@ -121,3 +121,7 @@ def test_prior_sum_keeps_each_priors_precision():
               "c": torch.tensor(0.7, dtype=F64)}
     want = sum(p.log_prob(values[k]).sum() for k, p in priors.items())
     torch.testing.assert_close(prior_sum(values), want, rtol=1e-6, atol=1e-6)
+
+
+def test_prior_sum_of_no_priors_is_zero():
+    assert float(_PriorSum({})({})) == 0.0

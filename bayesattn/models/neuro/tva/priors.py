@@ -129,4 +129,4 @@ class _PriorSum:
             x = torch.cat([values[name].flatten(-nd) if nd else values[name].unsqueeze(-1)
                            for name, nd in members], -1)  # (*B, total size)
             terms.append(joint.log_prob(x).sum(-1))
-        return reduce(add, terms)
+        return reduce(add, terms) if terms else torch.zeros((), dtype=torch.float64)
