@@ -52,6 +52,16 @@ def _check_t0(t0, t0_sd):
     return t0, t0_sd
 
 
+def _threshold(p: dict) -> dict:
+    """Per-draw parameters ``p`` with ``t0`` and ``t0_sd`` checked (:func:`_check_t0`) and
+    ``t0_sd`` None when every draw's is 0: a fixed threshold, under which a report that the
+    exposure cannot produce gets exactly ``-inf``."""
+    p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
+    if p["t0_sd"] is not None and not bool((p["t0_sd"] > 0).any()):
+        p["t0_sd"] = None
+    return p
+
+
 def _check_weights(weights) -> torch.Tensor:
     weights = as_float_tensor("weights", weights)
     if weights.dim() < 1:

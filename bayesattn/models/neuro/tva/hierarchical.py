@@ -56,10 +56,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ._checks import _check_t0
+from ._checks import _check_t0, _threshold
 from .capacity import _with_k0, k_probit_probabilities
 from .conditions import _condition_index, _index
-from .model import TVA, _threshold
+from .model import TVA
 from .priors import _as64, _f64, _PriorSum, _unchecked
 
 __all__ = ["HierarchicalTVA"]

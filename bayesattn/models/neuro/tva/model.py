@@ -17,7 +17,7 @@ from torch.distributions import biject_to
 
 from ...base import BayesianModel, hyperparameter
 from .._common import draws_slices, fixed_or_draw
-from ._checks import _check_exposure, _check_report, _check_t0, _check_weights
+from ._checks import _check_exposure, _check_report, _check_t0, _check_weights, _threshold
 from .capacity import _check_k_probs, _with_k0, k_probabilities, k_probit_probabilities
 from .conditions import (
     CONDITION_GROUPS,
@@ -36,16 +36,6 @@ from .sets import _check_num_items
 from .simulate import simulate_report
 
 __all__ = ["TVA"]
-
-
-def _threshold(p: dict) -> dict:
-    """Per-draw parameters ``p`` with ``t0`` and ``t0_sd`` checked (:func:`_check_t0`) and
-    ``t0_sd`` None when every draw's is 0: a fixed threshold, under which a report that the
-    exposure cannot produce gets exactly ``-inf``."""
-    p["t0"], p["t0_sd"] = _check_t0(p["t0"], p["t0_sd"])
-    if p["t0_sd"] is not None and not bool((p["t0_sd"] > 0).any()):
-        p["t0_sd"] = None
-    return p
 
 
 class TVA(BayesianModel):
@@ -305,9 +295,15 @@ class TVA(BayesianModel):
                     k_prior = k_prior.to_event(1)
         return t0_prior, k_prior
 
-    def _params(self, t0_prior, k_prior, site=hyperparameter) -> dict:
-        """Every parameter, condition axes kept: ``site(name, prior_or_value)`` returns the
-        value of each (default: sample it in the Pyro program, or take the fixed value)."""
+    def _params(self, t0_prior, k_prior, draw=None) -> dict:
+        """Every parameter, condition axes kept: a fixed one as a float64 tensor, a sampled
+        one as ``draw(name, prior)`` gives it (default: ``pyro.sample`` in the program)."""
+
+        def site(name, value):
+            if draw is None or not isinstance(value, dist.Distribution):
+                return hyperparameter(name, value)
+            return draw(name, value)
+
         n = self.num_locations
         C = site("C", self._prior("C", self.C))
         t0 = site("t0", t0_prior)
@@ -438,12 +434,10 @@ class TVA(BayesianModel):
         priors = {}
 
         def record(name, prior):  # a point of each prior's support: no random draws
-            if isinstance(prior, dist.Distribution):
-                priors[name] = _unchecked(prior)
-                to_support = biject_to(prior.support)
-                return to_support(torch.zeros(to_support.inverse_shape(prior.shape()),
-                                              dtype=torch.float64))
-            return torch.as_tensor(prior, dtype=torch.float64)
+            priors[name] = _unchecked(prior)
+            to_support = biject_to(prior.support)
+            return to_support(torch.zeros(to_support.inverse_shape(prior.shape()),
+                                          dtype=torch.float64))
 
         try:
             self._params(t0_prior, k_prior, record)  # the sampled sites and their priors, once
@@ -452,12 +446,7 @@ class TVA(BayesianModel):
         prior_sum = _PriorSum(priors) if priors else None
 
         def log_joint(values: dict) -> torch.Tensor:
-            def site(name, prior):
-                if isinstance(prior, dist.Distribution):
-                    return values[name]
-                return torch.as_tensor(prior, dtype=torch.float64)
-
-            params = self._params(t0_prior, k_prior, site)
+            params = self._params(t0_prior, k_prior, lambda name, _: values[name])
             params["t0"], params["t0_sd"] = _check_t0(params["t0"], params["t0_sd"])
             lp = self._displays_log_lik(displays, self._per_trial(params, cond_u))
             return lp if prior_sum is None else prior_sum(values) + lp
@@ -623,13 +612,11 @@ class TVA(BayesianModel):
         condition = _condition_index(data.get("condition"), exposure.shape[0], self.conditions)
         draws = {}
 
-        def site(name, prior):
-            if isinstance(prior, dist.Distribution):
-                draws[name] = prior.sample((num,))
-                return draws[name]
-            return torch.as_tensor(prior, dtype=torch.float64)
+        def draw(name, prior):
+            draws[name] = prior.sample((num,))
+            return draws[name]
 
-        self._params(*self._support_bounds(exposure, reported, condition), site)
+        self._params(*self._support_bounds(exposure, reported, condition), draw)
         return draws
 
     def _index_columns(self) -> tuple:
