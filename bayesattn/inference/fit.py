@@ -286,8 +286,7 @@ def _check_nuts_start(init_values, inverse_mass, model, data, num_chains):
     if init_values is None and inverse_mass is None:
         return None, None
     latent = set(model.latent_names())
-    with pyro.poutine.block(), torch.random.fork_rng():  # the sites' shapes, from one prior draw
-        trace = pyro.poutine.trace(model.model).get_trace(**data)
+    trace = _prior_trace(model, data)
 
     def checked(values, what, unconstrained=False):
         unknown = sorted(set(values) - latent)
@@ -299,7 +298,7 @@ def _check_nuts_start(init_values, inverse_mass, model, data, num_chains):
             node = trace.nodes[k]
             ref = node["value"]
             if unconstrained:
-                ref = biject_to(node["fn"].support).inv(ref)
+                ref = _unconstrained(trace, k, ref)
             if tuple(v.shape) != tuple(ref.shape):
                 raise ValueError(f"{what}[{k!r}] has shape {tuple(v.shape)}; the site has "
                                  f"shape {tuple(ref.shape)}"
@@ -350,12 +349,24 @@ def _map_start(model, data, num_chains, seed, num_steps, learning_rate):
                              num_steps=num_steps, learning_rate=learning_rate)
     if verdict["figures"].get("point_estimate"):
         return None, None, "prior median (the MAP-Laplace start gave a point estimate)"
-    with pyro.poutine.block(), torch.random.fork_rng():  # each site's support
-        trace = pyro.poutine.trace(model.model).get_trace(**data)
+    trace = _prior_trace(model, data)
     flat = {k: v.reshape(num, *v.shape[2:]).to(torch.float64) for k, v in draws.items()}
     inits = [{k: v[c] for k, v in flat.items()} for c in range(num_chains)]
-    mass = {k: biject_to(trace.nodes[k]["fn"].support).inv(v).var(0) for k, v in flat.items()}
+    mass = {k: _unconstrained(trace, k, v).var(0) for k, v in flat.items()}
     return inits, mass, "map-laplace"
+
+
+def _prior_trace(model, data):
+    """One trace of the program (a prior draw) for the sites' shapes and supports, leaving
+    Pyro's handlers and torch's random stream as they were."""
+    with pyro.poutine.block(), torch.random.fork_rng():
+        return pyro.poutine.trace(model.model).get_trace(**data)
+
+
+def _unconstrained(trace, site: str, value: torch.Tensor) -> torch.Tensor:
+    """``value`` of ``site`` mapped to the unconstrained space NUTS samples (Pyro's
+    ``biject_to(support).inv``)."""
+    return biject_to(trace.nodes[site]["fn"].support).inv(value)
 
 
 def _plan_memory(model, data, method, max_memory):
