@@ -294,7 +294,7 @@ def _check_args(args) -> dict:
     if args.deviation is not None and not args.hierarchical:
         raise UsageError("--deviation needs --hierarchical (it sets how subjects depart from "
                          "the population)")
-    if getattr(args, "nuts_start", "median") != "median" and args.method != "nuts":
+    if args.nuts_start != "median" and args.method != "nuts":
         raise UsageError("--nuts-start needs --method nuts (it sets where the chains start)")
     if args.hierarchical and "subject" not in opts["by"]:
         raise UsageError("--hierarchical fits all subjects together: give --by subject (one "
@@ -366,7 +366,7 @@ def run_tva_fit(args, *, command: list[str] | None = None) -> int:
     plans = plan_fits(trials, by=opts["by"], hierarchical=bool(args.hierarchical),
                       condition_params=opts["condition_params"])
     payloads = [_payload(trials, p, spec, args.method, args.seed, args.quick,
-                         getattr(args, "nuts_start", "median")) for p in plans]
+                         args.nuts_start) for p in plans]
     build_model(payloads[0]["spec"])  # the model accepts the options (else a UsageError)
     if args.backend == "ray":
         from .backends import import_ray
