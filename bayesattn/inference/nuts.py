@@ -371,8 +371,8 @@ def flat_potential(log_joint, initial: dict, transforms: dict):
             other[k] = transforms[k]
             shifts.append(torch.full(shape, math.nan, dtype=initial[k].dtype).reshape(-1))
         else:
-            lb = torch.as_tensor(kind, dtype=initial[k].dtype) if isinstance(kind, float) else kind
-            shifts.append(torch.broadcast_to(lb.to(initial[k].dtype), shape).reshape(-1))
+            lb = torch.as_tensor(kind, dtype=initial[k].dtype)
+            shifts.append(torch.broadcast_to(lb, shape).reshape(-1))
     shift = torch.cat(shifts)  # lb per element: -inf for the real line, NaN for other sites
     shifted = torch.isfinite(shift)
     lb = torch.where(shifted, shift, torch.zeros_like(shift))
@@ -395,7 +395,7 @@ def flat_potential(log_joint, initial: dict, transforms: dict):
 
 def _elementwise(transform):
     """For ``transform`` (constrained -> unconstrained, as Pyro's ``initialize_model`` gives):
-    ``-inf`` for the identity (the real line), ``lb`` (float or tensor) for ``x -> log(x -
+    ``-inf`` for the identity (the real line), ``lb`` (number or tensor) for ``x -> log(x -
     lb)`` (``biject_to(greater_than(lb)).inv``, ``lb = 0``: ``positive``), else None."""
     parts = list(transform.parts) if isinstance(transform, ComposeTransform) else [transform]
     if not parts:
@@ -410,7 +410,7 @@ def _elementwise(transform):
             and type(first._inv) is AffineTransform and first._inv.event_dim == 0):
         loc, scale = first._inv.loc, first._inv.scale
         if bool(torch.all(torch.as_tensor(scale) == 1)):
-            return float(loc) if isinstance(loc, (int, float)) else torch.as_tensor(loc)
+            return loc
     return None
 
 
