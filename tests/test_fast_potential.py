@@ -8,6 +8,8 @@ transforms (:func:`potential_from_log_joint`) and each prior's own ``log_prob``.
 
 from __future__ import annotations
 
+import math
+
 import pyro.distributions as dist
 import pytest
 import torch
@@ -25,6 +27,7 @@ SITES = {
     "bounds": (constraints.greater_than(torch.tensor([-1.0, 0.5, 3.0], dtype=F64)), (3,)),
     "real": (constraints.real, (2,)),
     "simplex": (constraints.simplex, (4,)),
+    "simplices": (constraints.simplex, (2, 3)),  # one per condition
     "unit": (constraints.unit_interval, ()),
 }
 
@@ -93,7 +96,10 @@ def test_prior_sum_is_the_sum_of_each_priors_log_density():
         priors[f"{name}_b"] = p.to_event(1)
     priors["weights"] = dist.Dirichlet(torch.tensor([1.0, 2.0, 3.0], dtype=F64))
     prior_sum = _PriorSum(priors)
-    assert len(prior_sum.groups) == len(_FAMILIES)  # every family batched, the Dirichlet alone
+    gaussian = {"Normal", "LogNormal", "HalfNormal"}
+    assert len(prior_sum.groups) == len(_FAMILIES) - 3  # every other family batched
+    assert {name.split("_")[0] for name, _ in prior_sum.gaussian.members} == gaussian
+    assert not prior_sum.alone and len(prior_sum.dirichlets) == 1
     torch.manual_seed(2)
     values = {k: p.sample((5,)).requires_grad_() for k, p in priors.items()}
     got = prior_sum(values)
@@ -109,18 +115,37 @@ def test_prior_sum_is_the_sum_of_each_priors_log_density():
 
 
 def test_prior_sum_keeps_each_priors_precision():
-    """float32 priors are batched apart from float64 ones and computed in float32, as Pyro's
-    program computes them (batching them in float64 would move the density by ~1e-7)."""
+    """A float32 prior's constants are its own (``log 2.0`` in float32, as Pyro's program
+    computes it; in float64 the density would move by ~1e-7): float64 values give each prior's
+    ``log_prob`` to 1e-12. Other float32 families are batched apart from float64 ones and
+    computed in float32; with a float32 value the Gaussian priors are evaluated one by one."""
     priors = {"a": dist.Normal(torch.tensor(0.5), torch.tensor(2.0)),
-              "b": dist.Normal(torch.tensor([0.1, 0.2]), torch.tensor(1.0)).to_event(1),
-              "c": dist.Normal(torch.tensor(0.0, dtype=F64), torch.tensor(1.0, dtype=F64))}
+              "b": dist.Normal(torch.tensor([0.1, 0.2]), torch.tensor(1.1)).to_event(1),
+              "h": dist.HalfNormal(torch.tensor(10.0)),
+              "l": dist.LogNormal(torch.tensor(0.3), torch.tensor(0.6)),
+              "c": dist.Normal(torch.tensor(0.0, dtype=F64), torch.tensor(1.0, dtype=F64)),
+              "g1": dist.Gamma(torch.tensor(2.0), torch.tensor(3.0)),
+              "g2": dist.Gamma(torch.tensor(2.5), torch.tensor(1.5)),
+              "g3": dist.Gamma(torch.tensor(2.0, dtype=F64), torch.tensor(3.0, dtype=F64))}
     prior_sum = _PriorSum(priors)
     (members, joint), = prior_sum.groups
-    assert [m[0] for m in members] == ["a", "b"] and joint.loc.dtype == torch.float32
-    values = {"a": torch.tensor(0.3), "b": torch.tensor([1.0, -1.0]),
-              "c": torch.tensor(0.7, dtype=F64)}
+    assert [m[0] for m in members] == ["g1", "g2"] and joint.concentration.dtype == torch.float32
+    values = {"a": 0.3, "b": [1.0, -1.0], "h": 4.2, "l": 1.7, "c": 0.7, "g1": 0.4, "g2": 1.3,
+              "g3": 0.9}
+    values = {k: torch.tensor(v, dtype=F64) for k, v in values.items()}
     want = sum(p.log_prob(values[k]).sum() for k, p in priors.items())
-    torch.testing.assert_close(prior_sum(values), want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(prior_sum(values), want, rtol=1e-13, atol=1e-12)
+    values32 = {**values, "a": values["a"].float()}
+    want32 = sum(p.log_prob(values32[k]).sum() for k, p in priors.items())
+    torch.testing.assert_close(prior_sum(values32).double(), want32.double(), rtol=0, atol=1e-6)
+
+
+def test_prior_sum_gives_no_mass_outside_a_half_normals_support():
+    priors = {"h": dist.HalfNormal(torch.tensor([1.0, 2.0], dtype=F64)).to_event(1),
+              "n": dist.Normal(torch.tensor(0.0, dtype=F64), torch.tensor(1.0, dtype=F64))}
+    got = _PriorSum(priors)({"h": torch.tensor([[0.5, 1.0], [0.5, -1e-9]], dtype=F64),
+                             "n": torch.tensor([-3.0, -3.0], dtype=F64)})
+    assert torch.isfinite(got[0]) and got[1] == -math.inf
 
 
 def test_prior_sum_of_no_priors_is_zero():

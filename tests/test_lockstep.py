@@ -12,10 +12,11 @@ import threading
 
 import pyro
 import pyro.distributions as dist
+import pyro.ops.integrator as integrator
 import pytest
 import torch
 
-from bayesattn.inference.lockstep import Lockstep, batched_value_and_grad
+from bayesattn.inference.lockstep import Lockstep, batched_value_and_grad, direct_gradients
 from bayesattn.inference.nuts import run_nuts
 from bayesattn.models.neuro.tva import TVA
 
@@ -298,3 +299,25 @@ def test_map_start_falls_back_when_laplace_gives_a_point_estimate(monkeypatch):
     hdata = dict(data, subject=torch.arange(40) % 3)
     with pytest.raises(ValueError, match="no posterior mode"):
         fit(centred, hdata, method="nuts", init_values="map", progress_bar=False)
+
+
+def test_direct_gradients_uses_the_known_gradient_only_inside_and_restores_pyro():
+    original = integrator.potential_grad
+    z = {"x": torch.tensor([1.0, -2.0], dtype=torch.float64)}
+
+    def quadratic(v):
+        return 1.5 * (v["x"] ** 2).sum()
+
+    def known(v):  # must not be called: the gradient is known
+        raise AssertionError("called the potential")
+
+    known.value_and_grad = lambda v: ({"x": torch.tensor([7.0, 8.0])}, torch.tensor(9.0))
+    with direct_gradients():
+        grads, u = integrator.potential_grad(known, z)
+        assert torch.equal(grads["x"], torch.tensor([7.0, 8.0])) and float(u) == 9.0
+        grads, u = integrator.potential_grad(quadratic, dict(z))  # autograd, as Pyro
+        torch.testing.assert_close(grads["x"], 3.0 * z["x"])
+        assert float(u) == 7.5
+    assert integrator.potential_grad is original
+    with pytest.raises(AssertionError, match="called the potential"):
+        integrator.potential_grad(known, z)

@@ -15,8 +15,10 @@ the batched evaluation, usually nothing in float64).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
+import pyro.ops.integrator
 import torch
 
 __all__ = ["Lockstep", "batched_value_and_grad"]
@@ -68,6 +70,34 @@ def batched_value_and_grad(potential, names, requests, batch_size, fallback):
     return out
 
 
+@contextlib.contextmanager
+def direct_gradients():
+    """While inside, Pyro's leapfrog step takes ``(grads, U)`` from
+    ``potential_fn.value_and_grad(z)`` for a potential that has one (a chain in lockstep, whose
+    gradient the batch already computed), instead of running autograd backward through
+    :class:`_Evaluated` (about 0.15 ms a step); other potentials as before.
+
+    Pyro's ``_single_step_verlet`` looks ``potential_grad`` up in ``pyro.ops.integrator`` at
+    every step: that name is replaced and restored on exit. Without it (another Pyro), nothing
+    changes.
+    """
+    module = pyro.ops.integrator
+    original = getattr(module, "potential_grad", None)
+    if original is None:
+        yield
+        return
+
+    def potential_grad(potential_fn, z):
+        direct = getattr(potential_fn, "value_and_grad", None)
+        return original(potential_fn, z) if direct is None else direct(z)
+
+    module.potential_grad = potential_grad
+    try:
+        yield
+    finally:
+        module.potential_grad = original
+
+
 class Lockstep:
     """Run ``len(chains)`` chain functions in lockstep, sharing one batched potential.
 
@@ -106,7 +136,7 @@ class Lockstep:
 
     # -- inside a chain's thread
     def _potential_fn(self, c):
-        def potential(z):
+        def answer(z):  # post z, wait for the batch: (U, [gradient per name])
             self._request[c] = {k: z[k].detach() for k in self.names}
             self._back.release()
             self._go[c].acquire()
@@ -114,8 +144,17 @@ class Lockstep:
                 raise _Abort
             value, grads = self._answer[c]
             self._answer[c] = None
+            return value, grads
+
+        def potential(z):
+            value, grads = answer(z)
             return _Evaluated.apply(value, grads, *(z[k] for k in self.names))
 
+        def value_and_grad(z):  # as Pyro's potential_grad(potential, z) (direct_gradients)
+            value, grads = answer(z)
+            return dict(zip(self.names, grads, strict=True)), value
+
+        potential.value_and_grad = value_and_grad
         return potential
 
     def _body(self, c):
@@ -139,6 +178,10 @@ class Lockstep:
         self.states[c] = torch.get_rng_state()
 
     def run(self) -> list:
+        with direct_gradients():
+            return self._run()
+
+    def _run(self) -> list:
         saved = torch.get_rng_state()
         threads = [threading.Thread(target=self._body, args=(c,), daemon=True)
                    for c in range(len(self.chains))]

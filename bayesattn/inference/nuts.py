@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import pyro
 import torch
+import torch.nn.functional as F
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
@@ -43,6 +44,7 @@ from torch.distributions.transforms import (
     AffineTransform,
     ComposeTransform,
     ExpTransform,
+    StickBreakingTransform,
     _InverseTransform,
 )
 from tqdm.std import tqdm as std_tqdm
@@ -78,6 +80,8 @@ def safe_potential(potential_fn):
             return tie + torch.tensor(float("inf"), dtype=dtype)
         return u
 
+    if hasattr(potential_fn, "value_and_grad"):  # a chain in lockstep: already safe
+        wrapped.value_and_grad = potential_fn.value_and_grad
     return wrapped
 
 
@@ -362,7 +366,9 @@ def flat_potential(log_joint, initial: dict, transforms: dict):
     operations on the whole vector instead of a dozen per site through
     :class:`~torch.distributions.transforms.ComposeTransform` (which recomputes each part for
     its Jacobian); other sites (e.g. a simplex) go through their own transform. The density
-    is the same as :func:`potential_from_log_joint`'s, summed in another order."""
+    is the same as :func:`potential_from_log_joint`'s, summed in another order. A simplex
+    (Pyro's ``biject_to(simplex)``, stick-breaking) skips recomputing its offsets
+    (:class:`_StickBreaking`)."""
     flat = _Flat(initial)
     shifts, other = [], {}
     for k, shape in zip(flat.names, flat.shapes, strict=True):
@@ -373,6 +379,8 @@ def flat_potential(log_joint, initial: dict, transforms: dict):
         else:
             lb = torch.as_tensor(kind, dtype=initial[k].dtype)
             shifts.append(torch.broadcast_to(lb, shape).reshape(-1))
+    simplex = {k: _StickBreaking(flat.shapes[flat.names.index(k)][-1], initial[k].dtype)
+               for k, t in other.items() if _is_stick_breaking(t)}
     shift = torch.cat(shifts)  # lb per element: -inf for the real line, NaN for other sites
     shifted = torch.isfinite(shift)
     lb = torch.where(shifted, shift, torch.zeros_like(shift))
@@ -385,12 +393,40 @@ def flat_potential(log_joint, initial: dict, transforms: dict):
         if other:
             lead, unconstrained = tuple(z.shape[:-1]), flat.unpack(z)
             for k, t in other.items():
-                values[k] = t.inv(unconstrained[k])
-                log_jac = log_jac - t.log_abs_det_jacobian(values[k], unconstrained[k]).reshape(
-                    *lead, -1).sum(-1)
+                if k in simplex:
+                    values[k], ladj = simplex[k](unconstrained[k])
+                else:
+                    values[k] = t.inv(unconstrained[k])
+                    ladj = -t.log_abs_det_jacobian(values[k], unconstrained[k])
+                log_jac = log_jac + ladj.reshape(*lead, -1).sum(-1)
         return -(log_joint(values) + log_jac)
 
     return flat, potential
+
+
+def _is_stick_breaking(transform) -> bool:
+    """Whether ``transform`` (constrained -> unconstrained) inverts torch's stick-breaking."""
+    return (isinstance(transform, _InverseTransform)
+            and type(transform._inv) is StickBreakingTransform)
+
+
+class _StickBreaking:
+    """torch's :class:`~torch.distributions.transforms.StickBreakingTransform`, ``(*B, K - 1)``
+    unconstrained -> ``(*B, K)`` on the simplex, and its ``log|det J|`` ``(*B,)``: the same
+    formulas (Stan's stick-breaking, offsets ``log(K - i)``, ``i = 1..K-1``), the offsets
+    computed once instead of twice a call."""
+
+    def __init__(self, size: int, dtype):  # size: K - 1, the unconstrained length
+        self.log_offset = (size + 1 - torch.ones(size, dtype=dtype).cumsum(-1)).log()
+        finfo = torch.finfo(dtype)
+        self.tiny, self.top = finfo.tiny, 1.0 - finfo.eps
+
+    def __call__(self, u):
+        x = u - self.log_offset
+        z = torch.clamp(torch.sigmoid(x), min=self.tiny, max=self.top)
+        y = F.pad(z, [0, 1], value=1) * F.pad((1 - z).cumprod(-1), [1, 0], value=1)
+        # 1 - sigmoid(x) = exp(-x) sigmoid(x), as torch writes the Jacobian
+        return y, (-x + F.logsigmoid(x) + y[..., :-1].log()).sum(-1)
 
 
 def _elementwise(transform):
@@ -499,7 +535,14 @@ def _sample_potential(kernel, warmup_steps: int, num_samples: int, bar: str | No
     Pyro's own loop (``pyro.infer.mcmc.api._gen_samples``: ``setup``, ``sample`` per
     iteration, ``cleanup``) but without :class:`~pyro.infer.MCMC`'s ``poutine.block``, whose
     one handler instance cannot be entered by two chains in lockstep. ``bar``: the progress
-    bar's label (None = no bar)."""
+    bar's label (None = no bar). Distribution arguments are not validated meanwhile: the
+    potential builds no distribution, and Pyro's sampler builds a Bernoulli and a Uniform a
+    leapfrog step."""
+    with pyro.validation_enabled(False):
+        return _sample_loop(kernel, warmup_steps, num_samples, bar)
+
+
+def _sample_loop(kernel, warmup_steps: int, num_samples: int, bar: str | None) -> dict:
     kernel.setup(warmup_steps)
     params = kernel.initial_params
     kept = []

@@ -11,6 +11,8 @@ length ``N + 1`` over ``K = 0..N`` (``K = 0``: nothing is encoded).
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 
 import torch
@@ -61,6 +63,18 @@ def k_probabilities(K, num_items: int, *, dtype=torch.float64) -> torch.Tensor:
     return (1 - frac) * low + frac * high
 
 
+@functools.cache
+def _probit_grid(num: int, dtype) -> tuple:
+    """The category bounds of :func:`k_probit_probabilities`, ``-inf, 1, ..., N, +inf`` (as
+    ``cuts`` where finite, else ``ends``: ``Phi(-inf) = 0``, ``Phi(inf) = 1`` exactly, with no
+    gradient through them), and where each category sits (``k + 1/2``). Cached, so that a traced
+    graph holds them as constants."""
+    cuts = torch.tensor([0.0, *range(1, num + 1), 0.0], dtype=dtype)
+    ends = torch.tensor([-math.inf, *([0.0] * num), math.inf], dtype=dtype)
+    mid = torch.tensor([k + 0.5 for k in range(num + 1)], dtype=dtype)
+    return cuts, ends, torch.isfinite(ends), mid
+
+
 def k_probit_probabilities(mK, sK, num_items: int) -> torch.Tensor:
     r"""Probit VSTM capacity: ``P(K = k)``, ``k = 0..N``, for ``K = floor(X)`` clipped to ``0..N``.
 
@@ -95,19 +109,12 @@ def k_probit_probabilities(mK, sK, num_items: int) -> torch.Tensor:
     if bool((sK.detach() <= 0).any()):
         raise ValueError(f"sK (sd of the probit capacity, items) must be positive, got {sK}")
     mK, sK = torch.broadcast_tensors(mK, sK)
-    k = torch.arange(1, num + 1, dtype=mK.dtype)  # the cut points 1..N
-    z = (k - mK[..., None]) / sK[..., None]  # (..., N)
-    lower = ndtr(z)  # P(X < k)
-    upper = ndtr(-z)  # P(X >= k)
-    zero = torch.zeros_like(z[..., :1])
-    one = torch.ones_like(z[..., :1])
-    lo = torch.cat([zero, lower], -1)  # P(X < k), k = 0..N (the bottom takes the lower tail)
-    hi = torch.cat([lower, one], -1)  # P(X < k + 1), the top takes the upper tail
-    up_lo = torch.cat([one, upper], -1)  # P(X >= k)
-    up_hi = torch.cat([upper, zero], -1)  # P(X >= k + 1)
-    mid = torch.cat([k.new_zeros(1), k]) + 0.5  # where the category sits
-    left = (mid - mK[..., None]) < 0
-    return torch.where(left, hi - lo, up_lo - up_hi).clamp_min(0.0)
+    cuts, ends, inner, mid = _probit_grid(num, mK.dtype)
+    z = torch.where(inner, (cuts - mK[..., None]) / sK[..., None], ends)  # (..., N + 2)
+    below, above = ndtr(z), ndtr(-z)  # P(X < bound), P(X >= bound)
+    left = mid < mK[..., None]  # below the median: differences of the lower tail, else upper
+    return torch.where(left, below[..., 1:] - below[..., :-1],
+                       above[..., :-1] - above[..., 1:]).clamp_min(0.0)
 
 
 def _with_k0(k_probs: torch.Tensor, num_items: int) -> torch.Tensor:
