@@ -321,3 +321,24 @@ def test_direct_gradients_uses_the_known_gradient_only_inside_and_restores_pyro(
     assert integrator.potential_grad is original
     with pytest.raises(AssertionError, match="called the potential"):
         integrator.potential_grad(known, z)
+
+
+def test_a_nuts_worker_does_not_load_arviz_and_the_package_exports_the_functions():
+    """A chain worker imports bayesattn.inference.nuts (and the model): not ArviZ, SciPy's
+    stats or Matplotlib, ~3 s a worker. Loading the submodules ``fit`` and ``compare`` leaves
+    the package's ``fit`` and ``compare`` the functions."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, bayesattn.inference.nuts, bayesattn.models.neuro.tva\n"
+            "print(sorted(m for m in ('arviz', 'scipy.stats', 'matplotlib') if m in sys.modules))\n"
+            "import bayesattn.inference.fit, bayesattn.inference.compare\n"
+            "import bayesattn.inference as I\n"
+            "from bayesattn.inference import fit, compare\n"
+            "print(callable(I.fit) and fit is I.fit and type(compare).__name__)")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "function"]
