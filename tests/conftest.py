@@ -47,6 +47,12 @@ def _profile(environ) -> str:
 
 settings.load_profile(_profile(os.environ))
 
+# pytest-xdist: each worker has one core of its own (-n 2 on two cores), so one torch thread:
+# two workers on two threads each fight over the cores, and small-tensor loops slow down 5-15x.
+# Tests of the library's own thread choice set the count they start from.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def one_torch_thread():

@@ -36,7 +36,8 @@ from bayesattn.inference.threads import torch_threads
 from bayesattn.models.base import BayesianModel
 
 DT = torch.float64
-FAST = {"progress_bar": False}
+# no prior / prior-predictive groups (500 draws by default): no test here reads them
+FAST = {"progress_bar": False, "num_prior_draws": 0}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: one thread is faster
@@ -479,9 +480,11 @@ def test_svi_flags_too_few_steps_and_a_mean_field_funnel_and_passes_a_gaussian()
                     learning_rate=0.01, num_chains=1, num_samples=200, seed=0, **FAST)
     assert short.attrs["converged"] == 0
 
+    # the mean-field guide cannot bend into the funnel at any step count: Pareto k measured
+    # 1.16 at 800 steps (0.93 at 1500, 1.08 at 500), against the 0.7 that flags it
     with pytest.warns(ConvergenceWarning, match=r"Pareto k .* > 0.7"):
         funnel = fit(Funnel(), {"y": torch.zeros(1, dtype=DT)}, method="svi", guide="normal",
-                     num_steps=1500, num_chains=1, num_samples=1000, seed=0, **FAST)
+                     num_steps=800, num_chains=1, num_samples=1000, seed=0, **FAST)
     assert verdict(funnel)["figures"]["pareto_k"] > 0.7
     # guide draws are independent: sample_stats holds their log density only, no NUTS stats
     assert set(funnel.sample_stats.data_vars) == {"lp"}

@@ -157,9 +157,16 @@ def test_ard_lengthscale_finds_the_irrelevant_feature():
     rng = np.random.default_rng(5)
     X = rng.uniform(-2, 2, size=(60, 2))
     y = np.sin(2 * X[:, 0]) + 0.05 * rng.normal(size=60)  # column 1 is irrelevant
-    est = AttentionRegressor("gp", method="map", num_steps=400, random_state=0).fit(X, y)
-    ls = est.idata_.posterior["lengthscale"].values.reshape(-1, 2)[0]
-    assert ls.shape == (2,) and ls[1] > 5 * ls[0]
+    # 200 Laplace draws, not the default 4 x 1000: converting the draws to InferenceData
+    # (predictive and log-likelihood groups) was 90% of this test's time. The median of the
+    # draws (the mode, mapped through exp) is a steadier statistic than the one draw the test
+    # used to read: measured ratio 12 (seed 0) and 14 (seed 1), against the 5 required.
+    est = AttentionRegressor("gp", method="map", num_steps=400, num_chains=1, num_samples=200,
+                             random_state=0).fit(X, y)
+    assert est.idata_.attrs["converged"] == 1
+    draws = est.idata_.posterior["lengthscale"].values.reshape(-1, 2)
+    ls = np.median(draws, axis=0)
+    assert draws.shape == (200, 2) and ls[1] > 5 * ls[0], ls
 
 
 # ----------------------------------------------------------------------------- errors

@@ -209,7 +209,9 @@ def _simulate_multihop(seed, T, c, noise):
     return q, k, v, y
 
 
+# tiny tensors: on a busy 2-core machine torch's 2 threads made the SVI steps 5-15x slower
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_multihop_learns_hop_weights_under_dirichlet_prior():
     """Simulated data with known ``c``: the exact posterior of ``c`` (a grid on the simplex)
     covers the truth, and Pyro's MAP (AutoDelta, TraceEnum-free closed-form mixture) lands
@@ -237,7 +239,7 @@ def test_multihop_learns_hop_weights_under_dirichlet_prior():
     guide = pyro.infer.autoguide.AutoDelta(model.model)
     svi = pyro.infer.SVI(model.model, guide, pyro.optim.Adam({"lr": 0.05}),
                          pyro.infer.Trace_ELBO())
-    for _ in range(300):
+    for _ in range(150):  # converged: 300 steps give the same MAP to 4 decimals (measured)
         svi.step(q, y)
     c_map = guide.median()["hop_weights"].detach()
     mode = grid[logp.argmax()]

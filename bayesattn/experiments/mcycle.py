@@ -45,7 +45,7 @@ LABELS = {"kernel": "Gaussian-kernel attention", "softmax": "softmax attention",
 
 def _settings(quick: bool) -> dict:
     if quick:
-        return {"num_chains": 2, "warmup_steps": 100, "num_samples": 100}
+        return {"num_chains": 2, "warmup_steps": 50, "num_samples": 50}
     return {"num_chains": 4, "warmup_steps": 300, "num_samples": 300, "chain_method": "parallel"}
 
 
@@ -250,7 +250,8 @@ def run_demo(out, *, quick: bool = False, seed: int = 0) -> dict:
 
     Args:
         out: output folder: a :class:`bayesattn.io.OutputDir` or an existing folder path.
-        quick: 2 chains x 100 draws (CI smoke run) instead of 4 x 300.
+        quick: 2 chains x (50 warm-up + 50 draws) (CI smoke run; too short to converge)
+            instead of 4 x (300 + 300).
         seed: seed of every random number.
 
     Returns:
