@@ -150,3 +150,21 @@ def test_prior_sum_gives_no_mass_outside_a_half_normals_support():
 
 def test_prior_sum_of_no_priors_is_zero():
     assert float(_PriorSum({})({})) == 0.0
+
+
+@pytest.mark.parametrize("families", [("LogNormal",), ("Normal", "HalfNormal"),
+                                      ("LogNormal", "Normal")])
+def test_prior_sum_of_scalar_gaussian_priors_alone(families):
+    """Scalar sites only (stacked, not concatenated), with and without LogNormal members."""
+    g = torch.Generator().manual_seed(3)
+    priors = {f"{name}_{i}": getattr(dist, name)(*(getattr(p, k)[i]
+                                                    for k in p.arg_constraints))
+              for name in families for p in [_family(name, g)] for i in range(2)}
+    torch.manual_seed(4)
+    values = {k: p.sample((3,)).requires_grad_() for k, p in priors.items()}
+    got = _PriorSum(priors)(values)
+    want = sum(p.log_prob(values[k]) for k, p in priors.items())
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got.sum(), list(values.values())),
+                    torch.autograd.grad(want.sum(), list(values.values())), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

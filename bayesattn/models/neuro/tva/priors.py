@@ -96,9 +96,13 @@ def _flat_param(base, key) -> torch.Tensor:
     return torch.broadcast_to(getattr(base, key), base.batch_shape).reshape(-1)
 
 
-def _column(value, nd):
-    """``(*B, *site)`` -> ``(*B, site size)``."""
-    return value.flatten(-nd) if nd else value.unsqueeze(-1)
+def _concat(values: dict, members) -> torch.Tensor:
+    """The values of ``members`` ``[(site, number of the site's dims)]``, each ``(*B, *site)``,
+    side by side: ``(*B, total size)`` (one ``stack`` when every site is a scalar)."""
+    if all(nd == 0 for _, nd in members):
+        return torch.stack([values[name] for name, _ in members], -1)
+    return torch.cat([values[name].flatten(-nd) if nd else values[name].unsqueeze(-1)
+                      for name, nd in members], -1)
 
 
 class _Gaussian:
@@ -126,17 +130,18 @@ class _Gaussian:
         self.any_half = bool(self.half.any())
 
     def __call__(self, values: dict) -> torch.Tensor:
-        cols = [_column(values[name], nd) for name, nd in self.members]
-        terms = []
-        if self.num_log:
-            logs = torch.cat(cols[: self.num_log], -1).log()
-            cols = [logs] + cols[self.num_log:]
-            terms.append(-logs.sum(-1))  # LogNormal: minus log|d exp(y)/dy| = y
-        x = torch.cat(cols, -1)
+        n, parts = self.num_log, []
+        if n:
+            logs = _concat(values, self.members[:n]).log()
+            parts.append(logs)
+        if n < len(self.members):
+            parts.append(_concat(values, self.members[n:]))
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
         lp = -((x - self.loc) ** 2) / self.two_var + self.const
         if self.any_half:  # HalfNormal: no mass below 0
             lp = torch.where(self.half & (x < 0), -math.inf, lp)
-        return lp.sum(-1) + terms[0] if terms else lp.sum(-1)
+        # LogNormal: minus log|d exp(y)/dy| = y
+        return lp.sum(-1) - logs.sum(-1) if n else lp.sum(-1)
 
 
 class _PriorSum:
@@ -204,6 +209,6 @@ class _PriorSum:
             lp = torch.xlogy(am1, values[name]).sum(-1) + log_norm
             terms.append(lp.sum(tuple(range(-nb, 0))) if nb else lp)
         for members, joint in self.groups:
-            x = torch.cat([_column(values[name], nd) for name, nd in members], -1)
+            x = _concat(values, members)
             terms.append(joint.log_prob(x).sum(-1))  # (*B, total size) -> (*B,)
         return reduce(add, terms) if terms else torch.zeros((), dtype=torch.float64)
