@@ -64,14 +64,14 @@ def k_probabilities(K, num_items: int, *, dtype=torch.float64) -> torch.Tensor:
 
 
 @functools.cache
-def _probit_grid(num: int, dtype) -> tuple:
+def _probit_grid(num: int, dtype, device) -> tuple:
     """The category bounds of :func:`k_probit_probabilities`, ``-inf, 1, ..., N, +inf`` (as
     ``cuts`` where finite, else ``ends``: ``Phi(-inf) = 0``, ``Phi(inf) = 1`` exactly, with no
     gradient through them), and where each category sits (``k + 1/2``). Cached, so that a traced
     graph holds them as constants."""
-    cuts = torch.tensor([0.0, *range(1, num + 1), 0.0], dtype=dtype)
-    ends = torch.tensor([-math.inf, *([0.0] * num), math.inf], dtype=dtype)
-    mid = torch.tensor([k + 0.5 for k in range(num + 1)], dtype=dtype)
+    cuts = torch.tensor([0.0, *range(1, num + 1), 0.0], dtype=dtype, device=device)
+    ends = torch.tensor([-math.inf, *([0.0] * num), math.inf], dtype=dtype, device=device)
+    mid = torch.tensor([k + 0.5 for k in range(num + 1)], dtype=dtype, device=device)
     return cuts, ends, torch.isfinite(ends), mid
 
 
@@ -109,7 +109,7 @@ def k_probit_probabilities(mK, sK, num_items: int) -> torch.Tensor:
     if bool((sK.detach() <= 0).any()):
         raise ValueError(f"sK (sd of the probit capacity, items) must be positive, got {sK}")
     mK, sK = torch.broadcast_tensors(mK, sK)
-    cuts, ends, inner, mid = _probit_grid(num, mK.dtype)
+    cuts, ends, inner, mid = _probit_grid(num, mK.dtype, mK.device)
     z = torch.where(inner, (cuts - mK[..., None]) / sK[..., None], ends)  # (..., N + 2)
     below, above = ndtr(z), ndtr(-z)  # P(X < bound), P(X >= bound)
     left = mid < mK[..., None]  # below the median: differences of the lower tail, else upper
