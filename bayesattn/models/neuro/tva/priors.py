@@ -164,7 +164,7 @@ class _PriorSum:
         families: dict = {}
         gaussian = []
         self.alone = []  # (site, prior)
-        self.dirichlets = []  # (site, concentration - 1, log normaliser, number of batch dims)
+        self.dirichlets = []  # (site, concentration - 1, log normaliser, the Dirichlet)
         for name, prior in priors.items():
             base = prior
             while isinstance(base, torch.distributions.Independent):
@@ -172,7 +172,7 @@ class _PriorSum:
             if type(base) in _DIRICHLET:
                 a = base.concentration
                 self.dirichlets.append((name, a - 1.0, torch.lgamma(a.sum(-1))
-                                        - torch.lgamma(a).sum(-1), len(base.batch_shape)))
+                                        - torch.lgamma(a).sum(-1), base))
                 continue
             if type(base) in _FAMILY_TYPES and base.event_shape == ():
                 if type(base) in _GAUSSIAN:
@@ -205,9 +205,9 @@ class _PriorSum:
                 alone = alone + self.gaussian_priors
         for name, prior in alone:
             terms.append(_sum_batch(prior.log_prob(values[name]), prior))
-        for name, am1, log_norm, nb in self.dirichlets:
+        for name, am1, log_norm, base in self.dirichlets:
             lp = torch.xlogy(am1, values[name]).sum(-1) + log_norm
-            terms.append(lp.sum(tuple(range(-nb, 0))) if nb else lp)
+            terms.append(_sum_batch(lp, base))
         for members, joint in self.groups:
             x = _concat(values, members)
             terms.append(joint.log_prob(x).sum(-1))  # (*B, total size) -> (*B,)
